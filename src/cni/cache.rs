@@ -1,0 +1,150 @@
+//! The attachment cache, like libcni's `/var/lib/cni/results`: per (network, container id,
+//! ifname), the exact network list used, CNI_ARGS, the capability args and, once ADD has
+//! succeeded, the result. It is written *before* ADD runs, so teardown always knows the
+//! config that setup used, even after a crash or a change of the conf dir. Unlike libcni,
+//! the config is stored as JSON, not base64, so an operator can read it.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheEntry {
+    pub kind: String,
+    pub container_id: String,
+    pub network_name: String,
+    pub if_name: String,
+    pub netns: String,
+    pub config: Value,
+    pub cni_args: Vec<(String, String)>,
+    pub capability_args: Map<String, Value>,
+    /// The ADD result in the list's version; `None` while ADD has not finished.
+    pub result: Option<Value>,
+}
+
+pub const CACHE_KIND: &str = "cniCacheV1";
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Cache { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry's file; every part was validated as a plain name before it gets here.
+    pub fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir.join(format!("{network}-{container_id}-{ifname}"))
+    }
+
+    pub fn save(&self, entry: &CacheEntry) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// The entry, or `None` when there is none.
+    pub fn load(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> std::io::Result<Option<CacheEntry>> {
+        let path = self.path(network, container_id, ifname);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.path(network, container_id, ifname)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every entry on disk (for start-up audits).
+    pub fn list(&self) -> std::io::Result<Vec<CacheEntry>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if let Ok(parsed) = fs::read(&path).map(|b| serde_json::from_slice::<CacheEntry>(&b)) {
+                match parsed {
+                    Ok(e) => out.push(e),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "unreadable CNI cache entry")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_remove_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(dir.path().join("results"));
+        let entry = CacheEntry {
+            kind: CACHE_KIND.into(),
+            container_id: "abc".into(),
+            network_name: "net".into(),
+            if_name: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            config: serde_json::json!({"name":"net","plugins":[{"type":"bridge"}]}),
+            cni_args: vec![("IgnoreUnknown".into(), "1".into())],
+            capability_args: Map::new(),
+            result: None,
+        };
+        cache.save(&entry).expect("save");
+        assert_eq!(
+            cache.load("net", "abc", "eth0").expect("load"),
+            Some(entry.clone())
+        );
+        assert_eq!(cache.list().expect("list").len(), 1);
+        cache.remove("net", "abc", "eth0").expect("remove");
+        assert_eq!(cache.load("net", "abc", "eth0").expect("load"), None);
+        cache.remove("net", "abc", "eth0").expect("remove twice");
+    }
+}

@@ -1,0 +1,281 @@
+//! Running one plugin process: a clean environment, the config on stdin, stdout captured,
+//! the tail of stderr kept, and a timeout that kills the plugin's whole process group (a
+//! plugin's own children, such as iptables, die with it). The only place that spawns plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// How much of a plugin's stderr is kept for error messages.
+const STDERR_TAIL: usize = 2048;
+/// Stdout larger than this is not a CNI answer; reading stops there.
+const STDOUT_LIMIT: usize = 4 << 20;
+
+/// The CNI_* variables of one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    pub command: &'a str,
+    pub container_id: &'a str,
+    /// Empty when the namespace is gone (allowed for DEL).
+    pub netns: &'a str,
+    pub ifname: &'a str,
+    pub args: &'a str,
+    pub path: &'a str,
+}
+
+/// What a plugin process did.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    /// "exit status 1", "killed by signal 9", …
+    pub status: String,
+    pub stdout: Vec<u8>,
+    pub stderr_tail: String,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("timed out after {}s; its process group was killed{}", timeout.as_secs_f32(), stderr_suffix(stderr_tail))]
+    Timeout {
+        timeout: Duration,
+        stderr_tail: String,
+    },
+    #[error("talking to the plugin process: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+pub fn stderr_suffix(tail: &str) -> String {
+    let tail = tail.trim();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {tail}")
+    }
+}
+
+/// Runs `binary` once. `system_path` is the PATH plugins get (they exec iptables and such).
+pub async fn run(
+    binary: &Path,
+    inv: &Invocation<'_>,
+    stdin: &[u8],
+    system_path: &str,
+    timeout: Duration,
+) -> Result<Output, ExecError> {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", inv.command)
+        .env("CNI_CONTAINERID", inv.container_id)
+        .env("CNI_NETNS", inv.netns)
+        .env("CNI_IFNAME", inv.ifname)
+        .env("CNI_ARGS", inv.args)
+        .env("CNI_PATH", inv.path)
+        .env("PATH", system_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })?;
+    let pgid = child.id();
+    let (Some(mut child_stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ExecError::Io(std::io::Error::other("plugin pipes missing")));
+    };
+
+    // stderr is collected by its own task so that a timeout still has the tail to show.
+    let stderr_task = tokio::spawn(read_tail(stderr, STDERR_TAIL));
+    let talk = async {
+        // A plugin may exit without reading stdin (e.g. VERSION): a broken pipe is fine.
+        let write = async {
+            let _ = child_stdin.write_all(stdin).await;
+            drop(child_stdin);
+        };
+        let (_, out, status) =
+            tokio::join!(write, read_limited(stdout, STDOUT_LIMIT), child.wait());
+        Ok::<_, std::io::Error>((out?, status?))
+    };
+    let outcome = tokio::time::timeout(timeout, talk).await;
+    if !matches!(outcome, Ok(Ok(_))) {
+        kill_group(pgid);
+        // Reap the direct child so no zombie stays; the group is already killed.
+        let _ = child.wait().await;
+    }
+    // The pipe closes once every holder of it is gone; bound the wait for stragglers.
+    let stderr_tail = match tokio::time::timeout(Duration::from_secs(1), stderr_task).await {
+        Ok(Ok(Ok(tail))) => tail,
+        _ => String::new(),
+    };
+    match outcome {
+        Ok(Ok((stdout, status))) => Ok(Output {
+            success: status.success(),
+            status: describe_status(status),
+            stdout,
+            stderr_tail,
+            elapsed: started.elapsed(),
+        }),
+        Ok(Err(e)) => Err(ExecError::Io(e)),
+        Err(_) => Err(ExecError::Timeout {
+            timeout,
+            stderr_tail,
+        }),
+    }
+}
+
+fn kill_group(pgid: Option<u32>) {
+    if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown exit".to_string(),
+    }
+}
+
+async fn read_limited(mut r: impl AsyncRead + Unpin, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() < limit {
+            out.extend_from_slice(&buf[..n.min(limit - out.len())]);
+        }
+    }
+}
+
+async fn read_tail(mut r: impl AsyncRead + Unpin, keep: usize) -> std::io::Result<String> {
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+    Ok(String::from_utf8_lossy(&tail).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    fn inv() -> Invocation<'static> {
+        Invocation {
+            command: "ADD",
+            container_id: "c1",
+            netns: "/x",
+            ifname: "eth0",
+            args: "A=1",
+            path: "/bin",
+        }
+    }
+
+    #[tokio::test]
+    async fn plugin_sees_only_the_cni_environment_and_its_stdin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = script(dir.path(), "envdump", "env | sort; cat");
+        let out = run(
+            &bin,
+            &inv(),
+            b"{\"x\":1}",
+            "/usr/bin:/bin",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("runs");
+        assert!(out.success);
+        let text = String::from_utf8(out.stdout).expect("utf8");
+        let mut vars: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains('='))
+            .filter_map(|l| l.split('=').next())
+            .filter(|k| *k != "PWD" && *k != "SHLVL" && *k != "_")
+            .collect();
+        vars.sort();
+        assert_eq!(
+            vars,
+            [
+                "CNI_ARGS",
+                "CNI_COMMAND",
+                "CNI_CONTAINERID",
+                "CNI_IFNAME",
+                "CNI_NETNS",
+                "CNI_PATH",
+                "PATH"
+            ]
+        );
+        assert!(text.ends_with("{\"x\":1}"));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("child-alive");
+        let bin = script(
+            dir.path(),
+            "hang",
+            &format!("(sleep 3; touch {}) & sleep 30", marker.display()),
+        );
+        let err = run(
+            &bin,
+            &inv(),
+            b"",
+            "/usr/bin:/bin",
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("must time out");
+        assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!marker.exists(), "the plugin's child survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn failure_keeps_status_and_stderr_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = script(dir.path(), "fail", "echo boom >&2; exit 3");
+        let out = run(&bin, &inv(), b"", "/bin", Duration::from_secs(10))
+            .await
+            .expect("runs");
+        assert!(!out.success);
+        assert_eq!(out.status, "exit status 3");
+        assert_eq!(out.stderr_tail.trim(), "boom");
+    }
+}

@@ -1,0 +1,244 @@
+//! crisp's configuration: command-line flags (each with an environment variable) over a
+//! TOML file over built-in defaults. argv and the environment are read only in `main`;
+//! everything else takes a finished [`Config`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_SOCKET: &str = "/run/crisp/crisp.sock";
+pub const DEFAULT_ROOT: &str = "/var/lib/crisp";
+pub const DEFAULT_NETNS_DIR: &str = "/run/netns";
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin:/usr/lib/cni";
+pub const DEFAULT_CNI_PLUGIN_TIMEOUT_SECS: u64 = 60;
+
+/// The command line. Every value is optional here so that a value given nowhere can fall
+/// back to the config file, then to the default (flags > env > file > defaults).
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "crisp",
+    version,
+    about = "A Kubernetes CRI runtime for pod sandboxes"
+)]
+pub struct Cli {
+    /// Unix socket to serve CRI on [default: /run/crisp/crisp.sock]
+    #[arg(long, env = "CRISP_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// State directory: sandbox records and the CNI result cache [default: /var/lib/crisp]
+    #[arg(long, env = "CRISP_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Where pod network namespaces are pinned [default: /run/netns]
+    #[arg(long, env = "CRISP_NETNS_DIR", value_name = "DIR")]
+    pub netns_dir: Option<PathBuf>,
+    /// CNI network configuration directory [default: /etc/cni/net.d]
+    #[arg(long, env = "CRISP_CNI_CONF_DIR", value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI plugin directories, colon-separated, searched in order [default: /opt/cni/bin:/usr/lib/cni]
+    #[arg(long, env = "CRISP_CNI_BIN_DIR", value_name = "DIRS")]
+    pub cni_bin_dir: Option<String>,
+    /// Seconds a CNI plugin may run before its process group is killed [default: 60]
+    #[arg(long, env = "CRISP_CNI_PLUGIN_TIMEOUT", value_name = "SECS")]
+    pub cni_plugin_timeout: Option<u64>,
+    /// TOML file with the same keys as the flags (e.g. `cni-conf-dir = "/etc/cni/net.d"`)
+    #[arg(long, env = "CRISP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info]
+    #[arg(long, env = "CRISP_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format [default: text]
+    #[arg(long, env = "CRISP_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file: the flags' names as keys, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    socket: Option<PathBuf>,
+    root: Option<PathBuf>,
+    netns_dir: Option<PathBuf>,
+    cni_conf_dir: Option<PathBuf>,
+    cni_bin_dir: Option<String>,
+    cni_plugin_timeout: Option<u64>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub netns_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    #[serde(serialize_with = "as_secs")]
+    pub cni_plugin_timeout: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Merges the command line over the config file (if one is named) over the defaults.
+    pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let bin_dirs = cli
+            .cni_bin_dir
+            .or(file.cni_bin_dir)
+            .unwrap_or_else(|| DEFAULT_CNI_BIN_DIR.to_string());
+        let cni_bin_dirs: Vec<PathBuf> = std::env::split_paths(&bin_dirs)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if cni_bin_dirs.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cni-bin-dir",
+                reason: "no directory given".into(),
+            });
+        }
+        let timeout = cli
+            .cni_plugin_timeout
+            .or(file.cni_plugin_timeout)
+            .unwrap_or(DEFAULT_CNI_PLUGIN_TIMEOUT_SECS);
+        if timeout == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cni-plugin-timeout",
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        Ok(Config {
+            socket: cli
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            root: cli
+                .root
+                .or(file.root)
+                .unwrap_or_else(|| DEFAULT_ROOT.into()),
+            netns_dir: cli
+                .netns_dir
+                .or(file.netns_dir)
+                .unwrap_or_else(|| DEFAULT_NETNS_DIR.into()),
+            cni_conf_dir: cli
+                .cni_conf_dir
+                .or(file.cni_conf_dir)
+                .unwrap_or_else(|| DEFAULT_CNI_CONF_DIR.into()),
+            cni_bin_dirs,
+            cni_plugin_timeout: Duration::from_secs(timeout),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            config_file: cli.config,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let config = Config::resolve(Cli::default()).expect("defaults resolve");
+        assert_eq!(config.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(config.netns_dir, PathBuf::from(DEFAULT_NETNS_DIR));
+        assert_eq!(
+            config.cni_bin_dirs,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+        assert_eq!(config.cni_plugin_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file =
+            write("root = \"/srv/crisp\"\nsocket = \"/tmp/file.sock\"\ncni-bin-dir = \"/a:/b\"\n");
+        let cli = Cli {
+            socket: Some("/tmp/flag.sock".into()),
+            config: Some(file.path().to_owned()),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("resolves");
+        assert_eq!(config.socket, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(config.root, PathBuf::from("/srv/crisp"));
+        assert_eq!(
+            config.cni_bin_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused_naming_the_file() {
+        let file = write("sockett = \"/x\"\n");
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            ..Cli::default()
+        };
+        let err = Config::resolve(cli).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains(&file.path().display().to_string()), "{msg}");
+        assert!(msg.contains("sockett"), "{msg}");
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let cli = Cli {
+            cni_plugin_timeout: Some(0),
+            ..Cli::default()
+        };
+        assert!(Config::resolve(cli).is_err());
+    }
+}

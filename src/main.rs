@@ -1,0 +1,137 @@
+//! The crisp daemon: read the command line and config, set up logging, take the root's
+//! lock, recover sandboxes left by a previous run, then serve CRI until SIGTERM/SIGINT.
+//! Pods are left as they are on exit and found again on the next start.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use crisp::cni::{Cni, ConfDir, DEFAULT_SYSTEM_PATH};
+use crisp::config::{Cli, Config, LogFormat};
+use crisp::netns::NetnsDir;
+use crisp::sandbox::network::PodNetwork;
+use crisp::sandbox::store::Store;
+use crisp::sandbox::SandboxManager;
+use crisp::server::{self, Shared};
+
+fn main() -> ExitCode {
+    let config = match Config::resolve(Cli::parse()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("crisp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("crisp: --log-level {:?}: {e}", config.log_level);
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crisp: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "crisp stopped");
+            eprintln!("crisp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.try_init()?,
+        LogFormat::Json => builder.json().flatten_event(true).try_init()?,
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(&config.root)
+        .map_err(|e| format!("creating root dir {}: {e}", config.root.display()))?;
+    let _lock = lock_root(&config.root)?;
+    let store = Store::open(&config.root)?;
+    let system_path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_SYSTEM_PATH.to_string());
+    let cni = Cni::new(
+        config.cni_bin_dirs.clone(),
+        config.cni_plugin_timeout,
+        config.root.join("cni").join("results"),
+        system_path,
+    );
+    let network = PodNetwork::new(cni, ConfDir::new(&config.cni_conf_dir));
+    let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
+    let recovery = manager.recover().await?;
+    let listener = server::socket::bind(&config.socket)?;
+    tracing::info!(
+        socket = %config.socket.display(), root = %config.root.display(),
+        netns_dir = %config.netns_dir.display(), cni_conf_dir = %config.cni_conf_dir.display(),
+        version = env!("CARGO_PKG_VERSION"), "crisp serving"
+    );
+    let socket = config.socket.clone();
+    let shared = Arc::new(Shared {
+        manager,
+        config,
+        recovery,
+    });
+    server::serve(listener, shared, shutdown_signal()).await?;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("crisp stopped; sandboxes are kept for the next start");
+    Ok(())
+}
+
+/// One crisp per root: an exclusive flock on `<root>/crisp.lock`, holding the owner's pid.
+fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let path = root.join("crisp.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let _ = locked.set_len(0);
+            let _ = writeln!(locked, "{}", std::process::id());
+            Ok(locked)
+        }
+        Err((_, errno)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(format!(
+                "another crisp (pid {}) already uses root {} (lock {}: {errno})",
+                holder.trim(),
+                root.display(),
+                path.display()
+            ))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop crisp with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
+    }
+}

@@ -1,0 +1,634 @@
+//! The sandbox lifecycle: Run, Stop, Remove, Status, List, and recovery at start.
+//!
+//! Locks: the name table and the index are held only for map operations; each sandbox has
+//! its own async lock, held across its plugin execs, so sandboxes never wait for each other.
+//! Readers (Status, List) read a published snapshot and never wait for a plugin.
+//!
+//! Order of effects, so that a crash at any point can be finished or undone from the record:
+//! Run: record "creating" (naming the netns path and network) → netns → CNI ADD → "ready".
+//! Stop: record "stopping" → CNI DEL → netns removed → "not_ready".
+//! The namespace is removed only after DEL succeeded; a failed DEL stays on the record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::sandbox::model::{
+    is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
+};
+use crate::sandbox::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
+use crate::sandbox::store::Store;
+
+/// How many sandboxes recovery repairs at once.
+const RECOVERY_CONCURRENCY: usize = 16;
+
+struct Entry {
+    /// Serialises Run/Stop/Remove of this sandbox.
+    op: tokio::sync::Mutex<()>,
+    /// The last committed state, for readers.
+    snapshot: RwLock<Arc<Sandbox>>,
+    /// Set when Remove has taken the sandbox out of the index.
+    removed: AtomicBool,
+}
+
+impl Entry {
+    fn new(sandbox: Sandbox) -> Arc<Entry> {
+        Arc::new(Entry {
+            op: tokio::sync::Mutex::new(()),
+            snapshot: RwLock::new(Arc::new(sandbox)),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    fn current(&self) -> Arc<Sandbox> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, sandbox: &Sandbox) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sandbox.clone());
+    }
+}
+
+enum Reservation {
+    /// A RunPodSandbox is in flight; a retry with the same spec waits for it.
+    Creating {
+        spec: Box<SandboxSpec>,
+        done: watch::Receiver<()>,
+    },
+    Held {
+        id: String,
+    },
+}
+
+/// Which sandboxes a List returns; every set field must match.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub id: Option<String>,
+    pub state: Option<SandboxState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub struct SandboxManager {
+    store: Store,
+    netns: NetnsDir,
+    network: PodNetwork,
+    index: RwLock<BTreeMap<String, Arc<Entry>>>,
+    names: Mutex<HashMap<String, Reservation>>,
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RecoveryReport {
+    pub loaded: usize,
+    pub ready: usize,
+    pub rolled_back: usize,
+    pub stopped: usize,
+    pub failed_repairs: usize,
+    pub bad_records: usize,
+    pub orphan_netns_removed: usize,
+    pub millis: u128,
+}
+
+impl SandboxManager {
+    pub fn new(store: Store, netns: NetnsDir, network: PodNetwork) -> Self {
+        SandboxManager {
+            store,
+            netns,
+            network,
+            index: RwLock::new(BTreeMap::new()),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn network(&self) -> &PodNetwork {
+        &self.network
+    }
+
+    pub async fn network_readiness(&self) -> NetworkReadiness {
+        self.network.readiness().await
+    }
+
+    /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
+    /// sends after its own timeout) waits for it and gets its id instead of an error.
+    pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
+        let key = spec.metadata.reservation_key();
+        let (id, done) = loop {
+            let mut wait = {
+                let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+                match names.get(&key) {
+                    None => {
+                        let id = new_id().map_err(|e| Error::io("generating a sandbox id", e))?;
+                        let (tx, rx) = watch::channel(());
+                        names.insert(
+                            key.clone(),
+                            Reservation::Creating {
+                                spec: Box::new(spec.clone()),
+                                done: rx,
+                            },
+                        );
+                        break (id, tx);
+                    }
+                    Some(Reservation::Held { id }) => {
+                        return Err(Error::NameReserved {
+                            name: key,
+                            holder: id.clone(),
+                        })
+                    }
+                    Some(Reservation::Creating { spec: first, done }) if **first == spec => {
+                        done.clone()
+                    }
+                    Some(Reservation::Creating { .. }) => {
+                        return Err(Error::NameReserved {
+                            name: key,
+                            holder: "a sandbox still being created with a different config".into(),
+                        })
+                    }
+                }
+            };
+            // Resolves when the first creation ends (its sender is dropped).
+            let _ = wait.changed().await;
+            let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(Reservation::Held { id }) = names.get(&key) {
+                return Ok(id.clone());
+            }
+            // The first attempt failed and released the name: this retry tries afresh.
+        };
+
+        let outcome = self.create(&id, spec).await;
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        match &outcome {
+            // A sandbox that failed but could not be fully rolled back stays listed and
+            // keeps its name until it is removed.
+            Ok(()) | Err((_, true)) => {
+                names.insert(key, Reservation::Held { id: id.clone() });
+            }
+            Err((_, false)) => {
+                names.remove(&key);
+            }
+        }
+        drop(names);
+        drop(done);
+        outcome.map(|()| id).map_err(|(e, _)| e)
+    }
+
+    /// Creates the sandbox. On error, says whether a sandbox was left indexed (because its
+    /// rollback failed and must be retried by Stop/Remove).
+    async fn create(&self, id: &str, spec: SandboxSpec) -> std::result::Result<(), (Error, bool)> {
+        let network = if spec.host_network {
+            None
+        } else {
+            let readiness = self.network.readiness().await;
+            match (readiness.network, readiness.problem) {
+                (Some(list), None) => Some(list),
+                (_, problem) => {
+                    return Err((
+                        Error::NetworkNotReady {
+                            reason: problem.unwrap_or_else(|| "no CNI network config".into()),
+                        },
+                        false,
+                    ))
+                }
+            }
+        };
+        let mut sandbox = Sandbox {
+            id: id.to_string(),
+            netns_path: network.as_ref().map(|_| self.netns.path_for(id)),
+            network: network.as_ref().map(|list| NetworkAttachment {
+                network_name: list.name.clone(),
+                ifname: POD_IFNAME.to_string(),
+                ips: Vec::new(),
+                result: serde_json::Value::Null,
+            }),
+            spec,
+            state: SandboxState::Creating,
+            created_at: now_nanos(),
+            last_error: None,
+        };
+        // Intent first: the record names the netns and network before either exists.
+        self.save(&sandbox).await.map_err(|e| (e, false))?;
+
+        if let (Some(list), Some(path)) = (&network, sandbox.netns_path.clone()) {
+            if let Err(source) = self.netns.create(&path).await {
+                let err = Error::Netns {
+                    sandbox: id.to_string(),
+                    op: "creating",
+                    path,
+                    source,
+                };
+                return Err(self.roll_back(sandbox, err).await);
+            }
+            match self.network.attach(&sandbox, list, &path).await {
+                Ok(attachment) => sandbox.network = Some(attachment),
+                Err(source) => {
+                    let err = Error::Cni {
+                        sandbox: id.to_string(),
+                        step: "setting up the pod network (CNI ADD)",
+                        source,
+                    };
+                    return Err(self.roll_back(sandbox, err).await);
+                }
+            }
+        }
+        sandbox.state = SandboxState::Ready;
+        if let Err(err) = self.save(&sandbox).await {
+            return Err(self.roll_back(sandbox, err).await);
+        }
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), Entry::new(sandbox));
+        Ok(())
+    }
+
+    /// Undoes a failed creation in reverse order. If the teardown itself fails, the sandbox
+    /// is kept (NOT_READY, with the error) so that Stop/Remove retry it: an IP or namespace
+    /// that could not be released is never forgotten.
+    async fn roll_back(&self, mut sandbox: Sandbox, cause: Error) -> (Error, bool) {
+        match self.tear_down(&mut sandbox).await {
+            Ok(()) => {
+                if let Err(e) = self.store.delete(&sandbox.id) {
+                    tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback: deleting the record failed");
+                }
+                (cause, false)
+            }
+            Err(teardown) => {
+                tracing::error!(sandbox_id = %sandbox.id, error = %teardown, "rollback failed; sandbox kept NOT_READY for Stop/Remove to retry");
+                self.index
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(sandbox.id.clone(), Entry::new(sandbox));
+                (cause, true)
+            }
+        }
+    }
+
+    /// Releases what the sandbox holds: "stopping" → CNI DEL → namespace removed →
+    /// "not_ready". On failure the record stays NOT_READY with the error and what is still
+    /// held, so the next Stop/Remove (or a restart) retries.
+    async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
+        sandbox.state = SandboxState::Stopping;
+        self.save(sandbox).await?;
+        let result = self.release(sandbox).await;
+        sandbox.state = SandboxState::NotReady;
+        sandbox.last_error = result.as_ref().err().map(|e| e.to_string());
+        self.save(sandbox).await?;
+        result
+    }
+
+    async fn release(&self, sandbox: &mut Sandbox) -> Result<()> {
+        if let Some(attachment) = sandbox.network.clone() {
+            // DEL still runs when the namespace is gone, so IPAM frees the address.
+            let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
+            self.network
+                .detach(sandbox, &attachment.network_name, netns.as_deref())
+                .await
+                .map_err(|source| Error::Cni {
+                    sandbox: sandbox.id.clone(),
+                    step: "tearing down the pod network (CNI DEL)",
+                    source,
+                })?;
+            sandbox.network = None;
+        }
+        if let Some(path) = sandbox.netns_path.clone() {
+            netns::remove(&path).map_err(|source| Error::Netns {
+                sandbox: sandbox.id.clone(),
+                op: "removing",
+                path,
+                source,
+            })?;
+            sandbox.netns_path = None;
+        }
+        Ok(())
+    }
+
+    /// StopPodSandbox: idempotent; an unknown id is success.
+    pub async fn stop(&self, id_or_prefix: &str) -> Result<()> {
+        let Some(entry) = self.find(id_or_prefix)? else {
+            return Ok(());
+        };
+        let _op = entry.op.lock().await;
+        if entry.removed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut sandbox = (*entry.current()).clone();
+        if sandbox.state == SandboxState::NotReady && !sandbox.holds_resources() {
+            return Ok(());
+        }
+        let result = self.tear_down(&mut sandbox).await;
+        entry.publish(&sandbox);
+        result
+    }
+
+    /// RemovePodSandbox: stops first if needed, then forgets the sandbox. Idempotent. A
+    /// sandbox whose teardown fails is not removed: the error is returned and it is kept.
+    pub async fn remove(&self, id_or_prefix: &str) -> Result<()> {
+        let Some(entry) = self.find(id_or_prefix)? else {
+            return Ok(());
+        };
+        let _op = entry.op.lock().await;
+        if entry.removed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut sandbox = (*entry.current()).clone();
+        if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
+            let result = self.tear_down(&mut sandbox).await;
+            entry.publish(&sandbox);
+            result?;
+        }
+        self.delete_record(&sandbox.id).await?;
+        entry.removed.store(true, Ordering::Release);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sandbox.id);
+        let key = sandbox.spec.metadata.reservation_key();
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(names.get(&key), Some(Reservation::Held { id }) if *id == sandbox.id) {
+            names.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// PodSandboxStatus: the last committed state; NotFound when unknown.
+    pub fn status(&self, id_or_prefix: &str) -> Result<Arc<Sandbox>> {
+        self.find(id_or_prefix)?
+            .map(|e| e.current())
+            .ok_or_else(|| Error::SandboxNotFound {
+                id: id_or_prefix.to_string(),
+            })
+    }
+
+    /// ListPodSandbox. An id filter is a prefix like every other id; an unknown or ambiguous
+    /// one matches nothing (containerd does the same), so List never fails on it.
+    pub fn list(&self, filter: &ListFilter) -> Vec<Arc<Sandbox>> {
+        let id = match &filter.id {
+            Some(prefix) if !prefix.is_empty() => match self.find(prefix) {
+                Ok(Some(entry)) => Some(entry.current().id.clone()),
+                _ => return Vec::new(),
+            },
+            _ => None,
+        };
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Sandbox>> = index
+            .values()
+            .map(|e| e.current())
+            .filter(|s| id.as_ref().is_none_or(|id| s.id == *id))
+            .filter(|s| filter.state.is_none_or(|st| public_state(s.state) == st))
+            .filter(|s| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| s.spec.labels.get(k) == Some(v))
+            })
+            .collect();
+        out.sort_by_key(|s| s.created_at);
+        out
+    }
+
+    /// Resolves a full id or a unique prefix. Unknown → `Ok(None)`; not an id at all or
+    /// ambiguous → an InvalidArgument-class error.
+    fn find(&self, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
+        if id_or_prefix.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "empty"));
+        }
+        if !is_id_prefix(id_or_prefix) {
+            return Err(Error::invalid(
+                "pod_sandbox_id",
+                format!(
+                    "{:?} is not a sandbox id (1 to 64 lowercase hex characters)",
+                    truncate(id_or_prefix, 80)
+                ),
+            ));
+        }
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut matches = index
+            .range(id_or_prefix.to_string()..)
+            .take_while(|(id, _)| id.starts_with(id_or_prefix));
+        let Some((_, first)) = matches.next() else {
+            return Ok(None);
+        };
+        let rest: Vec<String> = matches.map(|(id, _)| id.clone()).collect();
+        if rest.is_empty() {
+            return Ok(Some(first.clone()));
+        }
+        let mut all = vec![first.current().id.clone()];
+        all.extend(rest);
+        Err(Error::AmbiguousId {
+            prefix: id_or_prefix.to_string(),
+            matches: all,
+        })
+    }
+
+    async fn save(&self, sandbox: &Sandbox) -> Result<()> {
+        let store = self.store.clone();
+        let sandbox = sandbox.clone();
+        tokio::task::spawn_blocking(move || store.save(&sandbox))
+            .await
+            .map_err(|e| Error::io("saving a sandbox record", std::io::Error::other(e)))?
+    }
+
+    async fn delete_record(&self, id: &str) -> Result<()> {
+        let store = self.store.clone();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || store.delete(&id))
+            .await
+            .map_err(|e| Error::io("deleting a sandbox record", std::io::Error::other(e)))?
+    }
+
+    /// Start-up: load every record, finish or undo what a previous run left half done,
+    /// index the survivors and re-reserve their names, then remove namespace pins in the
+    /// netns dir that no record names.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let (records, bad) = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| Error::io("loading sandbox records", std::io::Error::other(e)))??;
+        let mut report = RecoveryReport {
+            loaded: records.len(),
+            bad_records: bad.len(),
+            ..RecoveryReport::default()
+        };
+        for err in &bad {
+            tracing::error!(error = %err, "unreadable sandbox record left in place for inspection");
+        }
+        let known: Vec<PathBuf> = records
+            .iter()
+            .filter_map(|s| s.netns_path.clone())
+            .collect();
+        let outcomes: Vec<Recovered> = futures::stream::iter(records)
+            .map(|sandbox| self.recover_one(sandbox))
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .collect()
+            .await;
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            for outcome in outcomes {
+                let sandbox = match outcome {
+                    Recovered::RolledBack => {
+                        report.rolled_back += 1;
+                        continue;
+                    }
+                    Recovered::Kept { sandbox, repaired } => {
+                        if repaired == Some(false) {
+                            report.failed_repairs += 1;
+                        } else if repaired == Some(true) {
+                            report.stopped += 1;
+                        }
+                        sandbox
+                    }
+                };
+                if sandbox.is_ready() {
+                    report.ready += 1;
+                }
+                names.insert(
+                    sandbox.spec.metadata.reservation_key(),
+                    Reservation::Held {
+                        id: sandbox.id.clone(),
+                    },
+                );
+                index.insert(sandbox.id.clone(), Entry::new(sandbox));
+            }
+        }
+        report.orphan_netns_removed = self.remove_orphan_pins(&known);
+        report.millis = started.elapsed().as_millis();
+        tracing::info!(
+            loaded = report.loaded,
+            ready = report.ready,
+            rolled_back = report.rolled_back,
+            stopped = report.stopped,
+            failed_repairs = report.failed_repairs,
+            bad_records = report.bad_records,
+            orphan_netns_removed = report.orphan_netns_removed,
+            millis = report.millis as u64,
+            "recovery finished"
+        );
+        Ok(report)
+    }
+
+    async fn recover_one(&self, mut sandbox: Sandbox) -> Recovered {
+        let why = match sandbox.state {
+            SandboxState::Creating => {
+                tracing::warn!(sandbox_id = %sandbox.id, "rolling back a creation interrupted by a restart");
+                return match self.tear_down(&mut sandbox).await {
+                    Ok(()) => match self.delete_record(&sandbox.id).await {
+                        Ok(()) => Recovered::RolledBack,
+                        Err(_) => Recovered::Kept {
+                            sandbox,
+                            repaired: Some(false),
+                        },
+                    },
+                    Err(e) => {
+                        tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
+                        Recovered::Kept {
+                            sandbox,
+                            repaired: Some(false),
+                        }
+                    }
+                };
+            }
+            SandboxState::Stopping => "finishing a stop interrupted by a restart",
+            SandboxState::Ready
+                if sandbox
+                    .netns_path
+                    .as_deref()
+                    .is_some_and(|p| !netns::is_pinned(p)) =>
+            {
+                "its network namespace is gone (reboot?)"
+            }
+            SandboxState::Ready | SandboxState::NotReady => {
+                return Recovered::Kept {
+                    sandbox,
+                    repaired: None,
+                }
+            }
+        };
+        tracing::warn!(sandbox_id = %sandbox.id, reason = why, "stopping sandbox during recovery");
+        let repaired = match self.tear_down(&mut sandbox).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(sandbox_id = %sandbox.id, error = %e, "recovery teardown failed; kept NOT_READY");
+                false
+            }
+        };
+        Recovered::Kept {
+            sandbox,
+            repaired: Some(repaired),
+        }
+    }
+
+    /// Removes `crisp-*` pins in the netns dir that no record names (a crash between
+    /// pinning and… nothing: records are written first, so these come from lost state).
+    fn remove_orphan_pins(&self, known: &[PathBuf]) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.netns.dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(NETNS_PREFIX));
+            if ours && !known.iter().any(|k| k == &path) {
+                match netns::remove(&path) {
+                    Ok(()) => {
+                        tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin")
+                    }
+                }
+            }
+        }
+        removed
+    }
+
+    pub fn netns_dir(&self) -> &Path {
+        self.netns.dir()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.store.dir()
+    }
+}
+
+enum Recovered {
+    RolledBack,
+    /// `repaired`: `None` nothing needed, `Some(true)` stopped, `Some(false)` teardown failed.
+    Kept {
+        sandbox: Sandbox,
+        repaired: Option<bool>,
+    },
+}
+
+/// What clients see: only READY and NOT_READY exist in CRI.
+pub fn public_state(state: SandboxState) -> SandboxState {
+    match state {
+        SandboxState::Ready => SandboxState::Ready,
+        _ => SandboxState::NotReady,
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(1)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,11 @@
+//! The sandbox domain: what a sandbox is (`model`), its lifecycle (`manager`), its record
+//! on disk (`store`) and its one seam to the network (`network`). It never imports tonic:
+//! `server/` translates requests into these terms.
+
+pub mod manager;
+pub mod model;
+pub mod network;
+pub mod store;
+
+pub use manager::{ListFilter, RecoveryReport, SandboxManager};
+pub use model::{Sandbox, SandboxSpec, SandboxState};

@@ -1,0 +1,170 @@
+//! What a sandbox is in crisp's domain: the pod it belongs to, what was asked for it, and
+//! where it is in its life. This is also the shape of the record on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A sandbox's place in its life. `Creating` and `Stopping` are intents written before
+/// the side effects they announce, so a crash in between can be finished or undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Creating,
+    Ready,
+    Stopping,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodMetadata {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+}
+
+impl PodMetadata {
+    /// The name a sandbox reserves, as containerd spells it: `<name>_<namespace>_<uid>_<attempt>`.
+    pub fn reservation_key(&self) -> String {
+        format!(
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: u16,
+    /// 0 means "no host port": the mapping is declared but not published.
+    pub host_port: u16,
+    pub host_ip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// What the client asked for, in the terms crisp acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub metadata: PodMetadata,
+    pub hostname: String,
+    pub host_network: bool,
+    pub port_mappings: Vec<PortMapping>,
+    pub dns: DnsConfig,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub runtime_handler: String,
+    /// The request's PodSandboxConfig exactly as sent (snake_case JSON), echoed in status.
+    pub raw_config: serde_json::Value,
+}
+
+/// The network a sandbox was attached to, and what the plugins answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network_name: String,
+    pub ifname: String,
+    /// Pod IPs without prefix, IPv4 first, in CNI result order within a family.
+    pub ips: Vec<String>,
+    /// The final CNI result, in the network list's version.
+    pub result: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub id: String,
+    pub spec: SandboxSpec,
+    pub state: SandboxState,
+    /// Nanoseconds since the epoch.
+    pub created_at: i64,
+    /// The pinned namespace; `None` for host-network sandboxes. Written before the pin exists.
+    pub netns_path: Option<PathBuf>,
+    /// The network the sandbox is (or is being) attached to; `None` once torn down.
+    pub network: Option<NetworkAttachment>,
+    /// The last teardown failure, kept until a retry succeeds, so status can show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Sandbox {
+    pub fn is_ready(&self) -> bool {
+        self.state == SandboxState::Ready
+    }
+
+    /// Whether anything is still held for this sandbox: a namespace or a network attachment.
+    pub fn holds_resources(&self) -> bool {
+        self.netns_path.is_some() || self.network.is_some()
+    }
+}
+
+/// A fresh sandbox id: 64 hex characters from 32 random bytes, as containerd makes them.
+pub fn new_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `s` could be (a prefix of) a sandbox id: 1–64 lowercase hex characters. Only
+/// such strings ever become path components.
+pub fn is_id_prefix(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_lowercase_hex_and_distinct() {
+        let a = new_id().expect("id");
+        let b = new_id().expect("id");
+        assert_eq!(a.len(), 64);
+        assert!(is_id_prefix(&a));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn id_prefix_rejects_paths_and_oversize() {
+        for bad in ["", "../../etc", "ABC", "abc/def", &"a".repeat(65), "abc\0"] {
+            assert!(!is_id_prefix(bad), "{bad:?} accepted");
+        }
+        assert!(is_id_prefix("0af"));
+    }
+
+    #[test]
+    fn reservation_key_matches_containerd() {
+        let m = PodMetadata {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u1".into(),
+            attempt: 2,
+        };
+        assert_eq!(m.reservation_key(), "web_default_u1_2");
+    }
+}

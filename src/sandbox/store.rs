@@ -1,0 +1,109 @@
+//! Sandbox records on disk: one JSON file per sandbox under `<root>/sandboxes/`, each
+//! written atomically (temp file, fsync, rename, fsync of the directory), so a crash leaves
+//! either the old record or the new one, never a torn one. The only writer of records.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sandbox::model::{is_id_prefix, Sandbox};
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the record directory under `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let dir = root.join("sandboxes");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating state dir {}", dir.display()), e))?;
+        Ok(Store { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self, sandbox: &Sandbox) -> Result<()> {
+        let path = self.path(&sandbox.id);
+        let tmp = self.dir.join(format!(".{}.tmp", sandbox.id));
+        let bytes = serde_json::to_vec_pretty(sandbox).map_err(|e| Error::Record {
+            path: path.clone(),
+            reason: format!("encoding: {e}"),
+        })?;
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("writing sandbox record {}", path.display()), e)
+        })
+    }
+
+    /// Deletes the record; a missing one is success.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!("deleting sandbox record {}", path.display()),
+                e,
+            )),
+            _ => File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(format!("syncing {}", self.dir.display()), e)),
+        }
+    }
+
+    /// Reads every record. Unreadable ones are returned as errors beside the good ones so
+    /// recovery can report them instead of stopping; leftover temp files are removed.
+    pub fn load_all(&self) -> Result<(Vec<Sandbox>, Vec<Error>)> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            match read_record(&path) {
+                Ok(sandbox) if sandbox.id == id && is_id_prefix(id) && id.len() == 64 => {
+                    good.push(sandbox)
+                }
+                Ok(_) => bad.push(Error::Record {
+                    path,
+                    reason: "the id inside does not match the file name".into(),
+                }),
+                Err(e) => bad.push(e),
+            }
+        }
+        Ok((good, bad))
+    }
+}
+
+fn read_record(path: &Path) -> Result<Sandbox> {
+    let bytes = fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Record {
+        path: path.to_owned(),
+        reason: format!("decoding: {e}"),
+    })
+}

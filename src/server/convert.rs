@@ -1,0 +1,460 @@
+//! Proto ↔ domain: checks a request and turns it into a [`SandboxSpec`], and renders
+//! sandboxes back as CRI messages. Field names in errors are the proto's.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Error, Result};
+use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
+use crate::sandbox::{ListFilter, Sandbox, SandboxSpec, SandboxState};
+
+/// Longest name, namespace, uid or hostname accepted (a DNS subdomain's limit).
+const MAX_NAME_LEN: usize = 253;
+/// Labels plus annotations, as Kubernetes bounds annotations.
+const MAX_LABELS_BYTES: usize = 256 * 1024;
+
+/// Turns RunPodSandbox's request into a spec, refusing anything crisp cannot honour.
+pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
+    if !req.runtime_handler.is_empty() {
+        return Err(Error::invalid(
+            "runtime_handler",
+            format!(
+                "unknown runtime handler {:?}: crisp has only the default handler \"\"",
+                truncate(&req.runtime_handler)
+            ),
+        ));
+    }
+    let config = req
+        .config
+        .ok_or_else(|| Error::invalid("config", "missing"))?;
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
+    name_field("config.metadata.name", &meta.name, true)?;
+    name_field("config.metadata.namespace", &meta.namespace, true)?;
+    name_field("config.metadata.uid", &meta.uid, true)?;
+    name_field("config.hostname", &config.hostname, false)?;
+    let labels_bytes: usize = config
+        .labels
+        .iter()
+        .chain(config.annotations.iter())
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if labels_bytes > MAX_LABELS_BYTES {
+        return Err(Error::invalid(
+            "config.labels",
+            format!(
+                "labels and annotations take {labels_bytes} bytes, more than {MAX_LABELS_BYTES}"
+            ),
+        ));
+    }
+    let namespace_options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let host_network =
+        namespace_options.is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
+    if let Some(mode) = namespace_options.map(|n| n.network) {
+        if mode != cri::NamespaceMode::Pod as i32 && mode != cri::NamespaceMode::Node as i32 {
+            return Err(Error::invalid(
+                "config.linux.security_context.namespace_options.network",
+                format!("mode {mode} is not supported: only POD (0) and NODE (2)"),
+            ));
+        }
+    }
+    let port_mappings = port_mappings(&config.port_mappings)?;
+    let dns = dns_config(config.dns_config.as_ref())?;
+    let raw_config = serde_json::to_value(&config)
+        .map_err(|e| Error::invalid("config", format!("cannot be recorded: {e}")))?;
+    Ok(SandboxSpec {
+        metadata: PodMetadata {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            attempt: meta.attempt,
+        },
+        hostname: config.hostname.clone(),
+        host_network,
+        port_mappings,
+        dns,
+        labels: sorted(&config.labels),
+        annotations: sorted(&config.annotations),
+        cgroup_parent: config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default(),
+        runtime_handler: req.runtime_handler,
+        raw_config,
+    })
+}
+
+fn name_field(field: &'static str, value: &str, required: bool) -> Result<()> {
+    if value.is_empty() {
+        return if required {
+            Err(Error::invalid(field, "must not be empty"))
+        } else {
+            Ok(())
+        };
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes long, more than {MAX_NAME_LEN}", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '/')
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{:?} contains the character {c:?}", truncate(value)),
+        ));
+    }
+    Ok(())
+}
+
+fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>> {
+    let field = "config.port_mappings";
+    let mut published = HashSet::new();
+    ports
+        .iter()
+        .map(|p| {
+            let protocol = match cri::Protocol::try_from(p.protocol) {
+                Ok(cri::Protocol::Tcp) => Protocol::Tcp,
+                Ok(cri::Protocol::Udp) => Protocol::Udp,
+                Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("unknown protocol {}", p.protocol),
+                    ))
+                }
+            };
+            let container_port = u16::try_from(p.container_port)
+                .ok()
+                .filter(|&port| port != 0)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        field,
+                        format!("container_port {} is not in 1-65535", p.container_port),
+                    )
+                })?;
+            let host_port = u16::try_from(p.host_port).map_err(|_| {
+                Error::invalid(
+                    field,
+                    format!("host_port {} is not in 0-65535", p.host_port),
+                )
+            })?;
+            if !p.host_ip.is_empty() && p.host_ip.parse::<IpAddr>().is_err() {
+                return Err(Error::invalid(
+                    field,
+                    format!("host_ip {:?} is not an IP address", truncate(&p.host_ip)),
+                ));
+            }
+            if host_port != 0 && !published.insert((protocol, host_port, p.host_ip.clone())) {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "host port {}/{} is mapped twice",
+                        host_port,
+                        protocol.as_str()
+                    ),
+                ));
+            }
+            Ok(PortMapping {
+                protocol,
+                container_port,
+                host_port,
+                host_ip: p.host_ip.clone(),
+            })
+        })
+        .collect()
+}
+
+fn dns_config(dns: Option<&cri::DnsConfig>) -> Result<DnsConfig> {
+    let Some(dns) = dns else {
+        return Ok(DnsConfig::default());
+    };
+    for server in &dns.servers {
+        if server.parse::<IpAddr>().is_err() {
+            return Err(Error::invalid(
+                "config.dns_config.servers",
+                format!("{:?} is not an IP address", truncate(server)),
+            ));
+        }
+    }
+    for (field, values) in [
+        ("config.dns_config.searches", &dns.searches),
+        ("config.dns_config.options", &dns.options),
+    ] {
+        // These end up as words in resolv.conf: no blanks, no control characters.
+        if let Some(bad) = values.iter().find(|v| {
+            v.is_empty()
+                || v.len() > MAX_NAME_LEN
+                || v.chars().any(|c| c.is_control() || c.is_whitespace())
+        }) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{:?} is empty, too long, or contains a blank or control character",
+                    truncate(bad)
+                ),
+            ));
+        }
+    }
+    Ok(DnsConfig {
+        servers: dns.servers.clone(),
+        searches: dns.searches.clone(),
+        options: dns.options.clone(),
+    })
+}
+
+fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn unsorted(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn truncate(s: &str) -> String {
+    const SHOWN: usize = 64;
+    if s.chars().count() > SHOWN {
+        format!("{}…", s.chars().take(SHOWN).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn state(state: SandboxState) -> i32 {
+    match state {
+        SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,
+        _ => cri::PodSandboxState::SandboxNotready as i32,
+    }
+}
+
+fn metadata(sandbox: &Sandbox) -> cri::PodSandboxMetadata {
+    let m = &sandbox.spec.metadata;
+    cri::PodSandboxMetadata {
+        name: m.name.clone(),
+        uid: m.uid.clone(),
+        namespace: m.namespace.clone(),
+        attempt: m.attempt,
+    }
+}
+
+/// The config as it was sent, read back from the record.
+fn original_config(sandbox: &Sandbox) -> Option<cri::PodSandboxConfig> {
+    serde_json::from_value(sandbox.spec.raw_config.clone()).ok()
+}
+
+pub fn pod_sandbox(sandbox: &Sandbox) -> cri::PodSandbox {
+    cri::PodSandbox {
+        id: sandbox.id.clone(),
+        metadata: Some(metadata(sandbox)),
+        state: state(sandbox.state),
+        created_at: sandbox.created_at,
+        labels: unsorted(&sandbox.spec.labels),
+        annotations: unsorted(&sandbox.spec.annotations),
+        runtime_handler: sandbox.spec.runtime_handler.clone(),
+    }
+}
+
+pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
+    // Only a READY sandbox has an address: after Stop the IP is released (containerd too).
+    let ips: &[String] = match &sandbox.network {
+        Some(n) if sandbox.is_ready() => &n.ips,
+        _ => &[],
+    };
+    let namespace_options = original_config(sandbox)
+        .and_then(|c| c.linux)
+        .and_then(|l| l.security_context)
+        .and_then(|s| s.namespace_options)
+        .unwrap_or_default();
+    cri::PodSandboxStatus {
+        id: sandbox.id.clone(),
+        metadata: Some(metadata(sandbox)),
+        state: state(sandbox.state),
+        created_at: sandbox.created_at,
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: ips.first().cloned().unwrap_or_default(),
+            additional_ips: ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(namespace_options),
+            }),
+        }),
+        labels: unsorted(&sandbox.spec.labels),
+        annotations: unsorted(&sandbox.spec.annotations),
+        runtime_handler: sandbox.spec.runtime_handler.clone(),
+    }
+}
+
+/// Verbose status: one key, `info`, holding a JSON object (containerd's layout, so tools
+/// that read `info.config` or `info.cniResult` find them).
+pub fn verbose_info(sandbox: &Sandbox) -> HashMap<String, String> {
+    let netns_closed = sandbox
+        .netns_path
+        .as_deref()
+        .is_none_or(|p| !crate::netns::is_pinned(p));
+    let info = serde_json::json!({
+        "sandboxId": sandbox.id,
+        "state": sandbox.state,
+        "runtimeHandler": sandbox.spec.runtime_handler,
+        "hostNetwork": sandbox.spec.host_network,
+        "netnsPath": sandbox.netns_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        "netNamespaceClosed": netns_closed,
+        "network": sandbox.network.as_ref().map(|n| &n.network_name),
+        "cniResult": sandbox.network.as_ref().map(|n| &n.result),
+        "lastError": sandbox.last_error,
+        "config": sandbox.spec.raw_config,
+    });
+    HashMap::from([("info".to_string(), info.to_string())])
+}
+
+pub fn list_filter(filter: Option<cri::PodSandboxFilter>) -> ListFilter {
+    let Some(f) = filter else {
+        return ListFilter::default();
+    };
+    ListFilter {
+        id: (!f.id.is_empty()).then_some(f.id),
+        // The wrapper's presence is what filters; an unset enum reads as READY.
+        state: f.state.map(|s| {
+            if s.state == cri::PodSandboxState::SandboxReady as i32 {
+                SandboxState::Ready
+            } else {
+                SandboxState::NotReady
+            }
+        }),
+        labels: sorted(&f.label_selector),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> cri::RunPodSandboxRequest {
+        cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig {
+                metadata: Some(cri::PodSandboxMetadata {
+                    name: "web".into(),
+                    uid: "u-1".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                hostname: "web".into(),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        }
+    }
+
+    fn field_of(err: Error) -> &'static str {
+        match err {
+            Error::InvalidArgument { field, .. } => field,
+            other => panic!("not InvalidArgument: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_request_converts() {
+        let spec = sandbox_spec(request()).expect("valid");
+        assert_eq!(spec.metadata.reservation_key(), "web_default_u-1_0");
+        assert!(!spec.host_network);
+        assert_eq!(spec.raw_config["metadata"]["name"], "web");
+    }
+
+    #[test]
+    fn each_missing_metadata_field_is_named() {
+        for (field, clear) in [
+            ("config.metadata.name", 0),
+            ("config.metadata.namespace", 1),
+            ("config.metadata.uid", 2),
+        ] {
+            let mut req = request();
+            let meta = req
+                .config
+                .as_mut()
+                .and_then(|c| c.metadata.as_mut())
+                .expect("meta");
+            match clear {
+                0 => meta.name.clear(),
+                1 => meta.namespace.clear(),
+                _ => meta.uid.clear(),
+            }
+            assert_eq!(field_of(sandbox_spec(req).expect_err("refused")), field);
+        }
+    }
+
+    #[test]
+    fn bad_ports_are_refused() {
+        let cases = [(0, 80, 0), (80, 70000, 0), (80, -1, 0), (80, 8080, 7)];
+        for (container_port, host_port, protocol) in cases {
+            let mut req = request();
+            req.config.as_mut().expect("config").port_mappings = vec![cri::PortMapping {
+                protocol,
+                container_port,
+                host_port,
+                host_ip: String::new(),
+            }];
+            assert_eq!(
+                field_of(sandbox_spec(req).expect_err("refused")),
+                "config.port_mappings"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_host_ports_are_refused() {
+        let mut req = request();
+        let mapping = cri::PortMapping {
+            protocol: 0,
+            container_port: 80,
+            host_port: 8080,
+            host_ip: String::new(),
+        };
+        req.config.as_mut().expect("config").port_mappings = vec![mapping.clone(), mapping];
+        assert_eq!(
+            field_of(sandbox_spec(req).expect_err("refused")),
+            "config.port_mappings"
+        );
+    }
+
+    #[test]
+    fn host_network_is_detected() {
+        let mut req = request();
+        req.config.as_mut().expect("config").linux = Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(sandbox_spec(req).expect("valid").host_network);
+    }
+
+    #[test]
+    fn unknown_runtime_handler_is_refused() {
+        let mut req = request();
+        req.runtime_handler = "kata".into();
+        assert_eq!(
+            field_of(sandbox_spec(req).expect_err("refused")),
+            "runtime_handler"
+        );
+    }
+}

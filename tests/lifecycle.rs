@@ -1,0 +1,788 @@
+//! Pod sandbox lifecycle against the real daemon, real namespaces and the real CNI plugins.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+fn no_veths(node: &Node) -> Vec<String> {
+    node.node_links()
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect()
+}
+
+fn random_id() -> String {
+    let mut s = String::new();
+    let mut x = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    while s.len() < 64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(&format!("{x:016x}"));
+    }
+    s.truncate(64);
+    s
+}
+
+/// Run → READY with an IP in the pod subnet, echoed metadata/labels/annotations/namespace
+/// options → listed → Stop → NOTREADY with ip "" and the netns gone → Remove → NotFound and
+/// nothing left behind (netns pin, host-local IP, record, CNI cache, veth).
+#[tokio::test]
+async fn full_lifecycle() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let config = node.pod_config("life");
+    let id = run_pod(&mut c, config.clone()).await;
+
+    let (st, info) = status(&mut c, &id, false).await;
+    assert_eq!(st.id, id);
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.metadata, config.metadata);
+    assert!(st.created_at > 0, "created_at must be ns > 0");
+    assert!(
+        info.is_empty(),
+        "info must be empty when not verbose: {info:?}"
+    );
+    let ip: Ipv4Addr = st
+        .network
+        .as_ref()
+        .expect("network")
+        .ip
+        .parse()
+        .expect("network.ip is an IPv4 address");
+    assert_eq!(ip.octets()[..3], [10, 99, 0], "ip {ip} not in {SUBNET}");
+    assert_eq!(st.labels, config.labels);
+    assert_eq!(st.annotations, config.annotations);
+    assert_eq!(st.runtime_handler, "");
+    let want_ns = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    let got_ns = st
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.clone());
+    assert_eq!(
+        got_ns, want_ns,
+        "linux.namespaces.options echoes the config"
+    );
+
+    let info = verbose_info(&mut c, &id).await;
+    let netns = std::path::PathBuf::from(info["netnsPath"].as_str().expect("netnsPath"));
+    assert!(
+        netns.starts_with(&node.netns_dir),
+        "netns {} not under --netns-dir",
+        netns.display()
+    );
+    assert!(netns.exists());
+    assert!(!info["cniResult"].is_null(), "info has cniResult: {info}");
+    assert!(!info["config"].is_null(), "info has config: {info}");
+
+    let items = list(&mut c, None).await;
+    assert_eq!(ids(&items), vec![id.clone()]);
+    assert_eq!(items[0].state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(items[0].metadata, config.metadata);
+    assert!(items[0].created_at > 0);
+    assert_eq!(items[0].labels, config.labels);
+    assert_eq!(items[0].annotations, config.annotations);
+
+    let before = node.leftovers();
+    assert_eq!(before.netns_files.len(), 1, "{before:?}");
+    assert_eq!(before.ip_files.len(), 1, "{before:?}");
+    assert_eq!(before.records.len(), 1, "{before:?}");
+    assert_eq!(no_veths(&node).len(), 1, "one veth on the bridge");
+
+    stop_pod(&mut c, &id).await;
+    let (st, _) = status(&mut c, &id, false).await;
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(st.network.map(|n| n.ip).unwrap_or_default(), "");
+    assert!(st.created_at > 0);
+    assert!(!netns.exists(), "netns pin removed on stop");
+    let after_stop = node.leftovers();
+    assert!(after_stop.netns_files.is_empty(), "{after_stop:?}");
+    assert!(
+        after_stop.ip_files.is_empty(),
+        "IP released on stop: {after_stop:?}"
+    );
+    assert!(no_veths(&node).is_empty(), "veth gone after stop");
+    let items = list(&mut c, None).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].state, PodSandboxState::SandboxNotready as i32);
+
+    remove_pod(&mut c, &id).await;
+    let err = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("status after remove");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(list(&mut c, None).await.is_empty());
+    let left = node.leftovers();
+    assert!(left.is_empty(), "leftovers after remove: {left:?}");
+}
+
+/// The IP crisp reports is really on the pod's eth0 (read inside the pod's namespace), with `lo`
+/// up and a default route through the bridge gateway.
+#[tokio::test]
+async fn pod_eth0_has_reported_ip() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, node.pod_config("eth0")).await;
+    let (st, _) = status(&mut c, &id, false).await;
+    let ip: Ipv4Addr = st.network.unwrap().ip.parse().unwrap();
+    let netns = netns_path(&mut c, &id).await;
+
+    assert_eq!(ipv4_of(&netns, "eth0"), vec![ip]);
+    let links = links_in_netns(&netns);
+    assert!(links.contains(&"lo".to_string()), "{links:?}");
+    assert!(links.contains(&"eth0".to_string()), "{links:?}");
+    assert_eq!(ipv4_of(&netns, "lo"), vec![Ipv4Addr::LOCALHOST], "lo is up");
+
+    // In-process view: a socket made inside the pod namespace can bind the pod IP.
+    let bound = in_netns(&netns, move || {
+        TcpListener::bind(SocketAddr::from((ip, 0))).is_ok()
+    });
+    assert!(bound, "pod IP {ip} is bindable inside the pod netns");
+
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// Two pods on the bridge reach each other: a TCP listener in pod A's namespace accepts a
+/// connection made from pod B's namespace to A's reported IP, and bytes flow both ways.
+#[tokio::test]
+async fn two_pods_reach_each_other() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let a = run_pod(&mut c, node.pod_config("pod-a")).await;
+    let b = run_pod(&mut c, node.pod_config("pod-b")).await;
+    let a_ip: Ipv4Addr = status(&mut c, &a, false)
+        .await
+        .0
+        .network
+        .unwrap()
+        .ip
+        .parse()
+        .unwrap();
+    let b_ip: Ipv4Addr = status(&mut c, &b, false)
+        .await
+        .0
+        .network
+        .unwrap()
+        .ip
+        .parse()
+        .unwrap();
+    assert_ne!(a_ip, b_ip);
+    let a_ns = netns_path(&mut c, &a).await;
+    let b_ns = netns_path(&mut c, &b).await;
+    assert_ne!(a_ns, b_ns);
+
+    // The socket keeps the namespace it was created in, so only creation needs the setns.
+    let listener = in_netns(&a_ns, move || {
+        TcpListener::bind(SocketAddr::from((a_ip, 0))).expect("bind in pod A")
+    });
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("read ping");
+        s.write_all(b"pong").expect("write pong");
+        (buf, peer)
+    });
+    let mut stream = in_netns(&b_ns, move || {
+        TcpStream::connect_timeout(&SocketAddr::from((a_ip, port)), Duration::from_secs(20))
+            .expect("connect from pod B to pod A")
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(b"ping").unwrap();
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).expect("read pong");
+    assert_eq!(&reply, b"pong");
+    let (got, peer) = server.join().unwrap();
+    assert_eq!(&got, b"ping");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(b_ip),
+        "source is pod B's IP"
+    );
+
+    for id in [&a, &b] {
+        stop_pod(&mut c, id).await;
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// A second RunPodSandbox with the same name/namespace/uid/attempt fails with AlreadyExists
+/// naming the holder while the first exists (even stopped); another attempt number is a
+/// different name; after Remove the name is free again.
+#[tokio::test]
+async fn duplicate_name_is_already_exists() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let config = node.pod_config("dup");
+    let first = run_pod(&mut c, config.clone()).await;
+
+    let err = c
+        .run_pod_sandbox(run_req(config.clone()))
+        .await
+        .expect_err("duplicate name must fail");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(
+        err.message().contains(&first[..12]),
+        "message names the holder {first}: {}",
+        err.message()
+    );
+    assert_eq!(list(&mut c, None).await.len(), 1, "no second sandbox");
+
+    stop_pod(&mut c, &first).await;
+    let err = c
+        .run_pod_sandbox(run_req(config.clone()))
+        .await
+        .expect_err("still reserved while stopped");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    let mut next = config.clone();
+    next.metadata.as_mut().unwrap().attempt = 1;
+    let second = run_pod(&mut c, next).await;
+    assert_ne!(second, first);
+
+    remove_pod(&mut c, &first).await;
+    let third = run_pod(&mut c, config).await;
+    assert_ne!(third, first);
+
+    for id in [&second, &third] {
+        stop_pod(&mut c, id).await;
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// Missing metadata, or an empty name, namespace or uid, is InvalidArgument naming the field,
+/// and leaves nothing behind.
+#[tokio::test]
+async fn invalid_configs_are_invalid_argument() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+
+    let mut no_meta = node.pod_config("bad");
+    no_meta.metadata = None;
+    let err = c
+        .run_pod_sandbox(run_req(no_meta))
+        .await
+        .expect_err("no metadata");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("metadata"), "{}", err.message());
+
+    let err = c
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: None,
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("no config");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    for field in ["name", "namespace", "uid"] {
+        let mut config = node.pod_config("bad");
+        let m = config.metadata.as_mut().unwrap();
+        match field {
+            "name" => m.name.clear(),
+            "namespace" => m.namespace.clear(),
+            _ => m.uid.clear(),
+        }
+        let err = c
+            .run_pod_sandbox(run_req(config))
+            .await
+            .expect_err("missing field must fail");
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(
+            err.message().contains(field),
+            "message names {field}: {}",
+            err.message()
+        );
+    }
+
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    assert!(no_veths(&node).is_empty());
+    // The valid config still works afterwards: nothing was reserved by the failures.
+    let id = run_pod(&mut c, node.pod_config("bad")).await;
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+}
+
+/// A pod with network namespace mode NODE gets no namespace and no CNI: READY, `ip == ""`, the
+/// NODE mode echoed (the kubelet recreates hostNetwork pods otherwise), nothing pinned.
+#[tokio::test]
+async fn host_network_pod() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let mut config = node.pod_config("hostnet");
+    set_network_mode(&mut config, NamespaceMode::Node);
+    config.hostname.clear();
+    let id = run_pod(&mut c, config).await;
+
+    let (st, _) = status(&mut c, &id, false).await;
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.network.map(|n| n.ip).unwrap_or_default(), "");
+    let mode = st
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .map(|o| o.network);
+    assert_eq!(mode, Some(NamespaceMode::Node as i32));
+    let left = node.leftovers();
+    assert!(left.netns_files.is_empty(), "{left:?}");
+    assert!(left.ip_files.is_empty(), "{left:?}");
+    assert!(no_veths(&node).is_empty());
+
+    stop_pod(&mut c, &id).await;
+    let (st, _) = status(&mut c, &id, false).await;
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
+    remove_pod(&mut c, &id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// Stop and Remove are idempotent: twice in a row, and on ids that never existed, they answer
+/// OK; Status on an unknown id is NotFound.
+#[tokio::test]
+async fn stop_and_remove_are_idempotent() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, node.pod_config("twice")).await;
+    stop_pod(&mut c, &id).await;
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    stop_pod(&mut c, &id).await;
+
+    let unknown = random_id();
+    stop_pod(&mut c, &unknown).await;
+    remove_pod(&mut c, &unknown).await;
+    let err = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: unknown,
+            verbose: false,
+        })
+        .await
+        .expect_err("unknown id");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // Remove of a READY sandbox stops it first and reclaims everything.
+    let id = run_pod(&mut c, node.pod_config("twice")).await;
+    remove_pod(&mut c, &id).await;
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    assert!(no_veths(&node).is_empty());
+}
+
+/// A unique id prefix works for Status, Stop, Remove and List's id filter; an ambiguous prefix
+/// is InvalidArgument listing the matches; an unknown prefix is NotFound on Status and OK on
+/// Stop/Remove.
+#[tokio::test]
+async fn id_prefixes() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, node.pod_config("prefix")).await;
+    let short = &id[..13];
+
+    let (st, _) = status(&mut c, short, false).await;
+    assert_eq!(st.id, id, "status by prefix answers the full id");
+    let items = list(
+        &mut c,
+        Some(cri::PodSandboxFilter {
+            id: short.to_string(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(ids(&items), vec![id.clone()]);
+
+    // Host-network pods are cheap: make them until two share a first hex digit (pigeonhole:
+    // at most 17), so a one-character prefix is ambiguous.
+    let mut others: Vec<String> = Vec::new();
+    let mut clash = None;
+    for i in 0..17 {
+        let mut config = node.pod_config(&format!("amb-{i}"));
+        set_network_mode(&mut config, NamespaceMode::Node);
+        let new = run_pod(&mut c, config).await;
+        let all: Vec<&String> = others.iter().chain(std::iter::once(&id)).collect();
+        if let Some(old) = all.into_iter().find(|o| o[..1] == new[..1]) {
+            clash = Some((old.clone(), new.clone()));
+            others.push(new);
+            break;
+        }
+        others.push(new);
+    }
+    let (x, y) = clash.expect("pigeonhole guarantees a shared first digit");
+    let amb = &x[..1];
+    let err = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: amb.to_string(),
+            verbose: false,
+        })
+        .await
+        .expect_err("ambiguous prefix");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    for m in [&x, &y] {
+        assert!(
+            err.message().contains(&m[..12]),
+            "message lists the match {m}: {}",
+            err.message()
+        );
+    }
+    for call in ["stop", "remove"] {
+        let r = if call == "stop" {
+            c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: amb.to_string(),
+            })
+            .await
+            .map(|_| ())
+        } else {
+            c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: amb.to_string(),
+            })
+            .await
+            .map(|_| ())
+        };
+        let err = r.expect_err("ambiguous prefix on stop/remove");
+        assert_eq!(err.code(), Code::InvalidArgument, "{call}: {err:?}");
+    }
+    // Nothing was stopped or removed by the ambiguous calls.
+    for s in list(&mut c, None).await {
+        assert_eq!(s.state, PodSandboxState::SandboxReady as i32, "{}", s.id);
+    }
+
+    // Unknown prefix: a hex string no id starts with.
+    let used: Vec<char> = list(&mut c, None)
+        .await
+        .iter()
+        .map(|p| p.id.chars().next().unwrap())
+        .collect();
+    let free = "0123456789abcdef"
+        .chars()
+        .find(|ch| !used.contains(ch))
+        .expect("fewer than 16 first digits in use");
+    let unknown = format!("{free}{free}{free}");
+    let err = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: unknown.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("unknown prefix");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    stop_pod(&mut c, &unknown).await;
+    remove_pod(&mut c, &unknown).await;
+    let items = list(
+        &mut c,
+        Some(cri::PodSandboxFilter {
+            id: unknown,
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert!(items.is_empty(), "unknown id filter lists nothing");
+
+    // Stop and remove by unique prefix.
+    stop_pod(&mut c, short).await;
+    assert_eq!(
+        status(&mut c, &id, false).await.0.state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    remove_pod(&mut c, short).await;
+    for o in &others {
+        remove_pod(&mut c, o).await;
+    }
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// ListPodSandbox filters by id, state (present wrapper; `state:{}` is READY) and every
+/// label pair, ANDed.
+#[tokio::test]
+async fn list_filters() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let mut ca = node.pod_config("filt-a");
+    ca.labels.insert("tier".into(), "web".into());
+    let mut cb = node.pod_config("filt-b");
+    cb.labels.insert("tier".into(), "web".into());
+    set_network_mode(&mut cb, NamespaceMode::Node);
+    let a = run_pod(&mut c, ca).await;
+    let b = run_pod(&mut c, cb).await;
+    stop_pod(&mut c, &b).await;
+
+    let state = |s: PodSandboxState| cri::PodSandboxFilter {
+        state: Some(cri::PodSandboxStateValue { state: s as i32 }),
+        ..Default::default()
+    };
+    let label = |pairs: &[(&str, &str)]| cri::PodSandboxFilter {
+        label_selector: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut all = ids(&list(&mut c, None).await);
+    all.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(all, want);
+    let mut empty_filter = ids(&list(&mut c, Some(Default::default())).await);
+    empty_filter.sort();
+    assert_eq!(empty_filter, want, "an empty filter lists everything");
+    assert_eq!(
+        ids(&list(&mut c, Some(state(PodSandboxState::SandboxReady))).await),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(&list(&mut c, Some(state(PodSandboxState::SandboxNotready))).await),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(&list(&mut c, Some(label(&[("app", "filt-b")]))).await),
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(&list(
+            &mut c,
+            Some(label(&[("io.kubernetes.pod.uid", &uid_of("filt-a"))]))
+        )
+        .await),
+        vec![a.clone()]
+    );
+    let mut web = ids(&list(&mut c, Some(label(&[("tier", "web")]))).await);
+    web.sort();
+    assert_eq!(web, want);
+    assert!(
+        list(&mut c, Some(label(&[("tier", "web"), ("app", "nope")])))
+            .await
+            .is_empty()
+    );
+    let mut both = label(&[("tier", "web")]);
+    both.state = Some(cri::PodSandboxStateValue {
+        state: PodSandboxState::SandboxNotready as i32,
+    });
+    assert_eq!(ids(&list(&mut c, Some(both)).await), vec![b.clone()]);
+    let mut by_id = state(PodSandboxState::SandboxNotready);
+    by_id.id = a.clone();
+    assert!(
+        list(&mut c, Some(by_id)).await.is_empty(),
+        "filters are ANDed"
+    );
+
+    for id in [&a, &b] {
+        stop_pod(&mut c, id).await;
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// SIGTERM exits 0; after a restart on the same dirs a READY sandbox is still READY with the
+/// same IP (still on its eth0), a stopped one is still NOTREADY, the names are still reserved,
+/// and Stop/Remove still reclaim everything.
+#[tokio::test]
+async fn restart_keeps_sandboxes() {
+    let mut node = Node::start().await;
+    let mut c = node.client().await;
+    let ready_cfg = node.pod_config("keep");
+    let stopped_cfg = node.pod_config("keep-stopped");
+    let ready = run_pod(&mut c, ready_cfg.clone()).await;
+    let stopped = run_pod(&mut c, stopped_cfg.clone()).await;
+    stop_pod(&mut c, &stopped).await;
+    let (st, _) = status(&mut c, &ready, false).await;
+    let ip = st.network.unwrap().ip;
+    let netns = netns_path(&mut c, &ready).await;
+    drop(c);
+
+    node.restart().await;
+    let mut c = node.client().await;
+    let (st, _) = status(&mut c, &ready, false).await;
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.network.unwrap().ip, ip, "same IP after restart");
+    assert_eq!(st.metadata, ready_cfg.metadata);
+    assert_eq!(st.annotations, ready_cfg.annotations);
+    assert_eq!(netns_path(&mut c, &ready).await, netns);
+    assert_eq!(
+        ipv4_of(&netns, "eth0"),
+        vec![ip.parse::<Ipv4Addr>().unwrap()]
+    );
+    let (st, _) = status(&mut c, &stopped, false).await;
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(list(&mut c, None).await.len(), 2);
+
+    for cfg in [ready_cfg, stopped_cfg] {
+        let err = c
+            .run_pod_sandbox(run_req(cfg))
+            .await
+            .expect_err("name still reserved after restart");
+        assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    }
+
+    for id in [&ready, &stopped] {
+        stop_pod(&mut c, id).await;
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    assert!(no_veths(&node).is_empty());
+    drop(c);
+    node.stop();
+}
+
+/// The daemon's socket is mode 0600.
+#[tokio::test]
+async fn socket_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::start().await;
+    let mode = std::fs::metadata(&node.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+}
+
+async fn assert_rolled_back(node: &Node, plugin: &str, plugin_msg: Option<&str>) {
+    let mut c = node.client().await;
+    for round in 0..2 {
+        let err = c
+            .run_pod_sandbox(run_req(node.pod_config("rollback")))
+            .await
+            .expect_err("a failing plugin must fail RunPodSandbox");
+        assert_ne!(err.code(), Code::Ok);
+        assert_ne!(
+            err.code(),
+            Code::AlreadyExists,
+            "round {round}: the name must be released by the rollback: {err:?}"
+        );
+        assert!(
+            err.message().contains(plugin),
+            "error names the plugin {plugin}: {}",
+            err.message()
+        );
+        if let Some(msg) = plugin_msg {
+            assert!(
+                err.message().contains(msg),
+                "error carries the plugin's message {msg:?}: {}",
+                err.message()
+            );
+        }
+        let left = node.leftovers();
+        assert!(left.netns_files.is_empty(), "no netns pin left: {left:?}");
+        assert!(left.ip_files.is_empty(), "no host-local IP left: {left:?}");
+        assert!(left.records.is_empty(), "no record left: {left:?}");
+        assert!(left.cache_files.is_empty(), "no CNI cache left: {left:?}");
+        assert!(no_veths(node).is_empty(), "no veth left");
+        assert!(list(&mut c, None).await.is_empty(), "no sandbox listed");
+    }
+}
+
+/// bridge+host-local then a plugin whose ADD fails: the error names `fail-add` and its message,
+/// and everything is rolled back (the IP bridge took is released, no netns, no record, the name
+/// is free for a retry).
+#[tokio::test]
+async fn failing_plugin_rolls_back() {
+    let node = Node::start_with(Conf::After(vec![stand_in("fail-add")])).await;
+    assert_rolled_back(&node, "fail-add", Some("deliberate stand-in failure")).await;
+}
+
+/// A plugin that exits 0 but prints something that is not JSON fails the Run, named, and is
+/// rolled back like any other failure.
+#[tokio::test]
+async fn garbage_plugin_output_rolls_back() {
+    let node = Node::start_with(Conf::After(vec![stand_in("garbage")])).await;
+    assert_rolled_back(&node, "garbage", None).await;
+}
+
+/// A plugin after bridge that only echoes its prevResult keeps the chain's result: the pod gets
+/// bridge's IP, which is really on eth0.
+#[tokio::test]
+async fn chained_prev_result_passes_through() {
+    let node = Node::start_with(Conf::After(vec![stand_in("noop")])).await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, node.pod_config("chain")).await;
+    let (st, _) = status(&mut c, &id, false).await;
+    let ip: Ipv4Addr = st
+        .network
+        .unwrap()
+        .ip
+        .parse()
+        .expect("an IPv4 from the chain");
+    let netns = netns_path(&mut c, &id).await;
+    assert_eq!(ipv4_of(&netns, "eth0"), vec![ip]);
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+fn condition(st: &cri::StatusResponse, kind: &str) -> cri::RuntimeCondition {
+    st.status
+        .as_ref()
+        .expect("status set")
+        .conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {st:?}"))
+        .clone()
+}
+
+/// With an empty conf dir NetworkReady is false (reason NetworkPluginNotReady, message naming
+/// the conf dir) while RuntimeReady is true; once a conf is written it turns true and pods run.
+#[tokio::test]
+async fn network_ready_follows_conf_dir() {
+    let node = Node::start_with(Conf::Empty).await;
+    let mut c = node.client().await;
+    let st = c
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status")
+        .into_inner();
+    assert!(condition(&st, "RuntimeReady").status);
+    let net = condition(&st, "NetworkReady");
+    assert!(!net.status, "{net:?}");
+    assert_eq!(net.reason, "NetworkPluginNotReady");
+    let conf_dir = node.conf_dir.display().to_string();
+    assert!(
+        net.message.contains(&conf_dir),
+        "message names {conf_dir}: {}",
+        net.message
+    );
+
+    node.write_conf("10-crisp-test.conflist", &node.conflist(vec![portmap()]));
+    let ready = eventually(Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move {
+            let st = c
+                .status(cri::StatusRequest { verbose: false })
+                .await
+                .ok()?
+                .into_inner();
+            condition(&st, "NetworkReady").status.then_some(st)
+        }
+    })
+    .await
+    .expect("NetworkReady turns true after a conf appears");
+    assert!(condition(&ready, "RuntimeReady").status);
+
+    let id = run_pod(&mut c, node.pod_config("late")).await;
+    let (st, _) = status(&mut c, &id, false).await;
+    assert!(!st.network.unwrap().ip.is_empty());
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
