@@ -38,7 +38,7 @@ pub enum Error {
         sandbox: String,
         step: &'static str,
         #[source]
-        source: CniError,
+        source: Box<CniError>,
     },
 
     /// A network namespace operation failed.

@@ -74,23 +74,8 @@ pub enum CniError {
         source: exec::ExecError,
     },
 
-    #[error(
-        "network {network}: plugin {plugin} {command} failed ({status}, after {elapsed_ms} ms){}: {msg}{}{}",
-        code.map(|c| format!(" with CNI error code {c}")).unwrap_or_default(),
-        if details.is_empty() { String::new() } else { format!(" ({details})") },
-        exec::stderr_suffix(stderr_tail)
-    )]
-    Plugin {
-        network: String,
-        plugin: String,
-        command: &'static str,
-        status: String,
-        elapsed_ms: u128,
-        code: Option<u64>,
-        msg: String,
-        details: String,
-        stderr_tail: String,
-    },
+    #[error("{0}")]
+    Plugin(Box<PluginFailure>),
 
     #[error("network {network}: plugin {plugin} {command} answered something that is not a CNI result: {reason}")]
     BadResult {
@@ -114,6 +99,40 @@ pub enum CniError {
     },
 }
 
+/// A plugin that ran and exited non-zero: everything an operator needs to see why.
+#[derive(Debug)]
+pub struct PluginFailure {
+    pub network: String,
+    pub plugin: String,
+    pub command: &'static str,
+    /// "exit status 1", "killed by signal 9", …
+    pub status: String,
+    pub elapsed_ms: u128,
+    /// The spec's error fields, when the plugin printed them.
+    pub code: Option<u64>,
+    pub msg: String,
+    pub details: String,
+    pub stderr_tail: String,
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "network {}: plugin {} {} failed ({}, after {} ms)",
+            self.network, self.plugin, self.command, self.status, self.elapsed_ms
+        )?;
+        if let Some(code) = self.code {
+            write!(f, " with CNI error code {code}")?;
+        }
+        write!(f, ": {}", self.msg)?;
+        if !self.details.is_empty() {
+            write!(f, " ({})", self.details)?;
+        }
+        write!(f, "{}", exec::stderr_suffix(&self.stderr_tail))
+    }
+}
+
 fn join_paths(dirs: &[PathBuf]) -> String {
     dirs.iter()
         .map(|d| d.display().to_string())
@@ -129,7 +148,7 @@ impl CniError {
                 source: exec::ExecError::Timeout { .. },
                 ..
             } => CniErrorKind::Timeout,
-            CniError::Exec { .. } | CniError::Plugin { .. } | CniError::BadResult { .. } => {
+            CniError::Exec { .. } | CniError::Plugin(_) | CniError::BadResult { .. } => {
                 CniErrorKind::PluginFailed
             }
             CniError::InvalidName { .. } | CniError::Cache { .. } | CniError::NoConfig { .. } => {
@@ -362,7 +381,7 @@ impl Cni {
             return Ok(out.stdout);
         }
         let (code, msg, details) = plugin_error(&out.stdout);
-        Err(CniError::Plugin {
+        Err(CniError::Plugin(Box::new(PluginFailure {
             network: list.name.clone(),
             plugin: plugin.plugin_type.clone(),
             command,
@@ -372,7 +391,7 @@ impl Cni {
             msg,
             details,
             stderr_tail: out.stderr_tail,
-        })
+        })))
     }
 }
 

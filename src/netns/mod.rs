@@ -64,7 +64,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
 /// Whether `path` is a live pinned namespace (a mounted nsfs file), not just a leftover file.
 pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|fs| fs.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|fs| fs.filesystem_type().0 == NSFS_MAGIC)
         .unwrap_or(false)
 }
 

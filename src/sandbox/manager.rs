@@ -233,7 +233,7 @@ impl SandboxManager {
                     let err = Error::Cni {
                         sandbox: id.to_string(),
                         step: "setting up the pod network (CNI ADD)",
-                        source,
+                        source: Box::new(source),
                     };
                     return Err(self.roll_back(sandbox, err).await);
                 }
@@ -295,7 +295,7 @@ impl SandboxManager {
                 .map_err(|source| Error::Cni {
                     sandbox: sandbox.id.clone(),
                     step: "tearing down the pod network (CNI DEL)",
-                    source,
+                    source: Box::new(source),
                 })?;
             sandbox.network = None;
         }
@@ -498,7 +498,7 @@ impl SandboxManager {
                         id: sandbox.id.clone(),
                     },
                 );
-                index.insert(sandbox.id.clone(), Entry::new(sandbox));
+                index.insert(sandbox.id.clone(), Entry::new(*sandbox));
             }
         }
         report.orphan_netns_removed = self.remove_orphan_pins(&known);
@@ -525,14 +525,14 @@ impl SandboxManager {
                     Ok(()) => match self.delete_record(&sandbox.id).await {
                         Ok(()) => Recovered::RolledBack,
                         Err(_) => Recovered::Kept {
-                            sandbox,
+                            sandbox: Box::new(sandbox),
                             repaired: Some(false),
                         },
                     },
                     Err(e) => {
                         tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
                         Recovered::Kept {
-                            sandbox,
+                            sandbox: Box::new(sandbox),
                             repaired: Some(false),
                         }
                     }
@@ -549,7 +549,7 @@ impl SandboxManager {
             }
             SandboxState::Ready | SandboxState::NotReady => {
                 return Recovered::Kept {
-                    sandbox,
+                    sandbox: Box::new(sandbox),
                     repaired: None,
                 }
             }
@@ -563,7 +563,7 @@ impl SandboxManager {
             }
         };
         Recovered::Kept {
-            sandbox,
+            sandbox: Box::new(sandbox),
             repaired: Some(repaired),
         }
     }
@@ -609,7 +609,7 @@ enum Recovered {
     RolledBack,
     /// `repaired`: `None` nothing needed, `Some(true)` stopped, `Some(false)` teardown failed.
     Kept {
-        sandbox: Sandbox,
+        sandbox: Box<Sandbox>,
         repaired: Option<bool>,
     },
 }

@@ -5,7 +5,7 @@
 //! unmounts and removes any pod namespace pin left in the temp netns dir, deletes the node
 //! namespace (and with it the bridge, veths and iptables rules the plugins made there) and removes
 //! the temp dirs, so a failing test leaks nothing. On failure the daemon log is printed.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
 use std::fs::{self, File};
