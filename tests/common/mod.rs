@@ -5,6 +5,12 @@
 //! unmounts and removes any pod namespace pin left in the temp netns dir, deletes the node
 //! namespace (and with it the bridge, veths and iptables rules the plugins made there) and removes
 //! the temp dirs, so a failing test leaks nothing. On failure the daemon log is printed.
+//!
+//! Tests run on `#[tokio::test(flavor = "multi_thread")]`: the daemon drains open connections on
+//! SIGTERM, and the clients' connection tasks must keep running (to answer its GOAWAY) while a
+//! test thread sits in `Drop` waiting for the daemon to exit.
+//!
+//! Needs root, `ip`, `nsenter`, `iptables`, the CNI plugins in /usr/lib/cni and `grpcurl`.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
@@ -124,7 +130,7 @@ impl Node {
         run(Command::new("ip").args(["netns", "add", &node.netns_name]));
         node.netns_created = true;
         run(Command::new("ip").args(["-n", &node.netns_name, "link", "set", "lo", "up"]));
-        node.spawn().await;
+        node.start_daemon().await;
         node
     }
 
@@ -179,8 +185,32 @@ impl Node {
         fs::rename(&tmp, self.conf_dir.join(file)).expect("rename conf");
     }
 
-    async fn spawn(&mut self) {
-        assert!(self.child.is_none(), "daemon already running");
+    /// The daemon's command line for this node, entering the node namespace (setns only) just
+    /// before exec, with stdout/stderr appended to the node's log.
+    pub fn daemon_command(&self) -> Command {
+        self.daemon_command_with_root(&self.root)
+    }
+
+    /// [`Node::daemon_command`] with another `--root`.
+    pub fn daemon_command_with_root(&self, root: &Path) -> Command {
+        let mut cmd = self.bare_daemon_command();
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .arg("--root")
+            .arg(root)
+            .arg("--netns-dir")
+            .arg(&self.netns_dir)
+            .arg("--cni-conf-dir")
+            .arg(&self.conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(self.cni_bin_dirs())
+            .args(["--log-level", "debug"]);
+        cmd
+    }
+
+    /// The daemon binary with no flags and no CRISP_* environment, entering the node
+    /// namespace (setns only) just before exec, stdout/stderr appended to the node's log.
+    pub fn bare_daemon_command(&self) -> Command {
         let log = File::options()
             .create(true)
             .append(true)
@@ -188,34 +218,42 @@ impl Node {
             .expect("open log");
         let log2 = log.try_clone().unwrap();
         let netns = File::open(self.node_netns_path()).expect("open node netns");
-        let netns_fd = netns.as_raw_fd();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_crisp"));
-        cmd.arg("--socket")
-            .arg(&self.socket)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--netns-dir")
-            .arg(&self.netns_dir)
-            .arg("--cni-conf-dir")
-            .arg(&self.conf_dir)
-            .arg("--cni-bin-dir")
-            .arg(self.cni_bin_dirs())
-            .args(["--log-level", "debug"])
+        // Only what the test passes configures the daemon: no CRISP_* from the caller.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CRISP_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
         // Enter the node namespace with setns only: the daemon must stay in our mount
         // namespace so the pod namespace pins it makes are visible (and removable) here.
+        // The closure owns the namespace file, so its fd is open in the forked child.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
+        cmd
+    }
+
+    /// Starts the daemon (after [`Node::stop`]) and waits until it answers Version.
+    pub async fn start_daemon(&mut self) {
+        let cmd = self.daemon_command();
+        self.start_daemon_with(cmd).await;
+    }
+
+    /// Starts the daemon from `cmd` (which must serve this node's socket), owned by the node
+    /// from now on, and waits until it answers Version.
+    pub async fn start_daemon_with(&mut self, mut cmd: Command) {
+        assert!(self.child.is_none(), "daemon already running");
         let child = cmd.spawn().expect("spawn crisp");
-        drop(netns);
         self.child = Some(child);
         self.wait_ready().await;
     }
@@ -278,24 +316,41 @@ impl Node {
     }
 
     /// SIGTERM the daemon and assert that it exits 0.
-    pub fn stop(&mut self) {
+    pub async fn stop(&mut self) {
+        self.stop_with(libc::SIGTERM).await;
+    }
+
+    /// Sends `sig` to the daemon and asserts that it exits 0.
+    ///
+    /// Waits asynchronously: the test's own (idle) client connections live on this runtime
+    /// and must be able to answer the server's GOAWAY while the daemon drains.
+    pub async fn stop_with(&mut self, sig: libc::c_int) {
         let mut child = self.child.take().expect("daemon not running");
-        signal(&mut child, libc::SIGTERM);
-        let status = wait_timeout(&mut child, Duration::from_secs(20));
+        signal(&mut child, sig);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait for crisp") {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         match status {
-            Some(s) => assert!(s.success(), "crisp exited with {s} after SIGTERM"),
+            Some(s) => assert!(s.success(), "crisp exited with {s} after signal {sig}"),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("crisp did not exit within 20 s of SIGTERM");
+                panic!("crisp did not exit within 20 s of signal {sig}");
             }
         }
     }
 
     /// Stops the daemon (SIGTERM, exit 0) and starts it again on the same dirs.
     pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
+        self.stop().await;
+        self.start_daemon().await;
     }
 
     /// Whether the daemon process is still running.
