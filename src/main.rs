@@ -50,8 +50,10 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)?;
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.try_init()?,
@@ -87,7 +89,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         config,
         recovery,
     });
-    server::serve(listener, shared, shutdown_signal()).await?;
+    // A call in flight may be running a plugin: give it the plugin timeout to finish.
+    let drain_limit = shared.config.cni_plugin_timeout + std::time::Duration::from_secs(5);
+    server::serve(listener, shared, shutdown_signal(), drain_limit).await?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("crisp stopped; sandboxes are kept for the next start");
     Ok(())

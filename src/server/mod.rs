@@ -4,6 +4,7 @@
 
 mod convert;
 mod image;
+mod inflight;
 mod runtime;
 pub mod socket;
 
@@ -34,11 +35,13 @@ pub struct Shared {
     pub recovery: RecoveryReport,
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish.
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish
+/// (for at most `drain_limit`). Idle client connections do not hold the exit back.
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send,
+    drain_limit: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Both reflection versions: grpcurl releases differ in which one they ask for.
     let reflection = || {
@@ -59,14 +62,32 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let image =
         ImageServiceServer::new(ImageApi::new(shared)).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let calls = inflight::InFlight::default();
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .layer(calls.layer())
         .add_service(runtime)
         .add_service(image)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(health)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return Ok(served?),
+        () = shutdown => {}
+    }
+    let _ = stop_accepting.send(());
+    // tonic's own drain waits for every connection to close, and an idle kubelet
+    // connection may never close: wait for the calls in flight instead.
+    tokio::select! {
+        served = &mut server => served?,
+        () = calls.idle(drain_limit) => {
+            tracing::info!(in_flight = calls.count(), "in-flight calls finished or drain limit reached; exiting");
+        }
+    }
     Ok(())
 }
 
