@@ -2,6 +2,7 @@
 //! TOML file over built-in defaults. argv and the environment are read only in `main`;
 //! everything else takes a finished [`Config`].
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub struct Cli {
     /// Log line format [default: text]
     #[arg(long, env = "CRISP_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics over HTTP on this address, e.g. 127.0.0.1:9325 [default: off]
+    #[arg(long, env = "CRISP_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(
@@ -75,6 +79,7 @@ struct FileConfig {
     cni_plugin_timeout: Option<u64>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// The effective configuration.
@@ -89,6 +94,8 @@ pub struct Config {
     pub cni_plugin_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Where `/metrics` is served; `None` means metrics are off.
+    pub metrics_addr: Option<SocketAddr>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -164,6 +171,7 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".into()),
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+            metrics_addr: cli.metrics_addr.or(file.metrics_addr),
             config_file: cli.config,
         })
     }
@@ -231,6 +239,18 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&file.path().display().to_string()), "{msg}");
         assert!(msg.contains("sockett"), "{msg}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(Config::resolve(Cli::default()).expect("ok").metrics_addr, None);
+        let file = write("metrics-addr = \"127.0.0.1:9325\"\n");
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("resolves");
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9325".parse().expect("addr")));
     }
 
     #[test]

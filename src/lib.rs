@@ -21,5 +21,7 @@ pub mod error;
 pub mod netns;
 pub mod sandbox;
 pub mod server;
+pub mod systemd;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@ use crisp::sandbox::network::PodNetwork;
 use crisp::sandbox::store::Store;
 use crisp::sandbox::SandboxManager;
 use crisp::server::{self, Shared};
+use crisp::telemetry::{self, PluginTelemetry};
 
 fn main() -> ExitCode {
     let config = match Config::resolve(Cli::parse()) {
@@ -67,13 +68,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         .map_err(|e| format!("creating root dir {}: {e}", config.root.display()))?;
     let _lock = lock_root(&config.root)?;
     let store = Store::open(&config.root)?;
+    if let Some(addr) = config.metrics_addr {
+        telemetry::serve_metrics(addr)?;
+        tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+    }
     let system_path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_SYSTEM_PATH.to_string());
+    let plugins = Arc::new(PluginTelemetry::default());
     let cni = Cni::new(
         config.cni_bin_dirs.clone(),
         config.cni_plugin_timeout,
         config.root.join("cni").join("results"),
         system_path,
-    );
+    )
+    .with_observer(plugins.clone());
     let network = PodNetwork::new(cni, ConfDir::new(&config.cni_conf_dir));
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
@@ -88,7 +95,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         manager,
         config,
         recovery,
+        plugins,
     });
+    // Connections queue on the bound socket from here on, so systemd may start kubelet.
+    let notify_socket = std::env::var("NOTIFY_SOCKET").ok();
+    if let Err(e) = crisp::systemd::notify_ready(notify_socket.as_deref()) {
+        tracing::warn!(error = %e, "cannot tell systemd crisp is ready (NOTIFY_SOCKET)");
+    }
     // A call in flight may be running a plugin: give it the plugin timeout to finish.
     let drain_limit = shared.config.cni_plugin_timeout + std::time::Duration::from_secs(5);
     server::serve(listener, shared, shutdown_signal(), drain_limit).await?;

@@ -16,6 +16,7 @@ pub mod result;
 pub mod version;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -158,6 +159,44 @@ impl CniError {
     }
 }
 
+/// How one plugin execution ended, for an [`Observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Ok,
+    /// Exited non-zero; `cni_code` is the spec's error code when the plugin printed one.
+    Failed { cni_code: Option<u64> },
+    TimedOut,
+    /// Could not be started or talked to.
+    ExecError,
+}
+
+/// One plugin execution, as an [`Observer`] sees it.
+#[derive(Debug, Clone)]
+pub struct PluginRun<'a> {
+    pub network: &'a str,
+    pub plugin: &'a str,
+    pub command: &'static str,
+    pub container_id: &'a str,
+    pub elapsed: Duration,
+    pub outcome: RunOutcome,
+}
+
+/// Watches plugin executions (metrics, status): cni keeps no statistics itself.
+pub trait Observer: Send + Sync {
+    /// A chain operation (ADD, DEL) starts for a container.
+    fn op_started(&self, _network: &str, _command: &'static str, _container_id: &str) {}
+    fn plugin_ran(&self, run: &PluginRun<'_>);
+}
+
+#[derive(Clone, Default)]
+struct ObserverSlot(Option<Arc<dyn Observer>>);
+
+impl std::fmt::Debug for ObserverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(observer)" } else { "None" })
+    }
+}
+
 /// Runs network lists for attachments.
 #[derive(Debug, Clone)]
 pub struct Cni {
@@ -167,6 +206,7 @@ pub struct Cni {
     /// PATH handed to plugins (they exec iptables and friends).
     system_path: String,
     cni_path: String,
+    observer: ObserverSlot,
 }
 
 /// PATH for plugins when crisp itself has none.
@@ -187,7 +227,14 @@ impl Cni {
             cache: Cache::new(cache_dir),
             system_path,
             cni_path,
+            observer: ObserverSlot::default(),
         }
+    }
+
+    /// Reports every plugin execution to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = ObserverSlot(Some(observer));
+        self
     }
 
     pub fn bin_dirs(&self) -> &[PathBuf] {
@@ -245,6 +292,9 @@ impl Cni {
             result: None,
         };
         self.save_cache(&entry)?;
+        if let Some(o) = &self.observer.0 {
+            o.op_started(&list.name, "ADD", &rt.container_id);
+        }
         let mut prev: Option<Value> = None;
         let mut last: Option<CniResult> = None;
         for plugin in &list.plugins {
@@ -316,6 +366,9 @@ impl Cni {
                 .and_then(|r| r.to_version_json(&list.cni_version).ok()),
             _ => None,
         };
+        if let Some(o) = &self.observer.0 {
+            o.op_started(&list.name, "DEL", &rt.container_id);
+        }
         for plugin in list.plugins.iter().rev() {
             self.invoke(&list, plugin, "DEL", &rt, prev.as_ref())
                 .await?;
@@ -364,9 +417,27 @@ impl Cni {
             args: &args,
             path: &self.cni_path,
         };
-        let out = exec::run(&binary, &inv, &stdin, &self.system_path, self.timeout)
-            .await
-            .map_err(|source| CniError::Exec {
+        let started = std::time::Instant::now();
+        let out = exec::run(&binary, &inv, &stdin, &self.system_path, self.timeout).await;
+        if let Some(o) = &self.observer.0 {
+            let outcome = match &out {
+                Ok(out) if out.success => RunOutcome::Ok,
+                Ok(out) => RunOutcome::Failed {
+                    cni_code: plugin_error(&out.stdout).0,
+                },
+                Err(exec::ExecError::Timeout { .. }) => RunOutcome::TimedOut,
+                Err(_) => RunOutcome::ExecError,
+            };
+            o.plugin_ran(&PluginRun {
+                network: &list.name,
+                plugin: &plugin.plugin_type,
+                command,
+                container_id: &rt.container_id,
+                elapsed: out.as_ref().map_or_else(|_| started.elapsed(), |o| o.elapsed),
+                outcome,
+            });
+        }
+        let out = out.map_err(|source| CniError::Exec {
                 network: list.name.clone(),
                 plugin: plugin.plugin_type.clone(),
                 command,

@@ -6,6 +6,8 @@
 //! thread that changed namespace must not go back to running other work (containerd
 //! `pkg/netns`; the opposite is a known bug in other runtimes).
 
+pub mod inside;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::sandbox::files;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
@@ -28,6 +29,26 @@ use crate::sandbox::store::Store;
 
 /// How many sandboxes recovery repairs at once.
 const RECOVERY_CONCURRENCY: usize = 16;
+/// Lifecycle events buffered per subscriber; a slower one skips the oldest.
+const EVENT_BUFFER: usize = 1024;
+
+/// A sandbox lifecycle change, for GetContainerEvents (evented PLEG) and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxEvent {
+    pub kind: EventKind,
+    /// The sandbox as it is after the change.
+    pub sandbox: Arc<Sandbox>,
+    /// Nanoseconds since the epoch.
+    pub at: i64,
+}
 
 struct Entry {
     /// Serialises Run/Stop/Remove of this sandbox.
@@ -84,6 +105,8 @@ pub struct SandboxManager {
     network: PodNetwork,
     index: RwLock<BTreeMap<String, Arc<Entry>>>,
     names: Mutex<HashMap<String, Reservation>>,
+    /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
+    events: broadcast::Sender<SandboxEvent>,
 }
 
 /// What start-up recovery found and did.
@@ -107,7 +130,27 @@ impl SandboxManager {
             network,
             index: RwLock::new(BTreeMap::new()),
             names: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENT_BUFFER).0,
         }
+    }
+
+    /// Lifecycle events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
+        // An error only means nobody listens.
+        let _ = self.events.send(SandboxEvent {
+            kind,
+            sandbox: Arc::new(sandbox.clone()),
+            at: now_nanos(),
+        });
+    }
+
+    /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
+    pub fn files_dir(&self, id: &str) -> PathBuf {
+        self.store.files_dir(id)
     }
 
     pub fn network(&self) -> &PodNetwork {
@@ -238,11 +281,32 @@ impl SandboxManager {
                     return Err(self.roll_back(sandbox, err).await);
                 }
             }
+            // After ADD, as runc applies them once the namespace is wired (eth0 exists).
+            if !sandbox.spec.sysctls.is_empty() {
+                let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
+                if let Err(e) = netns::inside::set_sysctls(&path, sysctls).await {
+                    let err = sysctl_error(id, e);
+                    return Err(self.roll_back(sandbox, err).await);
+                }
+            }
+        }
+        let dir = self.store.files_dir(id);
+        let written = {
+            let sandbox = sandbox.clone();
+            tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
+                .await
+                .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
+                .and_then(|r| r)
+        };
+        if let Err(err) = written {
+            return Err(self.roll_back(sandbox, err).await);
         }
         sandbox.state = SandboxState::Ready;
         if let Err(err) = self.save(&sandbox).await {
             return Err(self.roll_back(sandbox, err).await);
         }
+        self.emit(EventKind::Created, &sandbox);
+        self.emit(EventKind::Started, &sandbox);
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -324,8 +388,12 @@ impl SandboxManager {
         if sandbox.state == SandboxState::NotReady && !sandbox.holds_resources() {
             return Ok(());
         }
+        let was_ready = sandbox.is_ready();
         let result = self.tear_down(&mut sandbox).await;
         entry.publish(&sandbox);
+        if was_ready {
+            self.emit(EventKind::Stopped, &sandbox);
+        }
         result
     }
 
@@ -341,8 +409,12 @@ impl SandboxManager {
         }
         let mut sandbox = (*entry.current()).clone();
         if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
+            let was_ready = sandbox.is_ready();
             let result = self.tear_down(&mut sandbox).await;
             entry.publish(&sandbox);
+            if was_ready {
+                self.emit(EventKind::Stopped, &sandbox);
+            }
             result?;
         }
         self.delete_record(&sandbox.id).await?;
@@ -356,6 +428,8 @@ impl SandboxManager {
         if matches!(names.get(&key), Some(Reservation::Held { id }) if *id == sandbox.id) {
             names.remove(&key);
         }
+        drop(names);
+        self.emit(EventKind::Deleted, &sandbox);
         Ok(())
     }
 
@@ -627,6 +701,26 @@ fn now_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(1)
+}
+
+/// A sysctl the namespace refused: a key it does not have is the request's fault.
+fn sysctl_error(id: &str, e: netns::inside::SysctlError) -> Error {
+    match e.source.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Error::invalid(
+            "config.linux.sysctls",
+            format!(
+                "sysctl {:?} cannot be set in the pod's network namespace ({}: {}); only \
+                 per-network-namespace net.* sysctls are accepted",
+                e.key,
+                e.path.display(),
+                e.source
+            ),
+        ),
+        _ => Error::io(
+            format!("sandbox {id}: setting sysctl {} in its network namespace", e.key),
+            e.source,
+        ),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

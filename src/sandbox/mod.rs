@@ -2,10 +2,13 @@
 //! on disk (`store`) and its one seam to the network (`network`). It never imports tonic:
 //! `server/` translates requests into these terms.
 
+pub mod files;
 pub mod manager;
 pub mod model;
 pub mod network;
+pub mod oci;
+pub mod stats;
 pub mod store;
 
-pub use manager::{ListFilter, RecoveryReport, SandboxManager};
+pub use manager::{EventKind, ListFilter, RecoveryReport, SandboxEvent, SandboxManager};
 pub use model::{Sandbox, SandboxSpec, SandboxState};

@@ -80,6 +80,9 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub cgroup_parent: String,
+    /// Namespaced `net.*` sysctls (validated), set inside the pod's network namespace.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     pub runtime_handler: String,
     /// The request's PodSandboxConfig exactly as sent (snake_case JSON), echoed in status.
     pub raw_config: serde_json::Value,

@@ -31,6 +31,12 @@ impl Store {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// The directory of a sandbox's files (`hostname`, `hosts`, `resolv.conf`, `config.json`),
+    /// beside its record; it goes with the record.
+    pub fn files_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
     /// Writes the record atomically.
     pub fn save(&self, sandbox: &Sandbox) -> Result<()> {
         let path = self.path(&sandbox.id);
@@ -52,8 +58,19 @@ impl Store {
         })
     }
 
-    /// Deletes the record; a missing one is success.
+    /// Deletes the sandbox's files, then the record (so a crash in between leaves a record
+    /// that a later Remove or recovery deletes again); missing ones are success.
     pub fn delete(&self, id: &str) -> Result<()> {
+        let files = self.files_dir(id);
+        match fs::remove_dir_all(&files) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(
+                    format!("deleting sandbox files {}", files.display()),
+                    e,
+                ))
+            }
+            _ => {}
+        }
         let path = self.path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
@@ -73,6 +90,7 @@ impl Store {
             .map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
         let mut good = Vec::new();
         let mut bad = Vec::new();
+        let mut file_dirs = Vec::new();
         for entry in entries {
             let entry =
                 entry.map_err(|e| Error::io(format!("reading {}", self.dir.display()), e))?;
@@ -80,6 +98,10 @@ impl Store {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.ends_with(".tmp") {
                 let _ = fs::remove_file(&path);
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                file_dirs.push(name);
                 continue;
             }
             let Some(id) = name.strip_suffix(".json") else {
@@ -94,6 +116,12 @@ impl Store {
                     reason: "the id inside does not match the file name".into(),
                 }),
                 Err(e) => bad.push(e),
+            }
+        }
+        // A files dir whose record is gone was left by a crash during Remove: finish it.
+        for name in file_dirs {
+            if is_id_prefix(&name) && name.len() == 64 && !self.path(&name).exists() {
+                let _ = fs::remove_dir_all(self.files_dir(&name));
             }
         }
         Ok((good, bad))

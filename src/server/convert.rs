@@ -8,6 +8,8 @@ use k8s_cri::v1 as cri;
 
 use crate::error::{Error, Result};
 use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
+use crate::netns::inside::InterfaceStats;
+use crate::sandbox::stats::NetworkStats;
 use crate::sandbox::{ListFilter, Sandbox, SandboxSpec, SandboxState};
 
 /// Longest name, namespace, uid or hostname accepted (a DNS subdomain's limit).
@@ -66,6 +68,10 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
             ));
         }
     }
+    let sysctls = sysctls(
+        config.linux.as_ref().map(|l| &l.sysctls),
+        host_network,
+    )?;
     let port_mappings = port_mappings(&config.port_mappings)?;
     let dns = dns_config(config.dns_config.as_ref())?;
     let raw_config = serde_json::to_value(&config)
@@ -88,6 +94,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default(),
+        sysctls,
         runtime_handler: req.runtime_handler,
         raw_config,
     })
@@ -117,6 +124,88 @@ fn name_field(field: &'static str, value: &str, required: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Longest sysctl key and value accepted.
+const MAX_SYSCTL_KEY: usize = 256;
+const MAX_SYSCTL_VALUE: usize = 4096;
+
+/// Only sysctls of the pod's network namespace (`net.*`), with keys that name a file below
+/// `/proc/sys/net` and nothing else, and single-line values. Whether the namespace really has
+/// the key is checked when it is set (after CNI ADD), where the kernel answers.
+fn sysctls(
+    sysctls: Option<&HashMap<String, String>>,
+    host_network: bool,
+) -> Result<BTreeMap<String, String>> {
+    let field = "config.linux.sysctls";
+    let Some(sysctls) = sysctls else {
+        return Ok(BTreeMap::new());
+    };
+    for (key, value) in sysctls {
+        let shown = truncate(key);
+        if key.len() > MAX_SYSCTL_KEY {
+            return Err(Error::invalid(
+                field,
+                format!("sysctl key {shown:?} is longer than {MAX_SYSCTL_KEY} bytes"),
+            ));
+        }
+        let (separator, inner_dots) = if key.contains('/') {
+            ('/', true)
+        } else {
+            ('.', false)
+        };
+        let mut parts = key.split(separator);
+        if parts.next() != Some("net") {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "sysctl {shown:?} is not a network namespace sysctl (net.*): crisp owns only \
+                     the pod's network namespace, so it cannot honour it"
+                ),
+            ));
+        }
+        let parts: Vec<&str> = parts.collect();
+        let bad_part = |p: &&str| {
+            p.is_empty()
+                || *p == "."
+                || *p == ".."
+                || !p.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '_' || c == '-' || (inner_dots && c == '.')
+                })
+        };
+        if parts.is_empty() || parts.iter().any(bad_part) {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "sysctl {shown:?} is not a valid key: components are letters, digits, '_' \
+                     and '-', separated by '.' (or '/' when a component holds a '.')"
+                ),
+            ));
+        }
+        if host_network {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "sysctl {shown:?} is refused for a host-network pod: it would change the \
+                     node's own network namespace"
+                ),
+            ));
+        }
+        if value.is_empty()
+            || value.len() > MAX_SYSCTL_VALUE
+            || value.chars().any(|c| c.is_control() && c != '\t')
+        {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "sysctl {shown:?}: value {:?} is empty, longer than {MAX_SYSCTL_VALUE} bytes \
+                     or holds a control character",
+                    truncate(value)
+                ),
+            ));
+        }
+    }
+    Ok(sorted(sysctls))
 }
 
 fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>> {
@@ -302,8 +391,13 @@ pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
 }
 
 /// Verbose status: one key, `info`, holding a JSON object (containerd's layout, so tools
-/// that read `info.config` or `info.cniResult` find them).
-pub fn verbose_info(sandbox: &Sandbox) -> HashMap<String, String> {
+/// that read `info.config`, `info.cniResult` or `info.runtimeSpec` find them), plus crisp's
+/// own: where the sandbox's files are and how each plugin of the last ADD/DEL fared.
+pub fn verbose_info(
+    sandbox: &Sandbox,
+    files_dir: &std::path::Path,
+    last_ops: Option<crate::telemetry::LastOps>,
+) -> HashMap<String, String> {
     let netns_closed = sandbox
         .netns_path
         .as_deref()
@@ -319,8 +413,44 @@ pub fn verbose_info(sandbox: &Sandbox) -> HashMap<String, String> {
         "cniResult": sandbox.network.as_ref().map(|n| &n.result),
         "lastError": sandbox.last_error,
         "config": sandbox.spec.raw_config,
+        "runtimeSpec": crate::sandbox::oci::runtime_spec_json(sandbox, files_dir),
+        "filesDir": files_dir.display().to_string(),
+        "cniPluginTimings": last_ops.unwrap_or_default(),
     });
     HashMap::from([("info".to_string(), info.to_string())])
+}
+
+fn usage(i: &InterfaceStats) -> cri::NetworkInterfaceUsage {
+    let v = |value| Some(cri::UInt64Value { value });
+    cri::NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: v(i.rx_bytes),
+        rx_errors: v(i.rx_errors),
+        tx_bytes: v(i.tx_bytes),
+        tx_errors: v(i.tx_errors),
+    }
+}
+
+/// PodSandboxStats as `crictl statsp` and kubelet read them: the sandbox's attributes and
+/// its network usage (crisp runs no processes, so no cpu, memory or process usage).
+pub fn pod_sandbox_stats(sandbox: &Sandbox, network: Option<NetworkStats>) -> cri::PodSandboxStats {
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: sandbox.id.clone(),
+            metadata: Some(metadata(sandbox)),
+            labels: unsorted(&sandbox.spec.labels),
+            annotations: unsorted(&sandbox.spec.annotations),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            network: network.map(|n| cri::NetworkUsage {
+                timestamp: n.timestamp,
+                default_interface: n.default_interface.as_ref().map(usage),
+                interfaces: n.interfaces.iter().map(usage).collect(),
+            }),
+            ..Default::default()
+        }),
+        windows: None,
+    }
 }
 
 pub fn list_filter(filter: Option<cri::PodSandboxFilter>) -> ListFilter {
@@ -430,6 +560,61 @@ mod tests {
             field_of(sandbox_spec(req).expect_err("refused")),
             "config.port_mappings"
         );
+    }
+
+    fn with_sysctl(key: &str, value: &str) -> cri::RunPodSandboxRequest {
+        let mut req = request();
+        let config = req.config.as_mut().expect("config");
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.sysctls.insert(key.into(), value.into());
+        req
+    }
+
+    #[test]
+    fn net_sysctls_are_accepted_in_both_spellings() {
+        for key in [
+            "net.ipv4.ip_unprivileged_port_start",
+            "net/ipv4/conf/eth0.100/forwarding",
+        ] {
+            let spec = sandbox_spec(with_sysctl(key, "0")).expect("accepted");
+            assert_eq!(spec.sysctls.get(key).map(String::as_str), Some("0"));
+        }
+    }
+
+    #[test]
+    fn other_or_unsafe_sysctls_are_refused_naming_the_key() {
+        for (key, value) in [
+            ("kernel.shm_rmid_forced", "1"),
+            ("vm.swappiness", "1"),
+            ("net", "1"),
+            ("net..ipv4", "1"),
+            ("net/../../kernel/core_pattern", "|/x"),
+            ("net.ipv4.ip_forward/../x", "1"),
+            ("net.ipv4.ip_forward", "1\n2"),
+            ("net.ipv4.ip_forward", ""),
+        ] {
+            let err = sandbox_spec(with_sysctl(key, value)).expect_err(key);
+            let msg = err.to_string();
+            assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument, "{msg}");
+            assert!(msg.contains("config.linux.sysctls"), "{msg}");
+            assert!(msg.contains(&format!("{key:?}")), "{key}: {msg}");
+        }
+    }
+
+    #[test]
+    fn host_network_pods_get_no_net_sysctls() {
+        let mut req = with_sysctl("net.ipv4.ip_forward", "1");
+        let config = req.config.as_mut().expect("config");
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.security_context = Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = sandbox_spec(req).expect_err("refused");
+        assert!(err.to_string().contains("host-network"), "{err}");
     }
 
     #[test]

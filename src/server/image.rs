@@ -2,13 +2,12 @@
 //! and read the image filesystem's usage, so those calls answer truthfully.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{finish, Shared};
+use super::{Call, Shared};
 use crate::error::Error;
 
 pub struct ImageApi {
@@ -29,7 +28,7 @@ impl ImageService for ImageApi {
         &self,
         _req: Request<cri::ListImagesRequest>,
     ) -> Reply<cri::ListImagesResponse> {
-        Ok(Response::new(cri::ListImagesResponse::default()))
+        Call::read("ListImages").finish(Ok(cri::ListImagesResponse::default()))
     }
 
     async fn image_status(
@@ -37,49 +36,36 @@ impl ImageService for ImageApi {
         _req: Request<cri::ImageStatusRequest>,
     ) -> Reply<cri::ImageStatusResponse> {
         // An empty answer is CRI's "image not present".
-        Ok(Response::new(cri::ImageStatusResponse::default()))
+        Call::read("ImageStatus").finish(Ok(cri::ImageStatusResponse::default()))
     }
 
     async fn pull_image(
         &self,
         _req: Request<cri::PullImageRequest>,
     ) -> Reply<cri::PullImageResponse> {
-        finish(
-            "PullImage",
-            "",
-            Instant::now(),
-            Err(Error::Unimplemented { what: "PullImage" }),
-        )
+        Call::read("PullImage").finish(Err(Error::Unimplemented { what: "PullImage" }))
     }
 
     async fn remove_image(
         &self,
         _req: Request<cri::RemoveImageRequest>,
     ) -> Reply<cri::RemoveImageResponse> {
-        finish(
-            "RemoveImage",
-            "",
-            Instant::now(),
-            Err(Error::Unimplemented {
-                what: "RemoveImage",
-            }),
-        )
+        Call::read("RemoveImage").finish(Err(Error::Unimplemented {
+            what: "RemoveImage",
+        }))
     }
 
     async fn image_fs_info(
         &self,
         _req: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
-        let started = Instant::now();
+        let call = Call::read("ImageFsInfo");
         let root = self.shared.config.root.clone();
         let usage = tokio::task::spawn_blocking(move || filesystem_usage(&root))
             .await
-            .map_err(|e| Status::internal(format!("reading filesystem usage: {e}")))?;
-        finish(
-            "ImageFsInfo",
-            "",
-            started,
-            usage.map(|fs| cri::ImageFsInfoResponse {
+            .map_err(|e| Error::io("reading filesystem usage", std::io::Error::other(e)))
+            .and_then(|r| r);
+        call.finish(usage.map(|fs| cri::ImageFsInfoResponse {
                 image_filesystems: vec![fs.clone()],
                 container_filesystems: vec![fs],
             }),

@@ -1,17 +1,19 @@
 //! RuntimeService: the sandbox RPCs delegate to the manager; the container RPCs a
 //! sandbox-only runtime cannot serve answer what kubelet tolerates (empty lists, NotFound)
-//! or Unimplemented with a message — never an Ok that did nothing.
+//! or Unimplemented with a message — never an Ok that did nothing. Every call goes through
+//! [`Call`]: one log line and one latency sample each.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
-use super::{convert, finish, Shared};
+use super::{convert, Call, Shared};
 use crate::error::Error;
+use crate::sandbox::manager::SandboxEvent;
+use crate::sandbox::{stats, ListFilter, SandboxState};
 
 pub struct RuntimeApi {
     shared: Arc<Shared>,
@@ -30,19 +32,40 @@ type Reply<T> = Result<Response<T>, Status>;
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
-fn unimplemented<T>(method: &'static str) -> Reply<T> {
-    finish(
-        method,
-        "",
-        Instant::now(),
-        Err(Error::Unimplemented { what: method }),
-    )
+fn unimplemented<T>(method: &'static str, what: &'static str) -> Reply<T> {
+    Call::read(method).finish(Err(Error::Unimplemented { what }))
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(1)
+}
+
+/// A lifecycle event as kubelet's evented PLEG reads it: the sandbox id as container id,
+/// and the sandbox's status with its metadata.
+fn container_event(event: &SandboxEvent) -> cri::ContainerEventResponse {
+    use crate::sandbox::EventKind;
+    let kind = match event.kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    cri::ContainerEventResponse {
+        container_id: event.sandbox.id.clone(),
+        container_event_type: kind as i32,
+        created_at: event.at,
+        pod_sandbox_status: Some(convert::pod_sandbox_status(&event.sandbox)),
+        containers_statuses: Vec::new(),
+    }
 }
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeApi {
     async fn version(&self, _req: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
-        Ok(Response::new(cri::VersionResponse {
+        Call::read("Version").finish(Ok(cri::VersionResponse {
             version: KUBELET_API_VERSION.into(),
             runtime_name: "crisp".into(),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
@@ -54,7 +77,6 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<cri::RunPodSandboxRequest>,
     ) -> Reply<cri::RunPodSandboxResponse> {
-        let started = Instant::now();
         let req = req.into_inner();
         let pod = req
             .config
@@ -62,56 +84,43 @@ impl RuntimeService for RuntimeApi {
             .and_then(|c| c.metadata.as_ref())
             .map(|m| format!("{}/{}", m.namespace, m.name))
             .unwrap_or_default();
+        let mut call = Call::write("RunPodSandbox").pod(pod);
         let result = match convert::sandbox_spec(req) {
             Ok(spec) => self.shared.manager.run(spec).await,
             Err(e) => Err(e),
         };
-        let id = result.as_ref().map(String::clone).unwrap_or_default();
-        tracing::debug!(pod = %pod, sandbox_id = %id, "RunPodSandbox done");
-        finish(
-            "RunPodSandbox",
-            &id,
-            started,
-            result.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }),
-        )
+        if let Ok(id) = &result {
+            call.set_sandbox_id(id);
+        }
+        call.finish(result.map(|pod_sandbox_id| cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Reply<cri::StopPodSandboxResponse> {
-        let started = Instant::now();
         let id = req.into_inner().pod_sandbox_id;
+        let call = Call::write("StopPodSandbox").sandbox(&self.shared, &id);
         let result = self.shared.manager.stop(&id).await;
-        finish(
-            "StopPodSandbox",
-            &id,
-            started,
-            result.map(|()| cri::StopPodSandboxResponse {}),
-        )
+        call.finish(result.map(|()| cri::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
-        let started = Instant::now();
         let id = req.into_inner().pod_sandbox_id;
+        let call = Call::write("RemovePodSandbox").sandbox(&self.shared, &id);
         let result = self.shared.manager.remove(&id).await;
-        finish(
-            "RemovePodSandbox",
-            &id,
-            started,
-            result.map(|()| cri::RemovePodSandboxResponse {}),
-        )
+        call.finish(result.map(|()| cri::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Reply<cri::PodSandboxStatusResponse> {
-        let started = Instant::now();
         let req = req.into_inner();
+        let call = Call::read("PodSandboxStatus").sandbox(&self.shared, &req.pod_sandbox_id);
         let result = self
             .shared
             .manager
@@ -119,20 +128,25 @@ impl RuntimeService for RuntimeApi {
             .map(|sandbox| cri::PodSandboxStatusResponse {
                 status: Some(convert::pod_sandbox_status(&sandbox)),
                 info: if req.verbose {
-                    convert::verbose_info(&sandbox)
+                    convert::verbose_info(
+                        &sandbox,
+                        &self.shared.manager.files_dir(&sandbox.id),
+                        self.shared.plugins.last_ops(&sandbox.id),
+                    )
                 } else {
                     Default::default()
                 },
                 containers_statuses: Vec::new(),
-                timestamp: 0,
+                timestamp: now_nanos(),
             });
-        finish("PodSandboxStatus", &req.pod_sandbox_id, started, result)
+        call.finish(result)
     }
 
     async fn list_pod_sandbox(
         &self,
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
+        let call = Call::read("ListPodSandbox");
         let filter = convert::list_filter(req.into_inner().filter);
         let items = self
             .shared
@@ -141,10 +155,11 @@ impl RuntimeService for RuntimeApi {
             .iter()
             .map(|s| convert::pod_sandbox(s))
             .collect();
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+        call.finish(Ok(cri::ListPodSandboxResponse { items }))
     }
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        let call = Call::read("Status");
         let readiness = self.shared.manager.network_readiness().await;
         let network_ready = cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
@@ -196,7 +211,7 @@ impl RuntimeService for RuntimeApi {
                 serde_json::to_string(&self.shared.recovery).unwrap_or_default(),
             );
         }
-        Ok(Response::new(cri::StatusResponse {
+        call.finish(Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
                 conditions: vec![runtime_ready, network_ready],
             }),
@@ -213,15 +228,16 @@ impl RuntimeService for RuntimeApi {
         &self,
         req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        let call = Call::write("UpdateRuntimeConfig");
         let cidr = req
             .into_inner()
             .runtime_config
             .and_then(|c| c.network_config)
             .map(|n| n.pod_cidr)
             .filter(|c| !c.is_empty());
-        tracing::info!(pod_cidr = ?cidr, "UpdateRuntimeConfig");
+        tracing::info!(pod_cidr = ?cidr, "pod CIDR set by UpdateRuntimeConfig");
         self.shared.manager.network().set_pod_cidr(cidr);
-        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+        call.finish(Ok(cri::UpdateRuntimeConfigResponse {}))
     }
 
     async fn runtime_config(
@@ -229,120 +245,150 @@ impl RuntimeService for RuntimeApi {
         _req: Request<cri::RuntimeConfigRequest>,
     ) -> Reply<cri::RuntimeConfigResponse> {
         // crisp manages no cgroups: Unimplemented makes kubelet keep its own cgroupDriver.
-        unimplemented("RuntimeConfig (crisp manages no cgroups; kubelet keeps its cgroupDriver)")
+        unimplemented(
+            "RuntimeConfig",
+            "RuntimeConfig (crisp manages no cgroups; kubelet keeps its cgroupDriver)",
+        )
     }
 
     async fn list_containers(
         &self,
         _req: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
-        Ok(Response::new(cri::ListContainersResponse::default()))
+        // Empty, not Unimplemented: kubelet's PLEG relist fails on any error.
+        Call::read("ListContainers").finish(Ok(cri::ListContainersResponse::default()))
     }
 
     async fn container_status(
         &self,
         req: Request<cri::ContainerStatusRequest>,
     ) -> Reply<cri::ContainerStatusResponse> {
-        Err(Status::not_found(format!(
+        Call::read("ContainerStatus").finish_status(Err(Status::not_found(format!(
             "container {:?} not found: crisp runs pod sandboxes only",
             req.into_inner().container_id
-        )))
+        ))))
     }
 
     async fn list_container_stats(
         &self,
         _req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
-        Ok(Response::new(cri::ListContainerStatsResponse::default()))
+        Call::read("ListContainerStats").finish(Ok(cri::ListContainerStatsResponse::default()))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        Ok(Response::new(cri::ListPodSandboxStatsResponse::default()))
+        let call = Call::read("ListPodSandboxStats");
+        let filter = req.into_inner().filter.unwrap_or_default();
+        // Only READY sandboxes have a namespace to read, as containerd lists them.
+        let filter = ListFilter {
+            id: (!filter.id.is_empty()).then_some(filter.id),
+            state: Some(SandboxState::Ready),
+            labels: filter.label_selector.into_iter().collect(),
+        };
+        let mut out = Vec::new();
+        for sandbox in self.shared.manager.list(&filter) {
+            match stats::network_stats(&sandbox).await {
+                Ok(network) => out.push(convert::pod_sandbox_stats(&sandbox, network)),
+                // Stopped or removed while listing: it no longer has stats to give.
+                Err(e) => tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats"),
+            }
+        }
+        call.finish(Ok(cri::ListPodSandboxStatsResponse { stats: out }))
     }
 
     async fn create_container(
         &self,
         _req: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        unimplemented("CreateContainer", "CreateContainer")
     }
 
     async fn start_container(
         &self,
         _req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        unimplemented("StartContainer", "StartContainer")
     }
 
     async fn stop_container(
         &self,
         _req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        unimplemented("StopContainer", "StopContainer")
     }
 
     async fn remove_container(
         &self,
         _req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        unimplemented("RemoveContainer", "RemoveContainer")
     }
 
     async fn update_container_resources(
         &self,
         _req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        unimplemented("UpdateContainerResources", "UpdateContainerResources")
     }
 
     async fn reopen_container_log(
         &self,
         _req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        unimplemented("ReopenContainerLog", "ReopenContainerLog")
     }
 
     async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+        unimplemented("ExecSync", "ExecSync")
     }
 
     async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        unimplemented("Exec")
+        unimplemented("Exec", "Exec")
     }
 
     async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        unimplemented("Attach")
+        unimplemented("Attach", "Attach")
     }
 
     async fn port_forward(
         &self,
         _req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        unimplemented("PortForward", "PortForward")
     }
 
     async fn container_stats(
         &self,
         _req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        unimplemented("ContainerStats", "ContainerStats")
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = req.into_inner().pod_sandbox_id;
+        let call = Call::read("PodSandboxStats").sandbox(&self.shared, &id);
+        let result = match self.shared.manager.status(&id) {
+            Ok(sandbox) => stats::network_stats(&sandbox)
+                .await
+                .map(|network| cri::PodSandboxStatsResponse {
+                    stats: Some(convert::pod_sandbox_stats(&sandbox, network)),
+                }),
+            Err(e) => Err(e),
+        };
+        call.finish(result)
     }
 
     async fn checkpoint_container(
         &self,
         _req: Request<cri::CheckpointContainerRequest>,
     ) -> Reply<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        unimplemented("CheckpointContainer", "CheckpointContainer")
     }
 
     type GetContainerEventsStream = EventStream;
@@ -351,20 +397,38 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        let call = Call::read("GetContainerEvents");
+        // A subscriber that falls more than the buffer behind skips what it missed (and a
+        // relist repairs it); the lifecycle never waits for it. The receiver goes with the stream.
+        let events = futures::stream::unfold(self.shared.manager.subscribe(), |mut rx| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((Ok(container_event(&event)), rx)),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a GetContainerEvents subscriber fell behind and skipped events");
+                        crate::telemetry::record_events_skipped(missed);
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+        call.finish(Ok(Box::pin(events) as EventStream))
     }
 
     async fn list_metric_descriptors(
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
-        Ok(Response::new(cri::ListMetricDescriptorsResponse::default()))
+        Call::read("ListMetricDescriptors")
+            .finish(Ok(cri::ListMetricDescriptorsResponse::default()))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
-        Ok(Response::new(cri::ListPodSandboxMetricsResponse::default()))
+        Call::read("ListPodSandboxMetrics")
+            .finish(Ok(cri::ListPodSandboxMetricsResponse::default()))
     }
 }

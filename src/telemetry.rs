@@ -1,0 +1,285 @@
+//! What crisp tells its operator besides logs: Prometheus metrics (served over HTTP only when
+//! `--metrics-addr` is set) and, for verbose status, the per-plugin timings of each sandbox's
+//! last CNI ADD and DEL.
+//!
+//! Metrics go through the `metrics` facade: without an installed exporter every recording is a
+//! no-op, so call sites never check whether metrics are on. cni/ reports plugin runs through its
+//! small [`Observer`] hook and knows nothing of this module.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use serde::Serialize;
+
+use crate::cni::{Observer, PluginRun, RunOutcome};
+use crate::sandbox::{RecoveryReport, Sandbox, SandboxState};
+
+pub const RPC_DURATION: &str = "crisp_rpc_duration_seconds";
+pub const PLUGIN_DURATION: &str = "crisp_cni_plugin_duration_seconds";
+pub const PLUGIN_FAILURES: &str = "crisp_cni_plugin_failures_total";
+pub const SANDBOXES: &str = "crisp_sandboxes";
+pub const TEARDOWN_PENDING: &str = "crisp_sandboxes_teardown_pending";
+pub const RECOVERY_REPAIRS: &str = "crisp_recovery_repairs_total";
+pub const EVENTS_SKIPPED: &str = "crisp_container_events_skipped_total";
+pub const BUILD_INFO: &str = "crisp_build_info";
+
+/// Histogram buckets in seconds: 100 µs (a List) up to the plugin timeout range.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Installs the Prometheus exporter and serves `/metrics` on `addr` from the current runtime.
+/// The listener is bound here, so a bad or busy address fails start-up with its reason.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .and_then(|b| b.install())
+        .map_err(|e| format!("serving metrics on {addr}: {e}"))?;
+    describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(())
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        RPC_DURATION,
+        Unit::Seconds,
+        "CRI calls by method and gRPC code"
+    );
+    describe_histogram!(
+        PLUGIN_DURATION,
+        Unit::Seconds,
+        "CNI plugin executions by plugin and command"
+    );
+    describe_counter!(
+        PLUGIN_FAILURES,
+        "Failed CNI plugin executions by plugin, command and CNI error code (timeout, exec, none)"
+    );
+    describe_gauge!(SANDBOXES, "Pod sandboxes by state");
+    describe_gauge!(
+        TEARDOWN_PENDING,
+        "NOT_READY sandboxes whose network teardown failed and is retried by Stop/Remove"
+    );
+    describe_counter!(
+        RECOVERY_REPAIRS,
+        "What start-up recovery repaired, by kind"
+    );
+    describe_counter!(
+        EVENTS_SKIPPED,
+        "Container events a slow GetContainerEvents subscriber missed"
+    );
+    describe_gauge!(BUILD_INFO, "crisp's version");
+}
+
+/// One finished CRI call.
+pub fn record_rpc(method: &'static str, code: &'static str, elapsed: Duration) {
+    metrics::histogram!(RPC_DURATION, "method" => method, "code" => code)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Events a lagging GetContainerEvents stream skipped.
+pub fn record_events_skipped(n: u64) {
+    metrics::counter!(EVENTS_SKIPPED).increment(n);
+}
+
+/// Start-up recovery's repairs.
+pub fn record_recovery(report: &RecoveryReport) {
+    for (kind, n) in [
+        ("rolled_back", report.rolled_back),
+        ("stopped", report.stopped),
+        ("failed_repair", report.failed_repairs),
+        ("bad_record", report.bad_records),
+        ("orphan_netns_removed", report.orphan_netns_removed),
+    ] {
+        metrics::counter!(RECOVERY_REPAIRS, "kind" => kind).increment(n as u64);
+    }
+}
+
+/// Sets the sandbox gauges from the whole current set.
+pub fn record_sandboxes(sandboxes: &[std::sync::Arc<Sandbox>]) {
+    let mut by_state: HashMap<&'static str, usize> = [
+        ("ready", 0),
+        ("not_ready", 0),
+        ("creating", 0),
+        ("stopping", 0),
+    ]
+    .into_iter()
+    .collect();
+    let mut pending = 0;
+    for s in sandboxes {
+        *by_state.entry(state_name(s.state)).or_default() += 1;
+        if s.state == SandboxState::NotReady && s.holds_resources() {
+            pending += 1;
+        }
+    }
+    for (state, n) in by_state {
+        metrics::gauge!(SANDBOXES, "state" => state).set(n as f64);
+    }
+    metrics::gauge!(TEARDOWN_PENDING).set(pending as f64);
+}
+
+fn state_name(state: SandboxState) -> &'static str {
+    match state {
+        SandboxState::Creating => "creating",
+        SandboxState::Ready => "ready",
+        SandboxState::Stopping => "stopping",
+        SandboxState::NotReady => "not_ready",
+    }
+}
+
+/// One plugin's part in a chain operation, as verbose status shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginTiming {
+    pub plugin: String,
+    pub millis: f64,
+    /// `ok`, `failed`, `timed out`, `exec error`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni_code: Option<u64>,
+}
+
+/// A chain operation (ADD or DEL) of one sandbox.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainOp {
+    pub network: String,
+    /// Nanoseconds since the epoch.
+    pub started_at: i64,
+    pub plugins: Vec<PluginTiming>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastOps {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add: Option<ChainOp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub del: Option<ChainOp>,
+}
+
+/// Observes cni: records plugin metrics and keeps each sandbox's last ADD and DEL in memory
+/// (gone on restart; the record on disk holds what must survive).
+#[derive(Default)]
+pub struct PluginTelemetry {
+    last: Mutex<HashMap<String, LastOps>>,
+}
+
+impl PluginTelemetry {
+    /// The last ADD and DEL of a sandbox (by CNI container id, which is the sandbox id).
+    pub fn last_ops(&self, container_id: &str) -> Option<LastOps> {
+        self.lock().get(container_id).cloned()
+    }
+
+    /// Drops what is kept for a removed sandbox.
+    pub fn forget(&self, container_id: &str) {
+        self.lock().remove(container_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastOps>> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Observer for PluginTelemetry {
+    fn op_started(&self, network: &str, command: &'static str, container_id: &str) {
+        let op = ChainOp {
+            network: network.to_string(),
+            started_at: now_nanos(),
+            plugins: Vec::new(),
+        };
+        let mut last = self.lock();
+        let entry = last.entry(container_id.to_string()).or_default();
+        match command {
+            "ADD" => entry.add = Some(op),
+            "DEL" => entry.del = Some(op),
+            _ => {}
+        }
+    }
+
+    fn plugin_ran(&self, run: &PluginRun<'_>) {
+        metrics::histogram!(PLUGIN_DURATION, "plugin" => run.plugin.to_string(), "command" => run.command)
+            .record(run.elapsed.as_secs_f64());
+        let (outcome, cni_code) = match run.outcome {
+            RunOutcome::Ok => ("ok", None),
+            RunOutcome::Failed { cni_code } => ("failed", cni_code),
+            RunOutcome::TimedOut => ("timed out", None),
+            RunOutcome::ExecError => ("exec error", None),
+        };
+        if run.outcome != RunOutcome::Ok {
+            let code = match run.outcome {
+                RunOutcome::Failed { cni_code: Some(c) } => c.to_string(),
+                RunOutcome::TimedOut => "timeout".into(),
+                RunOutcome::ExecError => "exec".into(),
+                _ => "none".into(),
+            };
+            metrics::counter!(PLUGIN_FAILURES, "plugin" => run.plugin.to_string(),
+                "command" => run.command, "code" => code)
+            .increment(1);
+        }
+        let timing = PluginTiming {
+            plugin: run.plugin.to_string(),
+            millis: run.elapsed.as_secs_f64() * 1000.0,
+            outcome,
+            cni_code,
+        };
+        let mut last = self.lock();
+        let entry = last.entry(run.container_id.to_string()).or_default();
+        let op = match run.command {
+            "ADD" => &mut entry.add,
+            "DEL" => &mut entry.del,
+            _ => return,
+        };
+        if let Some(op) = op {
+            op.plugins.push(timing);
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_op_collects_its_plugins_and_a_new_one_replaces_it() {
+        let t = PluginTelemetry::default();
+        let run = |plugin, outcome| PluginRun {
+            network: "net",
+            plugin,
+            command: "ADD",
+            container_id: "abc",
+            elapsed: Duration::from_millis(3),
+            outcome,
+        };
+        t.op_started("net", "ADD", "abc");
+        t.plugin_ran(&run("bridge", RunOutcome::Ok));
+        t.plugin_ran(&run(
+            "portmap",
+            RunOutcome::Failed {
+                cni_code: Some(11),
+            },
+        ));
+        let ops = t.last_ops("abc").expect("kept");
+        let add = ops.add.expect("add");
+        assert_eq!(add.plugins.len(), 2);
+        assert_eq!(add.plugins[1].outcome, "failed");
+        assert_eq!(add.plugins[1].cni_code, Some(11));
+        t.op_started("net", "ADD", "abc");
+        assert!(t.last_ops("abc").and_then(|o| o.add).expect("add").plugins.is_empty());
+        t.forget("abc");
+        assert!(t.last_ops("abc").is_none());
+    }
+}
