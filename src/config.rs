@@ -243,14 +243,20 @@ mod tests {
 
     #[test]
     fn metrics_are_off_unless_an_address_is_given() {
-        assert_eq!(Config::resolve(Cli::default()).expect("ok").metrics_addr, None);
+        assert_eq!(
+            Config::resolve(Cli::default()).expect("ok").metrics_addr,
+            None
+        );
         let file = write("metrics-addr = \"127.0.0.1:9325\"\n");
         let cli = Cli {
             config: Some(file.path().to_owned()),
             ..Cli::default()
         };
         let config = Config::resolve(cli).expect("resolves");
-        assert_eq!(config.metrics_addr, Some("127.0.0.1:9325".parse().expect("addr")));
+        assert_eq!(
+            config.metrics_addr,
+            Some("127.0.0.1:9325".parse().expect("addr"))
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub fn notify_ready(notify_socket: Option<&str>) -> std::io::Result<()> {
         None => SocketAddr::from_pathname(target)?,
     };
     let socket = UnixDatagram::unbound()?;
-    let status = format!("READY=1\nMAINPID={}\nSTATUS=serving CRI", std::process::id());
+    let status = format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving CRI",
+        std::process::id()
+    );
     socket.send_to_addr(status.as_bytes(), &addr)?;
     Ok(())
 }

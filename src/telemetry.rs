@@ -66,10 +66,7 @@ fn describe() {
         TEARDOWN_PENDING,
         "NOT_READY sandboxes whose network teardown failed and is retried by Stop/Remove"
     );
-    describe_counter!(
-        RECOVERY_REPAIRS,
-        "What start-up recovery repaired, by kind"
-    );
+    describe_counter!(RECOVERY_REPAIRS, "What start-up recovery repaired, by kind");
     describe_counter!(
         EVENTS_SKIPPED,
         "Container events a slow GetContainerEvents subscriber missed"
@@ -266,19 +263,19 @@ mod tests {
         };
         t.op_started("net", "ADD", "abc");
         t.plugin_ran(&run("bridge", RunOutcome::Ok));
-        t.plugin_ran(&run(
-            "portmap",
-            RunOutcome::Failed {
-                cni_code: Some(11),
-            },
-        ));
+        t.plugin_ran(&run("portmap", RunOutcome::Failed { cni_code: Some(11) }));
         let ops = t.last_ops("abc").expect("kept");
         let add = ops.add.expect("add");
         assert_eq!(add.plugins.len(), 2);
         assert_eq!(add.plugins[1].outcome, "failed");
         assert_eq!(add.plugins[1].cni_code, Some(11));
         t.op_started("net", "ADD", "abc");
-        assert!(t.last_ops("abc").and_then(|o| o.add).expect("add").plugins.is_empty());
+        assert!(t
+            .last_ops("abc")
+            .and_then(|o| o.add)
+            .expect("add")
+            .plugins
+            .is_empty());
         t.forget("abc");
         assert!(t.last_ops("abc").is_none());
     }

@@ -164,7 +164,9 @@ impl CniError {
 pub enum RunOutcome {
     Ok,
     /// Exited non-zero; `cni_code` is the spec's error code when the plugin printed one.
-    Failed { cni_code: Option<u64> },
+    Failed {
+        cni_code: Option<u64>,
+    },
     TimedOut,
     /// Could not be started or talked to.
     ExecError,
@@ -193,7 +195,11 @@ struct ObserverSlot(Option<Arc<dyn Observer>>);
 
 impl std::fmt::Debug for ObserverSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Some(observer)" } else { "None" })
+        f.write_str(if self.0.is_some() {
+            "Some(observer)"
+        } else {
+            "None"
+        })
     }
 }
 
@@ -433,16 +439,18 @@ impl Cni {
                 plugin: &plugin.plugin_type,
                 command,
                 container_id: &rt.container_id,
-                elapsed: out.as_ref().map_or_else(|_| started.elapsed(), |o| o.elapsed),
+                elapsed: out
+                    .as_ref()
+                    .map_or_else(|_| started.elapsed(), |o| o.elapsed),
                 outcome,
             });
         }
         let out = out.map_err(|source| CniError::Exec {
-                network: list.name.clone(),
-                plugin: plugin.plugin_type.clone(),
-                command,
-                source,
-            })?;
+            network: list.name.clone(),
+            plugin: plugin.plugin_type.clone(),
+            command,
+            source,
+        })?;
         tracing::debug!(
             network = %list.name, plugin = %plugin.plugin_type, command,
             container_id = %rt.container_id, elapsed_ms = out.elapsed.as_millis() as u64,

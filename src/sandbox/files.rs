@@ -22,7 +22,11 @@ pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<()> {
         path: dir.join("config.json"),
         reason: format!("encoding the OCI runtime spec: {e}"),
     })?;
-    write(dir, "hostname", format!("{}\n", oci::hostname(sandbox)).as_bytes())?;
+    write(
+        dir,
+        "hostname",
+        format!("{}\n", oci::hostname(sandbox)).as_bytes(),
+    )?;
     write(dir, "hosts", hosts(sandbox).as_bytes())?;
     write(dir, "resolv.conf", &resolv_conf(sandbox))?;
     write(dir, "config.json", &spec_json)

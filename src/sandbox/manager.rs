@@ -717,7 +717,10 @@ fn sysctl_error(id: &str, e: netns::inside::SysctlError) -> Error {
             ),
         ),
         _ => Error::io(
-            format!("sandbox {id}: setting sysctl {} in its network namespace", e.key),
+            format!(
+                "sandbox {id}: setting sysctl {} in its network namespace",
+                e.key
+            ),
             e.source,
         ),
     }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use k8s_cri::v1 as cri;
 
 use crate::error::{Error, Result};
-use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
 use crate::netns::inside::InterfaceStats;
+use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
 use crate::sandbox::stats::NetworkStats;
 use crate::sandbox::{ListFilter, Sandbox, SandboxSpec, SandboxState};
 
@@ -68,10 +68,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
             ));
         }
     }
-    let sysctls = sysctls(
-        config.linux.as_ref().map(|l| &l.sysctls),
-        host_network,
-    )?;
+    let sysctls = sysctls(config.linux.as_ref().map(|l| &l.sysctls), host_network)?;
     let port_mappings = port_mappings(&config.port_mappings)?;
     let dns = dns_config(config.dns_config.as_ref())?;
     let raw_config = serde_json::to_value(&config)
@@ -396,6 +393,7 @@ pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
 pub fn verbose_info(
     sandbox: &Sandbox,
     files_dir: &std::path::Path,
+    runtime_spec: serde_json::Value,
     last_ops: Option<crate::telemetry::LastOps>,
 ) -> HashMap<String, String> {
     let netns_closed = sandbox
@@ -413,7 +411,7 @@ pub fn verbose_info(
         "cniResult": sandbox.network.as_ref().map(|n| &n.result),
         "lastError": sandbox.last_error,
         "config": sandbox.spec.raw_config,
-        "runtimeSpec": crate::sandbox::oci::runtime_spec_json(sandbox, files_dir),
+        "runtimeSpec": runtime_spec,
         "filesDir": files_dir.display().to_string(),
         "cniPluginTimings": last_ops.unwrap_or_default(),
     });

@@ -66,10 +66,9 @@ impl ImageService for ImageApi {
             .map_err(|e| Error::io("reading filesystem usage", std::io::Error::other(e)))
             .and_then(|r| r);
         call.finish(usage.map(|fs| cri::ImageFsInfoResponse {
-                image_filesystems: vec![fs.clone()],
-                container_filesystems: vec![fs],
-            }),
-        )
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
     }
 }
 

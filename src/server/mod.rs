@@ -183,9 +183,23 @@ impl Call {
         match result {
             Ok(value) => {
                 if self.mutates {
-                    tracing::info!(method, sandbox_id, pod, code = "OK", duration_ms = ms, "rpc");
+                    tracing::info!(
+                        method,
+                        sandbox_id,
+                        pod,
+                        code = "OK",
+                        duration_ms = ms,
+                        "rpc"
+                    );
                 } else {
-                    tracing::debug!(method, sandbox_id, pod, code = "OK", duration_ms = ms, "rpc");
+                    tracing::debug!(
+                        method,
+                        sandbox_id,
+                        pod,
+                        code = "OK",
+                        duration_ms = ms,
+                        "rpc"
+                    );
                 }
                 Ok(tonic::Response::new(value))
             }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, Call, Shared};
 use crate::error::Error;
 use crate::sandbox::manager::SandboxEvent;
-use crate::sandbox::{stats, ListFilter, SandboxState};
+use crate::sandbox::{oci, stats, ListFilter, SandboxState};
 
 pub struct RuntimeApi {
     shared: Arc<Shared>,
@@ -121,24 +121,29 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
         let call = Call::read("PodSandboxStatus").sandbox(&self.shared, &req.pod_sandbox_id);
-        let result = self
-            .shared
-            .manager
-            .status(&req.pod_sandbox_id)
-            .map(|sandbox| cri::PodSandboxStatusResponse {
-                status: Some(convert::pod_sandbox_status(&sandbox)),
-                info: if req.verbose {
-                    convert::verbose_info(
-                        &sandbox,
-                        &self.shared.manager.files_dir(&sandbox.id),
-                        self.shared.plugins.last_ops(&sandbox.id),
-                    )
-                } else {
-                    Default::default()
-                },
-                containers_statuses: Vec::new(),
-                timestamp: now_nanos(),
-            });
+        let sandbox = match self.shared.manager.status(&req.pod_sandbox_id) {
+            Ok(sandbox) => sandbox,
+            Err(e) => return call.finish(Err(e)),
+        };
+        let info = if req.verbose {
+            let dir = self.shared.manager.files_dir(&sandbox.id);
+            // The spec exactly as written for runtimes; rebuilt if the file is gone.
+            let spec = tokio::fs::read(dir.join("config.json"))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_else(|| oci::runtime_spec_json(&sandbox, &dir));
+            let last_ops = self.shared.plugins.last_ops(&sandbox.id);
+            convert::verbose_info(&sandbox, &dir, spec, last_ops)
+        } else {
+            Default::default()
+        };
+        let result = Ok(cri::PodSandboxStatusResponse {
+            status: Some(convert::pod_sandbox_status(&sandbox)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: now_nanos(),
+        });
         call.finish(result)
     }
 
@@ -293,7 +298,9 @@ impl RuntimeService for RuntimeApi {
             match stats::network_stats(&sandbox).await {
                 Ok(network) => out.push(convert::pod_sandbox_stats(&sandbox, network)),
                 // Stopped or removed while listing: it no longer has stats to give.
-                Err(e) => tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats"),
+                Err(e) => {
+                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats")
+                }
             }
         }
         call.finish(Ok(cri::ListPodSandboxStatsResponse { stats: out }))
@@ -373,14 +380,15 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let id = req.into_inner().pod_sandbox_id;
         let call = Call::read("PodSandboxStats").sandbox(&self.shared, &id);
-        let result = match self.shared.manager.status(&id) {
-            Ok(sandbox) => stats::network_stats(&sandbox)
-                .await
-                .map(|network| cri::PodSandboxStatsResponse {
-                    stats: Some(convert::pod_sandbox_stats(&sandbox, network)),
+        let result =
+            match self.shared.manager.status(&id) {
+                Ok(sandbox) => stats::network_stats(&sandbox).await.map(|network| {
+                    cri::PodSandboxStatsResponse {
+                        stats: Some(convert::pod_sandbox_stats(&sandbox, network)),
+                    }
                 }),
-            Err(e) => Err(e),
-        };
+                Err(e) => Err(e),
+            };
         call.finish(result)
     }
 
@@ -400,19 +408,23 @@ impl RuntimeService for RuntimeApi {
         let call = Call::read("GetContainerEvents");
         // A subscriber that falls more than the buffer behind skips what it missed (and a
         // relist repairs it); the lifecycle never waits for it. The receiver goes with the stream.
-        let events = futures::stream::unfold(self.shared.manager.subscribe(), |mut rx| async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                match rx.recv().await {
-                    Ok(event) => return Some((Ok(container_event(&event)), rx)),
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "a GetContainerEvents subscriber fell behind and skipped events");
-                        crate::telemetry::record_events_skipped(missed);
+        let events =
+            futures::stream::unfold(self.shared.manager.subscribe(), |mut rx| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => return Some((Ok(container_event(&event)), rx)),
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(
+                                missed,
+                                "a GetContainerEvents subscriber fell behind and skipped events"
+                            );
+                            crate::telemetry::record_events_skipped(missed);
+                        }
+                        Err(RecvError::Closed) => return None,
                     }
-                    Err(RecvError::Closed) => return None,
                 }
-            }
-        });
+            });
         call.finish(Ok(Box::pin(events) as EventStream))
     }
 

@@ -84,6 +84,14 @@ impl Node {
 
     /// Starts a node whose conf dir holds `conf` at start-up.
     pub async fn start_with(conf: Conf) -> Node {
+        let mut node = Self::prepared(conf);
+        node.start_daemon().await;
+        node
+    }
+
+    /// A node whose conf dir holds `conf`, with its namespace but no daemon yet: start one with
+    /// [`Node::start_daemon_with`] (e.g. [`Node::daemon_command`] plus flags or environment).
+    pub fn prepared(conf: Conf) -> Node {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tmp = tempfile::Builder::new()
@@ -130,7 +138,6 @@ impl Node {
         run(Command::new("ip").args(["netns", "add", &node.netns_name]));
         node.netns_created = true;
         run(Command::new("ip").args(["-n", &node.netns_name, "link", "set", "lo", "up"]));
-        node.start_daemon().await;
         node
     }
 
