@@ -1,0 +1,363 @@
+//! A current kubelet's calls, replayed in its order over the socket, each answer checked
+//! against what kubelet accepts (pkg/kubelet/kuberuntime, pkg/kubelet/cri/remote, pleg/,
+//! stats/, images/; see /work/shared/CRI-CLIENTS.md §0 and §3 and docs/operating.md).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use futures::StreamExt;
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+type Client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// `remote/utils.go` verifySandboxStatus.
+fn verify_sandbox_status(st: &cri::PodSandboxStatus) {
+    assert!(!st.id.is_empty(), "status.id");
+    let m = st.metadata.as_ref().expect("status.metadata");
+    assert!(!m.name.is_empty() && !m.namespace.is_empty() && !m.uid.is_empty());
+    assert!(st.created_at != 0, "status.created_at");
+}
+
+fn uid_selector(uid: &str) -> HashMap<String, String> {
+    HashMap::from([("io.kubernetes.pod.uid".to_string(), uid.to_string())])
+}
+
+async fn relist(c: &mut Client) -> Vec<cri::PodSandbox> {
+    // Generic PLEG: ListPodSandbox with no filter, then ListContainers{filter: {}}; either
+    // failing skips the relist, and 3 min without one makes the node NotReady.
+    let pods = c
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("relist ListPodSandbox")
+        .into_inner()
+        .items;
+    for p in &pods {
+        assert!(!p.id.is_empty() && p.metadata.is_some() && p.created_at > 0);
+    }
+    let containers = c
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter::default()),
+        })
+        .await
+        .expect("relist ListContainers must not fail (Unimplemented would)")
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty());
+    pods
+}
+
+/// The eviction manager / stats provider round (CRI stats provider, and with
+/// PodAndContainerStatsFromCRI the pod stats and the cadvisor-style metrics).
+async fn stats_round(c: &mut Client, node: &Node) -> Vec<cri::PodSandboxStats> {
+    relist(c).await;
+    c.list_container_stats(cri::ListContainerStatsRequest {
+        filter: Some(cri::ContainerStatsFilter::default()),
+    })
+    .await
+    .expect("ListContainerStats");
+    let stats = c
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter::default()),
+        })
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    c.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await
+        .expect("ListMetricDescriptors");
+    c.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics");
+    image_fs_info(node).await;
+    stats
+}
+
+/// ImageFsInfo: `image_filesystems[0]` with `used_bytes` set (1.29 dereferences it),
+/// timestamp in ns, a mountpoint.
+async fn image_fs_info(node: &Node) {
+    let fs = node
+        .images()
+        .await
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await
+        .expect("ImageFsInfo")
+        .into_inner();
+    let first = fs.image_filesystems.first().expect("an image filesystem");
+    assert!(first.used_bytes.is_some(), "used_bytes must be set");
+    assert!(first.timestamp > 1_000_000_000_000_000_000, "timestamp in ns");
+    assert!(!first
+        .fs_id
+        .as_ref()
+        .expect("fs_id")
+        .mountpoint
+        .is_empty());
+}
+
+async fn next_event(
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+) -> cri::ContainerEventResponse {
+    tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("an event within 30 s")
+        .expect("stream open")
+        .expect("event")
+}
+
+#[tokio::test]
+async fn kubelet_calls_in_order() {
+    let node = Node::start().await;
+
+    // --- start-up (kubelet.go PreInitRuntimeService, kuberuntime_manager.go) ---
+    let mut c = node.client().await;
+    c.version(cri::VersionRequest {
+        version: String::new(),
+    })
+    .await
+    .expect("connect-time Version: any error and kubelet exits");
+    image_fs_info(&node).await;
+    // KubeletCgroupDriverFromCRI (on from 1.31): three tries; Unimplemented keeps the
+    // driver from kubelet's own config and is the one error it accepts.
+    for _ in 0..3 {
+        let err = c
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .expect_err("crisp manages no cgroups");
+        assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+    }
+    let v = c
+        .version(cri::VersionRequest {
+            version: "0.1.0".into(),
+        })
+        .await
+        .expect("Version")
+        .into_inner();
+    assert_eq!(v.version, "0.1.0", "else: runtime api version is not supported");
+    for field in [&v.runtime_name, &v.runtime_version, &v.runtime_api_version] {
+        assert!(!field.is_empty());
+    }
+    c.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: SUBNET.into(),
+            }),
+        }),
+    })
+    .await
+    .expect("UpdateRuntimeConfig with the node's pod CIDR");
+    let st = c
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .expect("Status every 5 s")
+        .into_inner();
+    let conditions = st.status.expect("status").conditions;
+    assert!(conditions.len() >= 2);
+    for ty in ["RuntimeReady", "NetworkReady"] {
+        let cond = conditions
+            .iter()
+            .find(|c| c.r#type == ty)
+            .unwrap_or_else(|| panic!("{ty} missing: node NotReady"));
+        assert!(cond.status, "{ty} false: {cond:?}");
+    }
+    assert!(
+        st.runtime_handlers.iter().any(|h| h.name.is_empty()),
+        "the default handler is listed"
+    );
+    // Evented PLEG (gate EventedPLEG) opens the event stream once at start.
+    let mut events = c
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents: 5 failures and kubelet falls back to relisting")
+        .into_inner();
+
+    // --- loops with no pods yet ---
+    assert!(relist(&mut c).await.is_empty());
+    c.list_pod_sandbox(cri::ListPodSandboxRequest {
+        filter: Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue { state: 0 }),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("housekeeping ListPodSandbox{READY}");
+    node.images()
+        .await
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await
+        .expect("image GC ListImages");
+    assert!(stats_round(&mut c, &node).await.is_empty());
+
+    // --- a pod starts (kuberuntime_sandbox.go createPodSandbox) ---
+    let config = node.pod_config("web");
+    let uid = uid_of("web");
+    let id = c
+        .run_pod_sandbox(run_req(config.clone()))
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    assert!(!id.is_empty(), "an empty id is an error to kubelet");
+    let st = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus right after Run")
+        .into_inner();
+    assert!(st.timestamp > 0, "evented PLEG compares this timestamp");
+    let st = st.status.expect("a nil status fails the sync");
+    verify_sandbox_status(&st);
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    let ip: std::net::IpAddr = st.network.as_ref().expect("network").ip.parse().expect("IP");
+    assert!(ip.is_ipv4());
+    let mode = st
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .map(|o| o.network);
+    assert_eq!(mode, Some(NamespaceMode::Pod as i32), "else kubelet recreates the sandbox");
+    for kind in [
+        cri::ContainerEventType::ContainerCreatedEvent,
+        cri::ContainerEventType::ContainerStartedEvent,
+    ] {
+        let e = next_event(&mut events).await;
+        assert_eq!(e.container_event_type, kind as i32);
+        assert_eq!(e.container_id, id);
+        let meta = e.pod_sandbox_status.and_then(|s| s.metadata);
+        assert_eq!(meta.map(|m| m.uid), Some(uid.clone()), "events without metadata are dropped");
+    }
+
+    // --- relist sees it; GetPodStatus re-inspects the pod by uid label ---
+    let pods = relist(&mut c).await;
+    assert_eq!(ids(&pods), [id.clone()]);
+    let by_uid = c
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: uid_selector(&uid),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListPodSandbox by uid label")
+        .into_inner()
+        .items;
+    assert_eq!(ids(&by_uid), [id.clone()]);
+    for p in &by_uid {
+        let st = c
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: p.id.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .expect("status");
+        verify_sandbox_status(&st);
+    }
+    let containers = c
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                label_selector: uid_selector(&uid),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers by uid label")
+        .into_inner()
+        .containers;
+    assert!(containers.is_empty());
+    c.list_containers(cri::ListContainersRequest {
+        filter: Some(cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: cri::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("housekeeping ListContainers{RUNNING}");
+
+    // --- stats with the pod running ---
+    let stats = stats_round(&mut c, &node).await;
+    assert_eq!(stats.len(), 1);
+    let attrs = stats[0].attributes.as_ref().expect("attributes");
+    assert_eq!(attrs.id, id);
+    assert_eq!(attrs.labels, config.labels);
+    let net = stats[0]
+        .linux
+        .as_ref()
+        .and_then(|l| l.network.as_ref())
+        .expect("network usage");
+    assert_eq!(
+        net.default_interface.as_ref().map(|i| i.name.as_str()),
+        Some("eth0")
+    );
+
+    // --- the pod is killed (killPodWithSyncResult), then garbage-collected ---
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    let e = next_event(&mut events).await;
+    assert_eq!(
+        e.container_event_type,
+        cri::ContainerEventType::ContainerStoppedEvent as i32
+    );
+    let st = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("status after stop")
+        .into_inner()
+        .status
+        .expect("status");
+    verify_sandbox_status(&st);
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(st.network.as_ref().map(|n| n.ip.as_str()), Some(""));
+    // Container GC: Stop first (any error skips the remove), then Remove.
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("GC's StopPodSandbox on a stopped sandbox");
+    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let e = next_event(&mut events).await;
+    assert_eq!(
+        e.container_event_type,
+        cri::ContainerEventType::ContainerDeletedEvent as i32
+    );
+    let gone = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect_err("removed");
+    assert_eq!(gone.code(), Code::NotFound, "kubelet skips NotFound, other errors abort");
+    c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("Stop of a removed sandbox is OK");
+    c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("Remove of a removed sandbox is OK");
+    assert!(relist(&mut c).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
