@@ -51,11 +51,15 @@ torture: ## Not built yet (issue: crash safety)
 fuzz: ## Not built yet (issue: crash safety and fuzzing)
 	@echo "make fuzz is not built yet: see the open issue for it"; exit 1
 
-install: ## Not built yet (issue: operating crisp)
-	@echo "make install is not built yet: see the open issue for it"; exit 1
+PREFIX ?= /usr/local
+CRISP_BIN ?= $(CRISP)
 
-uninstall: ## Not built yet (issue: operating crisp)
-	@echo "make uninstall is not built yet: see the open issue for it"; exit 1
+install: ## Install crisp, its systemd unit, a CNI conf (if none) and /etc/crictl.yaml (if absent); DESTDIR, PREFIX apply
+	@[ -x "$(CRISP_BIN)" ] || $(MAKE) build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" CRISP_BIN="$(CRISP_BIN)" sh dist/install.sh install
+
+uninstall: ## Remove exactly what make install put in place (files changed since are kept)
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" sh dist/install.sh uninstall
 
 clean: ## Remove build output
 	$(CARGO) clean
