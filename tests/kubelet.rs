@@ -108,7 +108,7 @@ async fn next_event(
         .expect("event")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_calls_in_order() {
     let node = Node::start().await;
 

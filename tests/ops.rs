@@ -76,7 +76,7 @@ fn counter(v: &Option<cri::UInt64Value>) -> u64 {
 /// Two pods on the node bridge; 1 MiB goes from one to the other over TCP. The sender's eth0
 /// shows at least that much tx, the receiver's at least that much rx, as `crictl statsp`
 /// reads them (ListPodSandboxStats with id and label filters), and PodSandboxStats agrees.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statsp_counts_traffic_between_two_pods() {
     let node = Node::start().await;
     let mut c = node.client().await;
@@ -211,7 +211,7 @@ async fn next_event(
 /// Run, Stop, Remove give CREATED, STARTED, STOPPED, DELETED with the sandbox id as container
 /// id and the sandbox status with metadata; a subscriber that never reads and one that went
 /// away block nothing.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_sandbox_lifecycle() {
     let node = Node::start().await;
     let mut c = node.client().await;
@@ -281,7 +281,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 /// `/metrics` over HTTP: RPC latency by method and code, plugin exec latency by plugin and
 /// command, sandboxes by state, recovery repairs; verbose status shows each plugin's timing.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_and_count_what_happened() {
     let node = Node::start_full(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
     let mut c = node.client().await;
@@ -384,7 +384,7 @@ async fn metrics_are_served_and_count_what_happened() {
 
 /// A plugin that fails ADD with CNI error code 11 shows as a failure by plugin, command and
 /// code; its timing shows as `failed` in the daemon's metrics.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_failures_are_counted_by_cni_code() {
     let node = Node::start_full(
         Conf::After(vec![stand_in("fail-add")]),
@@ -418,7 +418,7 @@ async fn plugin_failures_are_counted_by_cni_code() {
 }
 
 /// grpcurl's health check answers SERVING for the whole server and for each CRI service.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_with_grpcurl() {
     let node = Node::start().await;
     for service in ["", "runtime.v1.RuntimeService", "runtime.v1.ImageService"] {
@@ -447,7 +447,7 @@ fn files_dir(node: &Node, id: &str) -> PathBuf {
 /// dns_config and config.json, an OCI spec naming the pinned netns, the hostname, the sysctls,
 /// the cgroup parent and the sandbox annotations; verbose status shows the same spec. The
 /// sysctls are set inside the pod's namespace. Remove deletes the files.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_files_runtime_spec_and_sysctls() {
     let node = Node::start().await;
     let mut c = node.client().await;
@@ -541,7 +541,7 @@ async fn sandbox_files_runtime_spec_and_sysctls() {
 
 /// Sysctls crisp cannot honour: InvalidArgument naming the key, before or after the namespace
 /// exists; a failed Run leaves no files, record, namespace or IP behind.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sysctls_are_refused_naming_the_key() {
     let node = Node::start().await;
     let mut c = node.client().await;
@@ -580,7 +580,7 @@ async fn bad_sysctls_are_refused_naming_the_key() {
 }
 
 /// With NOTIFY_SOCKET set, crisp sends READY=1 once its socket serves.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_systemd_when_ready() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notify.sock");
