@@ -62,7 +62,10 @@ fn install_puts_everything_in_place_and_uninstall_removes_exactly_that() {
         fs::read(env!("CARGO_BIN_EXE_crisp")).expect("built binary")
     );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&bin).expect("meta").permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        fs::metadata(&bin).expect("meta").permissions().mode() & 0o777,
+        0o755
+    );
     let unit = fs::read_to_string(root.join("etc/systemd/system/crisp.service")).expect("unit");
     for line in [
         "Type=notify",
@@ -72,7 +75,10 @@ fn install_puts_everything_in_place_and_uninstall_removes_exactly_that() {
         "StateDirectory=crisp",
         "WantedBy=multi-user.target",
     ] {
-        assert!(unit.lines().any(|l| l == line), "unit lacks {line:?}:\n{unit}");
+        assert!(
+            unit.lines().any(|l| l == line),
+            "unit lacks {line:?}:\n{unit}"
+        );
     }
     assert_eq!(
         fs::read(root.join("etc/cni/net.d/10-crisp.conflist")).expect("conf"),
@@ -82,7 +88,11 @@ fn install_puts_everything_in_place_and_uninstall_removes_exactly_that() {
     assert!(crictl.contains("runtime-endpoint: unix:///run/crisp/crisp.sock"));
 
     make("uninstall", root);
-    assert_eq!(tree(root), Vec::<PathBuf>::new(), "uninstall leaves nothing");
+    assert_eq!(
+        tree(root),
+        Vec::<PathBuf>::new(),
+        "uninstall leaves nothing"
+    );
 }
 
 #[test]
@@ -91,8 +101,11 @@ fn install_keeps_an_existing_conf_and_crictl_yaml_and_uninstall_keeps_changed_fi
     let root = dest.path();
     fs::create_dir_all(root.join("etc/cni/net.d")).expect("mkdir");
     fs::write(root.join("etc/cni/net.d/05-cluster.conflist"), "{}\n").expect("conf");
-    fs::write(root.join("etc/crictl.yaml"), "runtime-endpoint: unix:///other.sock\n")
-        .expect("crictl.yaml");
+    fs::write(
+        root.join("etc/crictl.yaml"),
+        "runtime-endpoint: unix:///other.sock\n",
+    )
+    .expect("crictl.yaml");
     let before = tree(root);
 
     let out = make("install", root);
@@ -115,5 +128,9 @@ fn install_keeps_an_existing_conf_and_crictl_yaml_and_uninstall_keeps_changed_fi
     for dir in ["etc/systemd/system", "etc/systemd"] {
         fs::remove_dir(root.join(dir)).expect("only the kept unit was in it");
     }
-    assert_eq!(tree(root), before, "everything else is as it was before install");
+    assert_eq!(
+        tree(root),
+        before,
+        "everything else is as it was before install"
+    );
 }

@@ -89,13 +89,11 @@ async fn image_fs_info(node: &Node) {
         .into_inner();
     let first = fs.image_filesystems.first().expect("an image filesystem");
     assert!(first.used_bytes.is_some(), "used_bytes must be set");
-    assert!(first.timestamp > 1_000_000_000_000_000_000, "timestamp in ns");
-    assert!(!first
-        .fs_id
-        .as_ref()
-        .expect("fs_id")
-        .mountpoint
-        .is_empty());
+    assert!(
+        first.timestamp > 1_000_000_000_000_000_000,
+        "timestamp in ns"
+    );
+    assert!(!first.fs_id.as_ref().expect("fs_id").mountpoint.is_empty());
 }
 
 async fn next_event(
@@ -136,7 +134,10 @@ async fn kubelet_calls_in_order() {
         .await
         .expect("Version")
         .into_inner();
-    assert_eq!(v.version, "0.1.0", "else: runtime api version is not supported");
+    assert_eq!(
+        v.version, "0.1.0",
+        "else: runtime api version is not supported"
+    );
     for field in [&v.runtime_name, &v.runtime_version, &v.runtime_api_version] {
         assert!(!field.is_empty());
     }
@@ -213,7 +214,13 @@ async fn kubelet_calls_in_order() {
     let st = st.status.expect("a nil status fails the sync");
     verify_sandbox_status(&st);
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
-    let ip: std::net::IpAddr = st.network.as_ref().expect("network").ip.parse().expect("IP");
+    let ip: std::net::IpAddr = st
+        .network
+        .as_ref()
+        .expect("network")
+        .ip
+        .parse()
+        .expect("IP");
     assert!(ip.is_ipv4());
     let mode = st
         .linux
@@ -221,7 +228,11 @@ async fn kubelet_calls_in_order() {
         .and_then(|l| l.namespaces.as_ref())
         .and_then(|n| n.options.as_ref())
         .map(|o| o.network);
-    assert_eq!(mode, Some(NamespaceMode::Pod as i32), "else kubelet recreates the sandbox");
+    assert_eq!(
+        mode,
+        Some(NamespaceMode::Pod as i32),
+        "else kubelet recreates the sandbox"
+    );
     for kind in [
         cri::ContainerEventType::ContainerCreatedEvent,
         cri::ContainerEventType::ContainerStartedEvent,
@@ -230,7 +241,11 @@ async fn kubelet_calls_in_order() {
         assert_eq!(e.container_event_type, kind as i32);
         assert_eq!(e.container_id, id);
         let meta = e.pod_sandbox_status.and_then(|s| s.metadata);
-        assert_eq!(meta.map(|m| m.uid), Some(uid.clone()), "events without metadata are dropped");
+        assert_eq!(
+            meta.map(|m| m.uid),
+            Some(uid.clone()),
+            "events without metadata are dropped"
+        );
     }
 
     // --- relist sees it; GetPodStatus re-inspects the pod by uid label ---
@@ -347,7 +362,11 @@ async fn kubelet_calls_in_order() {
         })
         .await
         .expect_err("removed");
-    assert_eq!(gone.code(), Code::NotFound, "kubelet skips NotFound, other errors abort");
+    assert_eq!(
+        gone.code(),
+        Code::NotFound,
+        "kubelet skips NotFound, other errors abort"
+    );
     c.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: id.clone(),
     })
