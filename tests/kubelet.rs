@@ -250,7 +250,7 @@ async fn kubelet_calls_in_order() {
 
     // --- relist sees it; GetPodStatus re-inspects the pod by uid label ---
     let pods = relist(&mut c).await;
-    assert_eq!(ids(&pods), [id.clone()]);
+    assert_eq!(ids(&pods), std::slice::from_ref(&id));
     let by_uid = c
         .list_pod_sandbox(cri::ListPodSandboxRequest {
             filter: Some(cri::PodSandboxFilter {
@@ -262,7 +262,7 @@ async fn kubelet_calls_in_order() {
         .expect("ListPodSandbox by uid label")
         .into_inner()
         .items;
-    assert_eq!(ids(&by_uid), [id.clone()]);
+    assert_eq!(ids(&by_uid), std::slice::from_ref(&id));
     for p in &by_uid {
         let st = c
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
