@@ -67,12 +67,35 @@ async fn stats_round(c: &mut Client, node: &Node) -> Vec<cri::PodSandboxStats> {
         .expect("ListPodSandboxStats")
         .into_inner()
         .stats;
-    c.list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+    // kubelet's CRI metrics collector: label_values must match the descriptor's label_keys.
+    let descriptors: HashMap<String, usize> = c
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
         .await
-        .expect("ListMetricDescriptors");
-    c.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .expect("ListMetricDescriptors")
+        .into_inner()
+        .descriptors
+        .into_iter()
+        .map(|d| (d.name, d.label_keys.len()))
+        .collect();
+    let pod_metrics = c
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
         .await
-        .expect("ListPodSandboxMetrics");
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    assert_eq!(pod_metrics.len(), stats.len(), "one entry per READY pod");
+    for pod in &pod_metrics {
+        assert!(!pod.metrics.is_empty());
+        for m in &pod.metrics {
+            assert_eq!(
+                descriptors.get(&m.name),
+                Some(&m.label_values.len()),
+                "{} is described with as many labels as it carries",
+                m.name
+            );
+            assert!(m.value.is_some() && m.timestamp > 0);
+        }
+    }
     image_fs_info(node).await;
     stats
 }

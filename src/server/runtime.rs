@@ -432,15 +432,32 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
-        Call::read("ListMetricDescriptors")
-            .finish(Ok(cri::ListMetricDescriptorsResponse::default()))
+        Call::read("ListMetricDescriptors").finish(Ok(cri::ListMetricDescriptorsResponse {
+            descriptors: convert::metric_descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
-        Call::read("ListPodSandboxMetrics")
-            .finish(Ok(cri::ListPodSandboxMetricsResponse::default()))
+        let call = Call::read("ListPodSandboxMetrics");
+        let ready = ListFilter {
+            state: Some(SandboxState::Ready),
+            ..ListFilter::default()
+        };
+        let mut pod_metrics = Vec::new();
+        for sandbox in self.shared.manager.list(&ready) {
+            match stats::network_stats(&sandbox).await {
+                Ok(Some(network)) => {
+                    pod_metrics.push(convert::pod_sandbox_metrics(&sandbox, &network))
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxMetrics")
+                }
+            }
+        }
+        call.finish(Ok(cri::ListPodSandboxMetricsResponse { pod_metrics }))
     }
 }
