@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tonic::{Request, Response, Status};
 
 use super::{convert, Call, Shared};
@@ -60,6 +61,27 @@ fn container_event(event: &SandboxEvent) -> cri::ContainerEventResponse {
         pod_sandbox_status: Some(convert::pod_sandbox_status(&event.sandbox)),
         containers_statuses: Vec::new(),
     }
+}
+
+/// The GetContainerEvents stream over one subscription. A subscriber that falls more than the
+/// buffer behind skips what it missed (logged and counted; kubelet's relist repairs it): the
+/// lifecycle never waits for it. The receiver goes away with the stream.
+fn event_stream(rx: broadcast::Receiver<SandboxEvent>) -> EventStream {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => return Some((Ok(container_event(&event)), rx)),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "a GetContainerEvents subscriber fell behind and skipped events"
+                    );
+                    crate::telemetry::record_events_skipped(missed);
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }))
 }
 
 #[tonic::async_trait]
@@ -406,26 +428,7 @@ impl RuntimeService for RuntimeApi {
         _req: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
         let call = Call::read("GetContainerEvents");
-        // A subscriber that falls more than the buffer behind skips what it missed (and a
-        // relist repairs it); the lifecycle never waits for it. The receiver goes with the stream.
-        let events =
-            futures::stream::unfold(self.shared.manager.subscribe(), |mut rx| async move {
-                use tokio::sync::broadcast::error::RecvError;
-                loop {
-                    match rx.recv().await {
-                        Ok(event) => return Some((Ok(container_event(&event)), rx)),
-                        Err(RecvError::Lagged(missed)) => {
-                            tracing::warn!(
-                                missed,
-                                "a GetContainerEvents subscriber fell behind and skipped events"
-                            );
-                            crate::telemetry::record_events_skipped(missed);
-                        }
-                        Err(RecvError::Closed) => return None,
-                    }
-                }
-            });
-        call.finish(Ok(Box::pin(events) as EventStream))
+        call.finish(Ok(event_stream(self.shared.manager.subscribe())))
     }
 
     async fn list_metric_descriptors(
@@ -459,5 +462,65 @@ impl RuntimeService for RuntimeApi {
             }
         }
         call.finish(Ok(cri::ListPodSandboxMetricsResponse { pod_metrics }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::model::{DnsConfig, PodMetadata, Sandbox, SandboxSpec};
+    use crate::sandbox::EventKind;
+    use futures::StreamExt;
+
+    fn event(n: usize) -> SandboxEvent {
+        let spec = SandboxSpec {
+            metadata: PodMetadata {
+                name: format!("pod-{n}"),
+                namespace: "default".into(),
+                uid: format!("uid-{n}"),
+                attempt: 0,
+            },
+            hostname: String::new(),
+            host_network: false,
+            port_mappings: Vec::new(),
+            dns: DnsConfig::default(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            cgroup_parent: String::new(),
+            sysctls: Default::default(),
+            runtime_handler: String::new(),
+            raw_config: serde_json::Value::Null,
+        };
+        SandboxEvent {
+            kind: EventKind::Created,
+            sandbox: Arc::new(Sandbox {
+                id: format!("{n:064x}"),
+                spec,
+                state: SandboxState::Ready,
+                created_at: 1,
+                netns_path: None,
+                network: None,
+                last_error: None,
+            }),
+            at: n as i64 + 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_skips_the_oldest_and_the_sender_never_waits() {
+        let (tx, rx) = broadcast::channel(4);
+        let mut stream = event_stream(rx);
+        // Nobody reads while ten events go out: every send returns at once.
+        for n in 0..10 {
+            tx.send(event(n)).expect("a receiver exists");
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(item) = stream.next().await {
+            let e = item.expect("event");
+            assert!(e.pod_sandbox_status.and_then(|s| s.metadata).is_some());
+            got.push(e.created_at);
+        }
+        assert_eq!(got, [7, 8, 9, 10], "the newest 4 remain, in order");
     }
 }
