@@ -20,6 +20,15 @@ use tonic::Code;
 /// node can use the same port.
 const METRICS_ADDR: &str = "127.0.0.1:9325";
 
+/// A node whose daemon also gets `args` and the environment `env`.
+async fn start_node(conf: Conf, args: &[&str], env: &[(&str, &str)]) -> Node {
+    let mut node = Node::prepared(conf);
+    let mut cmd = node.daemon_command();
+    cmd.args(args).envs(env.iter().copied());
+    node.start_daemon_with(cmd).await;
+    node
+}
+
 fn pod_ip(st: &cri::PodSandboxStatus) -> Ipv4Addr {
     st.network
         .as_ref()
@@ -283,7 +292,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 /// command, sandboxes by state, recovery repairs; verbose status shows each plugin's timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_and_count_what_happened() {
-    let node = Node::start_full(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
+    let node = start_node(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
     let mut c = node.client().await;
     let id = run_pod(&mut c, node.pod_config("measured")).await;
     let kept = run_pod(&mut c, node.pod_config("kept")).await;
@@ -386,7 +395,7 @@ async fn metrics_are_served_and_count_what_happened() {
 /// code; its timing shows as `failed` in the daemon's metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_failures_are_counted_by_cni_code() {
-    let node = Node::start_full(
+    let node = start_node(
         Conf::After(vec![stand_in("fail-add")]),
         &["--metrics-addr", METRICS_ADDR],
         &[],
@@ -588,7 +597,7 @@ async fn tells_systemd_when_ready() {
     listener
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let node = Node::start_full(
+    let node = start_node(
         Conf::Default,
         &[],
         &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],
