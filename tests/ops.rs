@@ -222,7 +222,7 @@ async fn next_event(
 /// away block nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_follow_the_sandbox_lifecycle() {
-    let node = Node::start().await;
+    let mut node = Node::start().await;
     let mut c = node.client().await;
     let mut events = subscribe(&node).await;
     let _never_read = subscribe(&node).await;
@@ -263,6 +263,9 @@ async fn events_follow_the_sandbox_lifecycle() {
     let e = next_event(&mut events).await;
     assert_eq!(e.container_event_type, T::ContainerCreatedEvent as i32);
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    // Open event streams (kubelet keeps one for good) do not hold SIGTERM back.
+    node.stop().await;
+    drop(events);
 }
 
 /// GETs a URL from inside the node namespace with curl (loopback only).
