@@ -77,6 +77,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     let network = PodNetwork::new(cni, ConfDir::new(&config.cni_conf_dir));
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
+    manager.network().watch_conf_dir();
+    manager.network().start_status_refresher();
     let listener = server::socket::bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(), root = %config.root.display(),
@@ -89,12 +91,24 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         config,
         recovery,
     });
+    tokio::spawn(collect_garbage(shared.clone()));
     // A call in flight may be running a plugin: give it the plugin timeout to finish.
     let drain_limit = shared.config.cni_plugin_timeout + std::time::Duration::from_secs(5);
     server::serve(listener, shared, shutdown_signal(), drain_limit).await?;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("crisp stopped; sandboxes are kept for the next start");
     Ok(())
+}
+
+/// CNI GC right after start-up (recovery has settled which sandboxes exist), then on a timer.
+async fn collect_garbage(shared: Arc<Shared>) {
+    loop {
+        shared.manager.collect_garbage().await;
+        match shared.config.cni_gc_interval {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return,
+        }
+    }
 }
 
 /// One crisp per root: an exclusive flock on `<root>/crisp.lock`, holding the owner's pid.

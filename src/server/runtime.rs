@@ -112,20 +112,30 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let started = Instant::now();
         let req = req.into_inner();
-        let result = self
-            .shared
-            .manager
-            .status(&req.pod_sandbox_id)
-            .map(|sandbox| cri::PodSandboxStatusResponse {
-                status: Some(convert::pod_sandbox_status(&sandbox)),
-                info: if req.verbose {
-                    convert::verbose_info(&sandbox)
-                } else {
-                    Default::default()
-                },
-                containers_statuses: Vec::new(),
-                timestamp: 0,
-            });
+        let manager = &self.shared.manager;
+        let result = match manager.status(&req.pod_sandbox_id) {
+            Ok(sandbox) => {
+                let mut info = Default::default();
+                if req.verbose {
+                    info = convert::verbose_info(&sandbox);
+                    // Verbose only (crictl inspectp): CHECK runs the plugins, kubelet's
+                    // plain PodSandboxStatus never waits on one.
+                    let check = match manager.check_network(&sandbox.id).await {
+                        Ok(Some(outcome)) => format!("{outcome:?}"),
+                        Ok(None) => "Skipped".to_string(),
+                        Err(e) => format!("Failed: {e}"),
+                    };
+                    info.insert("networkCheck".to_string(), check);
+                }
+                Ok(cri::PodSandboxStatusResponse {
+                    status: Some(convert::pod_sandbox_status(&sandbox)),
+                    info,
+                    containers_statuses: Vec::new(),
+                    timestamp: 0,
+                })
+            }
+            Err(e) => Err(e),
+        };
         finish("PodSandboxStatus", &req.pod_sandbox_id, started, result)
     }
 
@@ -145,17 +155,18 @@ impl RuntimeService for RuntimeApi {
     }
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        // Never waits on a plugin: STATUS answers come from the background task.
         let readiness = self.shared.manager.network_readiness().await;
+        let problem = readiness.ready_problem();
         let network_ready = cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
-            status: readiness.problem.is_none(),
-            reason: if readiness.problem.is_some() {
+            status: problem.is_none(),
+            reason: if problem.is_some() {
                 "NetworkPluginNotReady".into()
             } else {
                 String::new()
             },
-            message: readiness
-                .problem
+            message: problem
                 .as_ref()
                 .map(|p| format!("Network plugin returns error: {p}"))
                 .unwrap_or_default(),
@@ -184,9 +195,11 @@ impl RuntimeService for RuntimeApi {
             info.insert(
                 "network".to_string(),
                 serde_json::json!({
-                    "ready": readiness.problem.is_none(),
-                    "problem": readiness.problem,
+                    "ready": problem.is_none(),
+                    "problem": problem,
                     "loaded": network,
+                    "status": readiness.status,
+                    "confDirWatched": self.shared.manager.network().conf_dir_watched(),
                     "podCIDR": self.shared.manager.network().pod_cidr(),
                 })
                 .to_string(),
