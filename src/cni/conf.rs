@@ -493,6 +493,24 @@ impl ConfDir {
         let handler = move |event: notify::Result<notify::Event>| {
             let Some(conf_dir) = me.upgrade() else { return };
             match event {
+                // Opening or reading a file (crisp's own loads among them) changes nothing;
+                // reacting to it would make every load trigger the next.
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        notify::EventKind::Access(
+                            notify::event::AccessKind::Open(_)
+                                | notify::event::AccessKind::Read
+                                | notify::event::AccessKind::Close(
+                                    notify::event::AccessMode::Read
+                                        | notify::event::AccessMode::Execute
+                                        | notify::event::AccessMode::Any
+                                )
+                        )
+                    ) =>
+                {
+                    return;
+                }
                 Ok(event) => {
                     // The dir itself going away ends the watch: fall back to polling.
                     if matches!(event.kind, notify::EventKind::Remove(_))

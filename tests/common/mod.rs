@@ -70,6 +70,8 @@ pub struct Node {
     pub netns_name: String,
     /// Bridge the default conf creates inside the node namespace.
     pub bridge: String,
+    /// Extra daemon flags (e.g. `--cni-plugin-timeout`), kept across restarts.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     netns_created: bool,
     // Declared last so it is removed after everything above has been cleaned up.
@@ -84,6 +86,11 @@ impl Node {
 
     /// Starts a node whose conf dir holds `conf` at start-up.
     pub async fn start_with(conf: Conf) -> Node {
+        Self::start_with_args(conf, &[]).await
+    }
+
+    /// Starts a node whose daemon gets `args` on top of the usual flags.
+    pub async fn start_with_args(conf: Conf, args: &[&str]) -> Node {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tmp = tempfile::Builder::new()
@@ -101,6 +108,7 @@ impl Node {
             log_path: dir.join("crisp.log"),
             netns_name: format!("crisp-t-{pid}-{n}"),
             bridge: format!("cr{}x{n}", pid % 1000),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             child: None,
             netns_created: false,
@@ -204,7 +212,8 @@ impl Node {
             .arg(&self.conf_dir)
             .arg("--cni-bin-dir")
             .arg(self.cni_bin_dirs())
-            .args(["--log-level", "debug"]);
+            .args(["--log-level", "debug"])
+            .args(&self.extra_args);
         cmd
     }
 
