@@ -643,8 +643,8 @@ async fn a_version_the_plugin_does_not_speak_is_reported_as_such() {
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
-/// Processes of this node's hanging stand-in still alive (their cmdline names its bin dir
-/// or is its `sleep 600`, child of a stand-in of this node).
+/// Processes of this node's hanging stand-in still alive (its shell names the script's path;
+/// the kill of its children with the process group is covered by the exec unit test).
 fn hang_processes(node: &Node) -> Vec<String> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").expect("/proc").flatten() {
