@@ -392,7 +392,7 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
 
     // GC after a restart: every plugin, the live attachment listed.
     let before = calls_of(&record, "GC").len();
-    close(client).await;
+    drop(client);
     node.restart().await;
     let gcs = eventually(WAIT, || async {
         let gc = calls_of(&record, "GC");
@@ -482,10 +482,10 @@ async fn teardown_uses_the_cached_config_after_the_conf_dir_changed_and_a_restar
         &node,
         &mut client,
         "20-b.conflist",
-        &conflist("1.1.0", "other-net", &[b040.clone()]),
+        &conflist("1.1.0", "other-net", &[b040]),
     )
     .await;
-    close(client).await;
+    drop(client);
     node.restart().await;
     let mut client = node.client().await;
     // Start-up GC of the new network must not touch the pod of the old one.
@@ -541,7 +541,7 @@ async fn cache_entries_of_unknown_sandboxes_are_torn_down_at_start() {
     let base = json!({"name": NETWORK, "cniVersion": "1.1.0"});
 
     // crisp loses the record of one sandbox (its cache entry stays).
-    close(client).await;
+    drop(client);
     node.stop().await;
     fs::remove_file(node.root.join("sandboxes").join(format!("{lost}.json"))).expect("rm record");
     node.start_daemon().await;
@@ -856,12 +856,4 @@ async fn conf_dir_changes_take_effect_without_a_restart() {
         gone.is_some(),
         "removing the conf did not make the network not ready"
     );
-}
-
-/// Drops a client and lets its connection task run, so the connection is closed before the
-/// daemon is stopped (graceful shutdown waits for open connections, and `Node::stop` blocks
-/// this single-threaded test runtime).
-async fn close(client: RuntimeServiceClient<Channel>) {
-    drop(client);
-    tokio::time::sleep(Duration::from_millis(200)).await;
 }

@@ -10,9 +10,12 @@ use std::time::SystemTime;
 
 use super::version::PluginVersionInfo;
 
+/// Per binary path: the mtime it had when asked, and its answer.
+type Answers = HashMap<PathBuf, (Option<SystemTime>, PluginVersionInfo)>;
+
 #[derive(Debug, Clone, Default)]
 pub struct VersionCache {
-    known: Arc<Mutex<HashMap<PathBuf, (Option<SystemTime>, PluginVersionInfo)>>>,
+    known: Arc<Mutex<Answers>>,
 }
 
 impl VersionCache {

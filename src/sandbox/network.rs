@@ -479,7 +479,7 @@ pub fn parse_quantity(text: &str) -> Result<u128, String> {
         other => return Err(format!("unknown suffix {other:?}")),
     };
     let exp10 = pow10 - i32::try_from(frac.len()).map_err(|_| "too long".to_string())?;
-    if exp10 > 30 || exp10 < -60 {
+    if !(-60..=30).contains(&exp10) {
         return Err("out of range".into());
     }
     let too_big = || "out of range".to_string();
