@@ -467,13 +467,15 @@ impl Cni {
     }
 
     /// STATUS (libcni `GetStatusNetworkList`): asks each plugin in order and stops at the
-    /// first error. Lists older than 1.1.0 have no STATUS: `Ok(false)`.
+    /// first error. Lists older than 1.1.0 have no STATUS (`Ok(false)`), but every list's
+    /// plugins are asked VERSION first (once per binary), so a version mismatch shows in
+    /// readiness before any RunPodSandbox trips over it.
     pub async fn status(&self, list: &NetworkConfigList) -> Result<bool, CniError> {
+        self.check_plugins(list)?;
+        self.ensure_speaks(list).await?;
         if !CniVersion::parse(&list.cni_version).is_ok_and(|v| v.supports_status_gc()) {
             return Ok(false);
         }
-        self.check_plugins(list)?;
-        self.ensure_speaks(list).await?;
         for plugin in &list.plugins {
             let stdin = injected(list, plugin, None);
             self.run_plugin(
