@@ -15,6 +15,7 @@ pub const DEFAULT_NETNS_DIR: &str = "/run/netns";
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin:/usr/lib/cni";
 pub const DEFAULT_CNI_PLUGIN_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_CNI_GC_INTERVAL_SECS: u64 = 600;
 
 /// The command line. Every value is optional here so that a value given nowhere can fall
 /// back to the config file, then to the default (flags > env > file > defaults).
@@ -43,6 +44,9 @@ pub struct Cli {
     /// Seconds a CNI plugin may run before its process group is killed [default: 60]
     #[arg(long, env = "CRISP_CNI_PLUGIN_TIMEOUT", value_name = "SECS")]
     pub cni_plugin_timeout: Option<u64>,
+    /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start [default: 600]
+    #[arg(long, env = "CRISP_CNI_GC_INTERVAL", value_name = "SECS")]
+    pub cni_gc_interval: Option<u64>,
     /// TOML file with the same keys as the flags (e.g. `cni-conf-dir = "/etc/cni/net.d"`)
     #[arg(long, env = "CRISP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -77,6 +81,7 @@ struct FileConfig {
     cni_conf_dir: Option<PathBuf>,
     cni_bin_dir: Option<String>,
     cni_plugin_timeout: Option<u64>,
+    cni_gc_interval: Option<u64>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     metrics_addr: Option<SocketAddr>,
@@ -92,12 +97,22 @@ pub struct Config {
     pub cni_bin_dirs: Vec<PathBuf>,
     #[serde(serialize_with = "as_secs")]
     pub cni_plugin_timeout: Duration,
+    /// `None`: GC only once, after start-up.
+    #[serde(serialize_with = "opt_as_secs")]
+    pub cni_gc_interval: Option<Duration>,
     pub log_level: String,
     pub log_format: LogFormat,
     /// Where `/metrics` is served; `None` means metrics are off.
     pub metrics_addr: Option<SocketAddr>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+}
+
+fn opt_as_secs<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(d.map_or(0, |d| d.as_secs()))
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -166,6 +181,13 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_CNI_CONF_DIR.into()),
             cni_bin_dirs,
             cni_plugin_timeout: Duration::from_secs(timeout),
+            cni_gc_interval: Some(
+                cli.cni_gc_interval
+                    .or(file.cni_gc_interval)
+                    .unwrap_or(DEFAULT_CNI_GC_INTERVAL_SECS),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
             log_level: cli
                 .log_level
                 .or(file.log_level)

@@ -84,6 +84,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     let network = PodNetwork::new(cni, ConfDir::new(&config.cni_conf_dir));
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
+    manager.network().watch_conf_dir();
+    manager.network().start_status_refresher();
     let listener = server::socket::bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(), root = %config.root.display(),
@@ -97,6 +99,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         recovery,
         plugins,
     });
+    tokio::spawn(collect_garbage(shared.clone()));
     // Connections queue on the bound socket from here on, so systemd may start kubelet.
     let notify_socket = std::env::var("NOTIFY_SOCKET").ok();
     if let Err(e) = crisp::systemd::notify_ready(notify_socket.as_deref()) {
@@ -108,6 +111,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     let _ = std::fs::remove_file(&socket);
     tracing::info!("crisp stopped; sandboxes are kept for the next start");
     Ok(())
+}
+
+/// CNI GC right after start-up (recovery has settled which sandboxes exist), then on a timer.
+async fn collect_garbage(shared: Arc<Shared>) {
+    loop {
+        shared.manager.collect_garbage().await;
+        match shared.config.cni_gc_interval {
+            Some(every) => tokio::time::sleep(every).await,
+            None => return,
+        }
+    }
 }
 
 /// One crisp per root: an exclusive flock on `<root>/crisp.lock`, holding the owner's pid.

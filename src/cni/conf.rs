@@ -2,15 +2,26 @@
 //! files in lexical order, the first valid one being the network (libcni `ConfFiles` +
 //! `LoadConfList`). A single-plugin conf becomes a one-plugin list, as libcni's
 //! `ConfListFromConf` does. Invalid files are skipped and reported with their parse error.
+//!
+//! A `.conflist` without `"loadOnlyInlinedPlugins": true` also gets the plugin configs of
+//! `<dir>/<network name>/*.conf` appended, in lexical order (libcni 1.2 `NetworkConfFromFile`);
+//! the list is then stored whole, so the cache holds every plugin that ran. A list may name
+//! several versions in `cniVersions`: the highest one crisp speaks (≤ 1.1.0) wins, as in libcni.
+//!
+//! The dir is watched with inotify ([`ConfDir::watch`]): while the watch is healthy,
+//! [`ConfDir::current`] costs no system call unless something changed; without a watch
+//! (the dir did not exist, or was removed) it falls back to comparing the listing's
+//! names, mtimes and sizes on every call, which is always correct, only dearer.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use super::version::CniVersion;
+use super::version::{self, CniVersion};
 
 /// One plugin of a network list: its type and its configuration object as written.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +39,8 @@ pub struct NetworkConfigList {
     pub cni_version: String,
     pub disable_check: bool,
     pub disable_gc: bool,
+    /// When false (the default), plugins of `<dir>/<name>/*.conf` are appended at load.
+    pub load_only_inlined_plugins: bool,
     pub plugins: Vec<PluginConf>,
     /// The list as JSON (for `.conf` files, the list libcni would build), kept in the cache
     /// so teardown uses exactly what setup used.
@@ -106,17 +119,24 @@ impl NetworkConfigList {
             Some(_) => return Err(bad("\"cniVersion\" is not a string")),
         };
         CniVersion::parse(&cni_version).map_err(|e| bad(format!("cniVersion: {e}")))?;
+        let cni_version = match obj.get("cniVersions") {
+            None => cni_version,
+            Some(Value::Array(items)) => highest_spoken(items, &cni_version, obj)?,
+            Some(_) => return Err(bad("\"cniVersions\" is not a list")),
+        };
         let flag = |key: &str| -> Result<bool, ConfError> {
             match obj.get(key) {
                 None => Ok(false),
                 Some(Value::Bool(b)) => Ok(*b),
                 // libcni also accepts the strings "true"/"false" for these.
-                Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
                 Some(_) => Err(bad(format!("\"{key}\" is not a boolean"))),
             }
         };
         let disable_check = flag("disableCheck")?;
         let disable_gc = flag("disableGC")?;
+        let load_only_inlined_plugins = flag("loadOnlyInlinedPlugins")?;
         let plugins = match obj.get("plugins") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
@@ -127,18 +147,126 @@ impl NetworkConfigList {
                 .collect::<Result<Vec<_>, _>>()?,
             Some(Value::Array(_)) => return Err(bad("\"plugins\" is empty")),
             Some(_) => return Err(bad("\"plugins\" is not a list")),
-            None => return Err(bad("\"plugins\" is missing")),
+            // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
+            None if !load_only_inlined_plugins => Vec::new(),
+            None => {
+                return Err(bad(
+                    "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
+                ))
+            }
         };
         Ok(NetworkConfigList {
             name,
             cni_version,
             disable_check,
             disable_gc,
+            load_only_inlined_plugins,
             plugins,
             json: value,
             source: source.to_owned(),
         })
     }
+}
+
+impl NetworkConfigList {
+    /// Loads a `.conflist` file: the inlined plugins, then (unless
+    /// `loadOnlyInlinedPlugins`) those of `<dir>/<name>/*.conf`. A list with no plugin at
+    /// all is refused, as libcni refuses it.
+    pub fn from_list_file(bytes: &[u8], path: &Path) -> Result<Self, ConfError> {
+        let mut list = Self::from_list_bytes(bytes, path)?;
+        if !list.load_only_inlined_plugins {
+            let sub = path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(&list.name);
+            let files = plugin_files(&sub)
+                .map_err(|e| bad(format!("reading plugin configs in {}: {e}", sub.display())))?;
+            for file in files {
+                let value: Value = std::fs::read(&file)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                    .map_err(|e| bad(format!("plugin config {}: {e}", file.display())))?;
+                let plugin = plugin_conf(&value)
+                    .map_err(|e| bad(format!("plugin config {}: {}", file.display(), e.reason)))?;
+                list.plugins.push(plugin);
+            }
+            if let Value::Object(obj) = &mut list.json {
+                obj.insert(
+                    "plugins".into(),
+                    Value::Array(
+                        list.plugins
+                            .iter()
+                            .map(|p| Value::Object(p.raw.clone()))
+                            .collect(),
+                    ),
+                );
+            }
+        }
+        if list.plugins.is_empty() {
+            return Err(bad(format!(
+                "no plugin configs: \"plugins\" is missing and {} holds no *.conf",
+                path.parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join(&list.name)
+                    .display()
+            )));
+        }
+        Ok(list)
+    }
+}
+
+/// libcni's `cniVersions`: the highest listed (or `cniVersion`) version not newer than
+/// what crisp implements.
+fn highest_spoken(
+    items: &[Value],
+    cni_version: &str,
+    obj: &Map<String, Value>,
+) -> Result<String, ConfError> {
+    let newest =
+        CniVersion::parse(version::SUPPORTED_VERSIONS[version::SUPPORTED_VERSIONS.len() - 1])
+            .map_err(|e| bad(e.to_string()))?;
+    let mut best: Option<(CniVersion, String)> = None;
+    let explicit = obj.contains_key("cniVersion").then_some(cni_version);
+    for (i, item) in items.iter().enumerate() {
+        let Value::String(s) = item else {
+            return Err(bad(format!("cniVersions[{i}] is not a string")));
+        };
+        consider(&mut best, s, newest)?;
+    }
+    if let Some(v) = explicit {
+        consider(&mut best, v, newest)?;
+    }
+    Ok(best.map_or_else(|| cni_version.to_string(), |(_, s)| s))
+}
+
+fn consider(
+    best: &mut Option<(CniVersion, String)>,
+    s: &str,
+    newest: CniVersion,
+) -> Result<(), ConfError> {
+    let v = CniVersion::parse(s).map_err(|e| bad(format!("cniVersions: {e}")))?;
+    if v <= newest && best.as_ref().is_none_or(|(b, _)| v > *b) {
+        *best = Some((v, s.to_string()));
+    }
+    Ok(())
+}
+
+/// `*.conf` files of a per-network plugin dir, sorted; a missing dir holds none.
+fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "conf") && !path.is_dir() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn plugin_conf(value: &Value) -> Result<PluginConf, ConfError> {
@@ -197,7 +325,7 @@ pub fn load_dir(dir: &Path) -> DirLoad {
             .map_err(|e| bad(format!("cannot read: {e}")))
             .and_then(|bytes| {
                 if path.extension().is_some_and(|e| e == "conflist") {
-                    NetworkConfigList::from_list_bytes(&bytes, &path)
+                    NetworkConfigList::from_list_file(&bytes, &path)
                 } else {
                     NetworkConfigList::from_conf_bytes(&bytes, &path)
                 }
@@ -241,13 +369,13 @@ fn conf_files(dir: &Path) -> std::io::Result<Signature> {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "conf" | "conflist" | "json"));
-        if !wanted {
-            continue;
-        }
         // Follow symlinks (conf dirs are often links into packages); dangling ones still
         // count so that their error shows.
         let meta = std::fs::metadata(&path).ok();
         if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            continue;
+        }
+        if !wanted {
             continue;
         }
         files.push((
@@ -260,12 +388,45 @@ fn conf_files(dir: &Path) -> std::io::Result<Signature> {
     Ok(files)
 }
 
-/// The conf dir, re-read only when its listing or a file's mtime/size changed, so each
-/// `Status` and `RunPodSandbox` sees the current config without re-parsing it every time.
+/// The signature of everything a load reads: the candidate files, plus the per-network
+/// plugin dirs (`<dir>/<name>/*.conf`) of every candidate name.
+fn signature(dir: &Path) -> std::io::Result<Signature> {
+    let mut sig = conf_files(dir)?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            for file in plugin_files(&path).unwrap_or_default() {
+                let meta = std::fs::metadata(&file).ok();
+                sig.push((
+                    file,
+                    meta.as_ref().and_then(|m| m.modified().ok()),
+                    meta.map_or(0, |m| m.len()),
+                ));
+            }
+        }
+    }
+    Ok(sig)
+}
+
+/// How long the conf dir must be quiet after a change before the watcher re-reads it and
+/// says what changed (writers often create, write and rename in quick succession).
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The conf dir, re-read only when it changed, so each `Status` and `RunPodSandbox` sees
+/// the current config without re-parsing it every time.
 #[derive(Debug)]
 pub struct ConfDir {
     dir: PathBuf,
     last: Mutex<Option<(Signature, DirLoad)>>,
+    /// Bumped by the watcher on every event under the dir.
+    events: AtomicU64,
+    /// `events` as it was when `last` was loaded.
+    loaded_at: AtomicU64,
+    /// True while an inotify watch covers the dir; false means "compare signatures".
+    watching: AtomicBool,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// Bumped after each debounced reload, for whoever wants to react to a change.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl ConfDir {
@@ -273,6 +434,11 @@ impl ConfDir {
         ConfDir {
             dir: dir.into(),
             last: Mutex::new(None),
+            events: AtomicU64::new(0),
+            loaded_at: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            watcher: Mutex::new(None),
+            reloads: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -280,20 +446,130 @@ impl ConfDir {
         &self.dir
     }
 
+    /// Whether an inotify watch currently covers the dir.
+    pub fn is_watched(&self) -> bool {
+        self.watching.load(Ordering::Acquire)
+    }
+
+    /// Changes after each debounced reload (a counter).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
     /// The current load (blocking filesystem reads: call from a blocking context).
     pub fn current(&self) -> DirLoad {
-        let signature = conf_files(&self.dir).ok();
+        let generation = self.events.load(Ordering::Acquire);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_watched() && generation == self.loaded_at.load(Ordering::Acquire) {
+            if let Some((_, load)) = last.as_ref() {
+                return load.clone();
+            }
+        }
+        let signature = signature(&self.dir).ok();
         if let (Some(sig), Some((old_sig, load))) = (&signature, last.as_ref()) {
             if sig == old_sig {
+                self.loaded_at.store(generation, Ordering::Release);
                 return load.clone();
             }
         }
         let load = load_dir(&self.dir);
         if let Some(sig) = signature {
             *last = Some((sig, load.clone()));
+            self.loaded_at.store(generation, Ordering::Release);
         }
         load
+    }
+
+    /// Watches the dir (recursively, for `<dir>/<name>/*.conf`) with inotify. Each event
+    /// invalidates the cached load at once; after [`WATCH_DEBOUNCE`] of quiet a task re-reads
+    /// the dir, logs the network now in effect and bumps [`ConfDir::reloads`]. When the dir
+    /// cannot be watched (missing, or removed later) loads fall back to signature checks.
+    /// Needs a tokio runtime.
+    pub fn watch(self: &Arc<Self>) -> bool {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let me = Arc::downgrade(self);
+        let root = self.dir.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Some(conf_dir) = me.upgrade() else { return };
+            match event {
+                // Opening or reading a file (crisp's own loads among them) changes nothing;
+                // reacting to it would make every load trigger the next.
+                Ok(event)
+                    if matches!(
+                        event.kind,
+                        notify::EventKind::Access(
+                            notify::event::AccessKind::Open(_)
+                                | notify::event::AccessKind::Read
+                                | notify::event::AccessKind::Close(
+                                    notify::event::AccessMode::Read
+                                        | notify::event::AccessMode::Execute
+                                        | notify::event::AccessMode::Any
+                                )
+                        )
+                    ) =>
+                {
+                    return;
+                }
+                Ok(event) => {
+                    // The dir itself going away ends the watch: fall back to polling.
+                    if matches!(event.kind, notify::EventKind::Remove(_))
+                        && event.paths.iter().any(|p| p == &root)
+                    {
+                        conf_dir.watching.store(false, Ordering::Release);
+                        tracing::warn!(dir = %root.display(), "CNI conf dir removed; watching stopped, checking it on every use instead");
+                    }
+                }
+                Err(e) => {
+                    conf_dir.watching.store(false, Ordering::Release);
+                    tracing::warn!(dir = %root.display(), error = %e, "CNI conf dir watch failed; checking it on every use instead");
+                }
+            }
+            conf_dir.events.fetch_add(1, Ordering::AcqRel);
+            let _ = tx.send(());
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
+                return false;
+            }
+        };
+        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
+            return false;
+        }
+        // Anything that happened before the watch started is caught by one fresh load.
+        self.events.fetch_add(1, Ordering::AcqRel);
+        self.watching.store(true, Ordering::Release);
+        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut previous: Option<Value> = None;
+            while rx.recv().await.is_some() {
+                while let Ok(Some(())) = tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {}
+                let Some(conf_dir) = me.upgrade() else { return };
+                let reader = conf_dir.clone();
+                let Ok(load) = tokio::task::spawn_blocking(move || reader.current()).await else {
+                    continue;
+                };
+                let now = load.network.as_ref().map(|n| n.json.clone());
+                if now != previous {
+                    match &load.network {
+                        Some(n) => {
+                            tracing::info!(network = %n.name, file = %n.source.display(), cni_version = %n.cni_version, "CNI network config in effect")
+                        }
+                        None => tracing::warn!(
+                            problem = load.error.as_deref().unwrap_or(""),
+                            "no CNI network config in effect"
+                        ),
+                    }
+                    previous = now;
+                }
+                conf_dir.reloads.send_modify(|n| *n += 1);
+            }
+        });
+        true
     }
 }
 
@@ -388,5 +664,92 @@ mod tests {
             conf_dir.current().network.map(|n| n.name.clone()),
             Some("a".to_string())
         );
+    }
+
+    #[test]
+    fn plugins_of_the_network_dir_are_appended_unless_only_inlined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("net")).expect("mkdir");
+        std::fs::write(dir.path().join("net/20-b.conf"), r#"{"type":"tuning"}"#).expect("w");
+        std::fs::write(dir.path().join("net/10-a.conf"), r#"{"type":"portmap"}"#).expect("w");
+        std::fs::write(dir.path().join("net/ignored.json"), r#"{"type":"x"}"#).expect("w");
+        let file = dir.path().join("10-net.conflist");
+        std::fs::write(
+            &file,
+            r#"{"cniVersion":"1.1.0","name":"net","plugins":[{"type":"bridge"}]}"#,
+        )
+        .expect("w");
+        let types = |l: &NetworkConfigList| -> Vec<String> {
+            l.plugins.iter().map(|p| p.plugin_type.clone()).collect()
+        };
+        let list = load_dir(dir.path()).network.expect("loads");
+        assert_eq!(types(&list), ["bridge", "portmap", "tuning"]);
+        // The stored list holds every plugin, so the cache can replay it.
+        assert_eq!(list.json["plugins"][2]["type"], "tuning");
+
+        std::fs::write(
+            &file,
+            r#"{"cniVersion":"1.1.0","name":"net","loadOnlyInlinedPlugins":true,"plugins":[{"type":"bridge"}]}"#,
+        )
+        .expect("w");
+        assert_eq!(
+            types(&load_dir(dir.path()).network.expect("loads")),
+            ["bridge"]
+        );
+
+        // No inlined plugins at all: the dir's plugins are the list.
+        std::fs::write(&file, r#"{"cniVersion":"1.1.0","name":"net"}"#).expect("w");
+        assert_eq!(
+            types(&load_dir(dir.path()).network.expect("loads")),
+            ["portmap", "tuning"]
+        );
+        std::fs::write(
+            &file,
+            r#"{"cniVersion":"1.1.0","name":"net","loadOnlyInlinedPlugins":"true"}"#,
+        )
+        .expect("w");
+        let load = load_dir(dir.path());
+        assert!(load.network.is_none());
+        assert!(
+            load.skipped[0].1.contains("loadOnlyInlinedPlugins"),
+            "{:?}",
+            load.skipped
+        );
+    }
+
+    #[test]
+    fn cni_versions_pick_the_highest_spoken() {
+        let list = NetworkConfigList::from_list_bytes(
+            br#"{"cniVersion":"0.4.0","cniVersions":["1.0.0","9.0.0","0.3.1"],"name":"n","plugins":[{"type":"x"}]}"#,
+            Path::new("f"),
+        )
+        .expect("ok");
+        assert_eq!(list.cni_version, "1.0.0");
+        assert!(NetworkConfigList::from_list_bytes(
+            br#"{"cniVersions":[1],"name":"n","plugins":[{"type":"x"}]}"#,
+            Path::new("f")
+        )
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn the_watch_sees_adds_changes_and_removals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf_dir = Arc::new(ConfDir::new(dir.path()));
+        assert!(conf_dir.watch());
+        let mut reloads = conf_dir.reloads();
+        assert!(conf_dir.current().network.is_none());
+        let file = dir.path().join("10-a.conflist");
+        let name = |c: &ConfDir| c.current().network.map(|n| n.name.clone());
+        std::fs::write(&file, r#"{"name":"a","plugins":[{"type":"x"}]}"#).expect("w");
+        reloads.changed().await.expect("reload");
+        assert_eq!(name(&conf_dir).as_deref(), Some("a"));
+        std::fs::write(&file, r#"{"name":"b","plugins":[{"type":"x"}]}"#).expect("w");
+        reloads.changed().await.expect("reload");
+        assert_eq!(name(&conf_dir).as_deref(), Some("b"));
+        std::fs::remove_file(&file).expect("rm");
+        reloads.changed().await.expect("reload");
+        assert_eq!(name(&conf_dir), None);
+        assert!(conf_dir.is_watched());
     }
 }

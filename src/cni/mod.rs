@@ -4,14 +4,29 @@
 //! It knows nothing of Kubernetes: callers hand it a container id, a namespace path, an
 //! interface name, CNI_ARGS and capability args. It is the only place that spawns plugins.
 //!
+//! Commands: ADD (in order, chaining prevResult), DEL (reverse, with the config and
+//! result cached at ADD), CHECK (in order, cached result as prevResult; ≥ 0.4.0 unless
+//! `disableCheck`), STATUS (≥ 1.1.0), GC (≥ 1.1.0 unless `disableGC`, with
+//! `cni.dev/valid-attachments`), VERSION (asked once per plugin binary before it is first
+//! used for ADD/CHECK/STATUS/GC, see [`probe`]).
+//!
 //! Deviations from libcni, and why:
 //! - the cache stores the network list as JSON rather than base64 bytes (readable by
 //!   operators), and is written before ADD, not after, so a crash mid-ADD can be undone;
-//! - a plugin timeout kills the plugin's whole process group, not only the direct child.
+//! - a plugin timeout kills the plugin's whole process group, not only the direct child;
+//! - the environment holds only the CNI variables and PATH (libcni passes the runtime's
+//!   whole environment), so nothing of the runtime leaks into plugins;
+//! - DEL is not preceded by VERSION: teardown must never be blocked by a probe;
+//! - [`Cni::delete_stale`] tears down stale cache entries of *every* network with the config
+//!   each was made with, not only those of the current network as `GCNetworkList` does,
+//!   so a conf change cannot strand an attachment;
+//! - `cni.dev/valid-attachments` (and libcni's misspelt `cni.dev/attachments`) are always
+//!   sent on GC, also when empty.
 
 pub mod cache;
 pub mod conf;
 pub mod exec;
+pub mod probe;
 pub mod result;
 pub mod version;
 
@@ -98,6 +113,30 @@ pub enum CniError {
         network: String,
         container_id: String,
     },
+
+    #[error(
+        "network {network}: no cached ADD result for container {container_id} to CHECK against"
+    )]
+    NoCachedResult {
+        network: String,
+        container_id: String,
+    },
+
+    #[error("network {network}: the config wants CNI version {wanted} but plugin {plugin} ({}) speaks only [{}]", binary.display(), supported.join(", "))]
+    Incompatible {
+        network: String,
+        plugin: String,
+        binary: PathBuf,
+        wanted: String,
+        supported: Vec<String>,
+    },
+
+    #[error("network {network}: plugin {plugin} VERSION answered something that is not a version answer: {reason}")]
+    BadVersion {
+        network: String,
+        plugin: String,
+        reason: String,
+    },
 }
 
 /// A plugin that ran and exited non-zero: everything an operator needs to see why.
@@ -144,17 +183,22 @@ fn join_paths(dirs: &[PathBuf]) -> String {
 impl CniError {
     pub fn kind(&self) -> CniErrorKind {
         match self {
-            CniError::PluginNotFound { .. } => CniErrorKind::PluginMissing,
+            // The node's CNI setup is wrong: a plugin is missing or speaks other versions.
+            CniError::PluginNotFound { .. } | CniError::Incompatible { .. } => {
+                CniErrorKind::PluginMissing
+            }
             CniError::Exec {
                 source: exec::ExecError::Timeout { .. },
                 ..
             } => CniErrorKind::Timeout,
-            CniError::Exec { .. } | CniError::Plugin(_) | CniError::BadResult { .. } => {
-                CniErrorKind::PluginFailed
-            }
-            CniError::InvalidName { .. } | CniError::Cache { .. } | CniError::NoConfig { .. } => {
-                CniErrorKind::Internal
-            }
+            CniError::Exec { .. }
+            | CniError::Plugin(_)
+            | CniError::BadResult { .. }
+            | CniError::BadVersion { .. } => CniErrorKind::PluginFailed,
+            CniError::InvalidName { .. }
+            | CniError::Cache { .. }
+            | CniError::NoConfig { .. }
+            | CniError::NoCachedResult { .. } => CniErrorKind::Internal,
         }
     }
 }
@@ -213,6 +257,36 @@ pub struct Cni {
     system_path: String,
     cni_path: String,
     observer: ObserverSlot,
+    versions: probe::VersionCache,
+}
+
+/// An attachment still in use, as GC's `cni.dev/valid-attachments` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(rename = "ifname")]
+    pub ifname: String,
+}
+
+/// What CHECK did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// Every plugin answered CHECK successfully.
+    Passed,
+    /// The cached config sets `disableCheck`.
+    Disabled,
+    /// The cached config's version predates CHECK (0.4.0).
+    Unsupported { version: String },
+}
+
+/// What the stale-attachment sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StaleReport {
+    pub deleted: Vec<Attachment>,
+    /// Kept because their cached config sets `disableGC`.
+    pub kept_disable_gc: Vec<Attachment>,
+    pub failed: Vec<String>,
 }
 
 /// PATH for plugins when crisp itself has none.
@@ -234,6 +308,7 @@ impl Cni {
             system_path,
             cni_path,
             observer: ObserverSlot::default(),
+            versions: probe::VersionCache::default(),
         }
     }
 
@@ -241,6 +316,10 @@ impl Cni {
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observer = ObserverSlot(Some(observer));
         self
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn bin_dirs(&self) -> &[PathBuf] {
@@ -286,6 +365,7 @@ impl Cni {
     ) -> Result<CniResult, CniError> {
         validate_runtime_conf(rt)?;
         self.check_plugins(list)?;
+        self.ensure_speaks(list).await?;
         let mut entry = CacheEntry {
             kind: cache::CACHE_KIND.to_string(),
             container_id: rt.container_id.clone(),
@@ -341,11 +421,10 @@ impl Cni {
             })?;
         let (list, rt, prev) = match cached {
             Some(entry) => {
-                let list = NetworkConfigList::from_list_value(entry.config.clone(), Path::new(""))
-                    .map_err(|e| CniError::Cache {
-                        path: self.cache.path(network_name, &rt.container_id, &rt.ifname),
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason),
-                    })?;
+                let list = cached_list(
+                    &entry,
+                    &self.cache.path(network_name, &rt.container_id, &rt.ifname),
+                )?;
                 let cached_rt = RuntimeConf {
                     args: entry.cni_args,
                     capability_args: entry.capability_args,
@@ -396,8 +475,242 @@ impl Cni {
         })
     }
 
-    /// Runs one plugin for one command; a non-zero exit becomes [`CniError::Plugin`] with
-    /// the spec's error fields when the plugin printed them.
+    /// CHECK: runs the cached list in order with the cached ADD result as prevResult and
+    /// the cached CNI_ARGS and capability args (libcni `CheckNetworkList`).
+    pub async fn check(
+        &self,
+        network_name: &str,
+        rt: &RuntimeConf,
+    ) -> Result<CheckOutcome, CniError> {
+        validate_runtime_conf(rt)?;
+        let path = self.cache.path(network_name, &rt.container_id, &rt.ifname);
+        let entry = self
+            .cache
+            .load(network_name, &rt.container_id, &rt.ifname)
+            .map_err(|source| CniError::Cache {
+                path: path.clone(),
+                source,
+            })?;
+        let Some(entry) = entry.filter(|e| e.result.is_some()) else {
+            return Err(CniError::NoCachedResult {
+                network: network_name.to_string(),
+                container_id: rt.container_id.clone(),
+            });
+        };
+        let list = cached_list(&entry, &path)?;
+        if !CniVersion::parse(&list.cni_version).is_ok_and(|v| v.supports_check()) {
+            return Ok(CheckOutcome::Unsupported {
+                version: list.cni_version.clone(),
+            });
+        }
+        if list.disable_check {
+            return Ok(CheckOutcome::Disabled);
+        }
+        let prev = entry
+            .result
+            .as_ref()
+            .and_then(|p| result::parse_result(&list.cni_version, p.to_string().as_bytes()).ok())
+            .and_then(|r| r.to_version_json(&list.cni_version).ok());
+        let rt = RuntimeConf {
+            args: entry.cni_args,
+            capability_args: entry.capability_args,
+            ..rt.clone()
+        };
+        self.check_plugins(&list)?;
+        self.ensure_speaks(&list).await?;
+        for plugin in &list.plugins {
+            self.invoke(&list, plugin, "CHECK", &rt, prev.as_ref())
+                .await?;
+        }
+        Ok(CheckOutcome::Passed)
+    }
+
+    /// STATUS (libcni `GetStatusNetworkList`): asks each plugin in order and stops at the
+    /// first error. Lists older than 1.1.0 have no STATUS (`Ok(false)`), but every list's
+    /// plugins are asked VERSION first (once per binary), so a version mismatch shows in
+    /// readiness before any RunPodSandbox trips over it.
+    pub async fn status(&self, list: &NetworkConfigList) -> Result<bool, CniError> {
+        self.check_plugins(list)?;
+        self.ensure_speaks(list).await?;
+        if !CniVersion::parse(&list.cni_version).is_ok_and(|v| v.supports_status_gc()) {
+            return Ok(false);
+        }
+        for plugin in &list.plugins {
+            let stdin = injected(list, plugin, None);
+            self.run_plugin(
+                &list.name,
+                &plugin.plugin_type,
+                "STATUS",
+                &Invocation::bare(),
+                &stdin,
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+
+    /// GC for the plugins (libcni `GCNetworkList`, second half): every plugin of the list
+    /// gets `cni.dev/valid-attachments`. Skipped (`Ok(false)`) below 1.1.0 or with
+    /// `disableGC`. Every plugin is asked even when one fails; all failures come back.
+    pub async fn gc(
+        &self,
+        list: &NetworkConfigList,
+        valid: &[Attachment],
+    ) -> Result<bool, Vec<CniError>> {
+        if list.disable_gc
+            || !CniVersion::parse(&list.cni_version).is_ok_and(|v| v.supports_status_gc())
+        {
+            return Ok(false);
+        }
+        self.check_plugins(list).map_err(|e| vec![e])?;
+        self.ensure_speaks(list).await.map_err(|e| vec![e])?;
+        let valid = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
+        let mut errors = Vec::new();
+        for plugin in &list.plugins {
+            let mut conf = plugin.raw.clone();
+            conf.insert("name".into(), Value::String(list.name.clone()));
+            conf.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+            conf.insert("cni.dev/valid-attachments".into(), valid.clone());
+            // libcni also sends the name the spec first used (containernetworking/cni#1101).
+            conf.insert("cni.dev/attachments".into(), valid.clone());
+            let stdin = serde_json::to_vec(&conf).unwrap_or_default();
+            if let Err(e) = self
+                .run_plugin(
+                    &list.name,
+                    &plugin.plugin_type,
+                    "GC",
+                    &Invocation::bare(),
+                    &stdin,
+                )
+                .await
+            {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(true)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Tears down every cached attachment that is not in `valid` (libcni `GCNetworkList`,
+    /// first half), with the config it was made with, unless that config sets `disableGC`.
+    pub async fn delete_stale(&self, valid: &[Attachment]) -> StaleReport {
+        let mut report = StaleReport::default();
+        let cache = self.cache.clone();
+        let entries = match tokio::task::spawn_blocking(move || cache.list()).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                report
+                    .failed
+                    .push(format!("listing {}: {e}", self.cache.dir().display()));
+                return report;
+            }
+            Err(e) => {
+                report.failed.push(format!("listing the CNI cache: {e}"));
+                return report;
+            }
+        };
+        for entry in entries {
+            let attachment = Attachment {
+                container_id: entry.container_id.clone(),
+                ifname: entry.if_name.clone(),
+            };
+            if valid.contains(&attachment) {
+                continue;
+            }
+            let path = self
+                .cache
+                .path(&entry.network_name, &entry.container_id, &entry.if_name);
+            if cached_list(&entry, &path).is_ok_and(|l| l.disable_gc) {
+                report.kept_disable_gc.push(attachment);
+                continue;
+            }
+            let netns =
+                Some(PathBuf::from(&entry.netns)).filter(|p| !entry.netns.is_empty() && p.exists());
+            let rt = RuntimeConf {
+                container_id: entry.container_id.clone(),
+                netns,
+                ifname: entry.if_name.clone(),
+                args: Vec::new(),
+                capability_args: Map::new(),
+            };
+            match self.del(&entry.network_name, &rt, None).await {
+                Ok(()) => {
+                    tracing::warn!(network = %entry.network_name, container_id = %entry.container_id, ifname = %entry.if_name, "tore down a cached CNI attachment that no sandbox owns");
+                    report.deleted.push(attachment);
+                }
+                Err(e) => {
+                    tracing::error!(network = %entry.network_name, container_id = %entry.container_id, error = %e, "tearing down a stale CNI attachment failed");
+                    report.failed.push(e.to_string());
+                }
+            }
+        }
+        report
+    }
+
+    /// Asks each plugin of the list (once per binary) which versions it speaks, and refuses
+    /// the list when one does not speak its version.
+    async fn ensure_speaks(&self, list: &NetworkConfigList) -> Result<(), CniError> {
+        for plugin in &list.plugins {
+            let binary = self.find_plugin(&list.name, &plugin.plugin_type)?;
+            let info = match self.versions.get(&binary) {
+                Some(info) => info,
+                None => {
+                    let info = self.ask_version(&list.name, &plugin.plugin_type).await?;
+                    self.versions.put(&binary, info.clone());
+                    info
+                }
+            };
+            if !info.supports(&list.cni_version) {
+                return Err(CniError::Incompatible {
+                    network: list.name.clone(),
+                    plugin: plugin.plugin_type.clone(),
+                    binary,
+                    wanted: list.cni_version.clone(),
+                    supported: info.effective_versions(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// VERSION, as libcni's `GetVersionInfo` sends it; a plugin too old to know the command
+    /// ("unknown CNI_COMMAND: VERSION") speaks 0.1.0.
+    pub async fn ask_version(
+        &self,
+        network: &str,
+        plugin: &str,
+    ) -> Result<version::PluginVersionInfo, CniError> {
+        let newest = version::SUPPORTED_VERSIONS[version::SUPPORTED_VERSIONS.len() - 1];
+        let stdin =
+            serde_json::to_vec(&serde_json::json!({ "cniVersion": newest })).unwrap_or_default();
+        // Older skel versions insist on these being set.
+        let inv = Invocation {
+            netns: "dummy".into(),
+            ifname: "dummy".into(),
+            ..Invocation::bare()
+        };
+        match self
+            .run_plugin(network, plugin, "VERSION", &inv, &stdin)
+            .await
+        {
+            Ok(stdout) => {
+                version::PluginVersionInfo::parse(&stdout).map_err(|e| CniError::BadVersion {
+                    network: network.to_string(),
+                    plugin: plugin.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(CniError::Plugin(f)) if f.msg == "unknown CNI_COMMAND: VERSION" => {
+                Ok(version::PluginVersionInfo::legacy())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one plugin of a list for one attachment command (ADD, CHECK, DEL).
     async fn invoke(
         &self,
         list: &NetworkConfigList,
@@ -406,25 +719,43 @@ impl Cni {
         rt: &RuntimeConf,
         prev: Option<&Value>,
     ) -> Result<Vec<u8>, CniError> {
-        let binary = self.find_plugin(&list.name, &plugin.plugin_type)?;
         let stdin = plugin_stdin(list, plugin, prev, &rt.capability_args);
-        let netns = netns_str(rt);
-        let args = rt
-            .args
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        let inv = exec::Invocation {
+        let inv = Invocation {
+            container_id: rt.container_id.clone(),
+            netns: netns_str(rt),
+            ifname: rt.ifname.clone(),
+            args: rt
+                .args
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+        };
+        self.run_plugin(&list.name, &plugin.plugin_type, command, &inv, &stdin)
+            .await
+    }
+
+    /// Runs one plugin for one command; a non-zero exit becomes [`CniError::Plugin`] with
+    /// the spec's error fields when the plugin printed them.
+    async fn run_plugin(
+        &self,
+        network: &str,
+        plugin: &str,
+        command: &'static str,
+        inv: &Invocation,
+        stdin: &[u8],
+    ) -> Result<Vec<u8>, CniError> {
+        let binary = self.find_plugin(network, plugin)?;
+        let env = exec::Invocation {
             command,
-            container_id: &rt.container_id,
-            netns: &netns,
-            ifname: &rt.ifname,
-            args: &args,
+            container_id: &inv.container_id,
+            netns: &inv.netns,
+            ifname: &inv.ifname,
+            args: &inv.args,
             path: &self.cni_path,
         };
         let started = std::time::Instant::now();
-        let out = exec::run(&binary, &inv, &stdin, &self.system_path, self.timeout).await;
+        let out = exec::run(&binary, &env, stdin, &self.system_path, self.timeout).await;
         if let Some(o) = &self.observer.0 {
             let outcome = match &out {
                 Ok(out) if out.success => RunOutcome::Ok,
@@ -435,10 +766,10 @@ impl Cni {
                 Err(_) => RunOutcome::ExecError,
             };
             o.plugin_ran(&PluginRun {
-                network: &list.name,
-                plugin: &plugin.plugin_type,
+                network,
+                plugin,
                 command,
-                container_id: &rt.container_id,
+                container_id: &inv.container_id,
                 elapsed: out
                     .as_ref()
                     .map_or_else(|_| started.elapsed(), |o| o.elapsed),
@@ -446,14 +777,14 @@ impl Cni {
             });
         }
         let out = out.map_err(|source| CniError::Exec {
-            network: list.name.clone(),
-            plugin: plugin.plugin_type.clone(),
+            network: network.to_string(),
+            plugin: plugin.to_string(),
             command,
             source,
         })?;
         tracing::debug!(
-            network = %list.name, plugin = %plugin.plugin_type, command,
-            container_id = %rt.container_id, elapsed_ms = out.elapsed.as_millis() as u64,
+            network, plugin, command,
+            container_id = %inv.container_id, elapsed_ms = out.elapsed.as_millis() as u64,
             status = %out.status, "CNI plugin ran"
         );
         if out.success {
@@ -461,8 +792,8 @@ impl Cni {
         }
         let (code, msg, details) = plugin_error(&out.stdout);
         Err(CniError::Plugin(Box::new(PluginFailure {
-            network: list.name.clone(),
-            plugin: plugin.plugin_type.clone(),
+            network: network.to_string(),
+            plugin: plugin.to_string(),
             command,
             status: out.status,
             elapsed_ms: out.elapsed.as_millis(),
@@ -472,6 +803,52 @@ impl Cni {
             stderr_tail: out.stderr_tail,
         })))
     }
+}
+
+/// The per-attachment CNI variables of one exec (CNI_COMMAND and CNI_PATH are added by
+/// [`Cni::run_plugin`]). Commands without an attachment (STATUS, GC) leave them empty.
+#[derive(Debug, Clone, Default)]
+struct Invocation {
+    container_id: String,
+    netns: String,
+    ifname: String,
+    args: String,
+}
+
+impl Invocation {
+    fn bare() -> Self {
+        Invocation::default()
+    }
+}
+
+/// A plugin's config with the list's name and version (libcni `InjectConf`), optionally a
+/// prevResult; no runtimeConfig.
+fn injected(list: &NetworkConfigList, plugin: &PluginConf, prev: Option<&Value>) -> Vec<u8> {
+    let mut conf = plugin.raw.clone();
+    conf.insert("name".into(), Value::String(list.name.clone()));
+    conf.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
+    if let Some(prev) = prev {
+        conf.insert("prevResult".into(), prev.clone());
+    }
+    serde_json::to_vec(&conf).unwrap_or_default()
+}
+
+/// The network list a cache entry was made with.
+fn cached_list(entry: &CacheEntry, path: &Path) -> Result<NetworkConfigList, CniError> {
+    NetworkConfigList::from_list_value(entry.config.clone(), Path::new(""))
+        .and_then(|l| {
+            if l.plugins.is_empty() {
+                Err(conf::ConfError {
+                    reason: "the cached list has no plugins".into(),
+                })
+            } else {
+                Ok(l)
+            }
+        })
+        .map_err(|e| CniError::Cache {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason),
+        })
 }
 
 fn netns_str(rt: &RuntimeConf) -> String {

@@ -9,7 +9,7 @@
 //! Stop: record "stopping" → CNI DEL → netns removed → "not_ready".
 //! The namespace is removed only after DEL succeeded; a failed DEL stays on the record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,13 +18,14 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
+use crate::cni::{Attachment, CheckOutcome};
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
 use crate::sandbox::files;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
-use crate::sandbox::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
+use crate::sandbox::network::{GcReport, NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::store::Store;
 
 /// How many sandboxes recovery repairs at once.
@@ -107,6 +108,8 @@ pub struct SandboxManager {
     names: Mutex<HashMap<String, Reservation>>,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
     events: broadcast::Sender<SandboxEvent>,
+    /// Sandboxes being created and not yet indexed: their attachments are live for GC.
+    creating: Mutex<HashSet<String>>,
 }
 
 /// What start-up recovery found and did.
@@ -131,6 +134,7 @@ impl SandboxManager {
             index: RwLock::new(BTreeMap::new()),
             names: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENT_BUFFER).0,
+            creating: Mutex::new(HashSet::new()),
         }
     }
 
@@ -151,6 +155,77 @@ impl SandboxManager {
     /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
     pub fn files_dir(&self, id: &str) -> PathBuf {
         self.store.files_dir(id)
+    }
+
+    /// One CNI GC pass (see [`PodNetwork::collect_garbage`]): every sandbox that holds a
+    /// network, indexed or still being created, is a valid attachment; any other cached
+    /// attachment is torn down, and the plugins are told which ones are live.
+    pub async fn collect_garbage(&self) -> GcReport {
+        self.network
+            .collect_garbage(|| async {
+                let creating = self
+                    .creating
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+                let mut valid: Vec<(String, Attachment)> = index
+                    .values()
+                    .map(|e| e.current())
+                    .filter_map(|s| {
+                        s.network.as_ref().map(|n| {
+                            (
+                                n.network_name.clone(),
+                                Attachment {
+                                    container_id: s.id.clone(),
+                                    ifname: n.ifname.clone(),
+                                },
+                            )
+                        })
+                    })
+                    .collect();
+                // A creation's network is not known here: it counts as live on any network.
+                for id in creating {
+                    valid.push((
+                        String::new(),
+                        Attachment {
+                            container_id: id,
+                            ifname: POD_IFNAME.to_string(),
+                        },
+                    ));
+                }
+                Some(valid)
+            })
+            .await
+    }
+
+    /// CNI CHECK of a ready sandbox's network, with what was cached at ADD. `Ok(None)` when
+    /// there is nothing to check (no network, not ready) or another operation on the
+    /// sandbox is in flight (CHECK never waits for it).
+    pub async fn check_network(&self, id_or_prefix: &str) -> Result<Option<CheckOutcome>> {
+        let Some(entry) = self.find(id_or_prefix)? else {
+            return Err(Error::SandboxNotFound {
+                id: id_or_prefix.to_string(),
+            });
+        };
+        let Ok(_op) = entry.op.try_lock() else {
+            return Ok(None);
+        };
+        let sandbox = entry.current();
+        let (Some(attachment), Some(netns), true) =
+            (&sandbox.network, &sandbox.netns_path, sandbox.is_ready())
+        else {
+            return Ok(None);
+        };
+        self.network
+            .check(&sandbox, &attachment.network_name, netns)
+            .await
+            .map(Some)
+            .map_err(|source| Error::Cni {
+                sandbox: sandbox.id.clone(),
+                step: "checking the pod network (CNI CHECK)",
+                source: Box::new(source),
+            })
     }
 
     pub fn network(&self) -> &PodNetwork {
@@ -227,6 +302,15 @@ impl SandboxManager {
     /// Creates the sandbox. On error, says whether a sandbox was left indexed (because its
     /// rollback failed and must be retried by Stop/Remove).
     async fn create(&self, id: &str, spec: SandboxSpec) -> std::result::Result<(), (Error, bool)> {
+        let _creating = Creating::new(&self.creating, id);
+        self.create_inner(id, spec).await
+    }
+
+    async fn create_inner(
+        &self,
+        id: &str,
+        spec: SandboxSpec,
+    ) -> std::result::Result<(), (Error, bool)> {
         let network = if spec.host_network {
             None
         } else {
@@ -676,6 +760,33 @@ impl SandboxManager {
 
     pub fn state_dir(&self) -> &Path {
         self.store.dir()
+    }
+}
+
+/// Marks a sandbox as being created for as long as it lives (also if the call is dropped).
+struct Creating<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Creating<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        Creating {
+            set,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 

@@ -2,14 +2,35 @@
 //! network, detach it, and say whether the node can do that now. Today this runs the CNI
 //! chain of the conf dir; another way to wire a pod can sit here without the manager
 //! knowing which one ran. Kubernetes terms become CNI terms here and nowhere else.
+//!
+//! Readiness never waits on a plugin: CNI STATUS runs in a background task
+//! ([`PodNetwork::start_status_refresher`]) every [`STATUS_INTERVAL`] and whenever the conf
+//! dir changed, each exec bounded by the plugin timeout; [`PodNetwork::readiness`] serves the
+//! last answer for the network currently in effect.
+//!
+//! GC ([`PodNetwork::collect_garbage`]) holds a gate that every ADD holds shared, so the
+//! set of valid attachments it sends cannot miss an attachment being made meanwhile.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use crate::cni::{Cni, CniError, ConfDir, DirLoad, NetworkConfigList, RuntimeConf};
+use crate::cni::{
+    Attachment, CheckOutcome, Cni, CniError, ConfDir, DirLoad, NetworkConfigList, RuntimeConf,
+    StaleReport,
+};
 use crate::sandbox::model::{NetworkAttachment, Sandbox};
+
+/// How often STATUS is asked in the background (kubelet polls Status every 5 s).
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The annotations Kubernetes uses for pod bandwidth limits.
+pub const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
+pub const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
 /// The interface name every pod gets.
 pub const POD_IFNAME: &str = "eth0";
@@ -20,6 +41,43 @@ pub struct NetworkReadiness {
     pub network: Option<Arc<NetworkConfigList>>,
     /// Why pods cannot be networked; `None` when they can.
     pub problem: Option<String>,
+    /// The last CNI STATUS answer for this network, when one was asked (≥ 1.1.0).
+    pub status: Option<StatusAnswer>,
+}
+
+impl NetworkReadiness {
+    /// The node's NetworkReady: the config is usable and STATUS (if asked) said yes.
+    /// (STATUS is informational per the spec: it does not refuse RunPodSandbox.)
+    pub fn ready_problem(&self) -> Option<String> {
+        self.problem
+            .clone()
+            .or_else(|| self.status.as_ref().and_then(|s| s.problem.clone()))
+    }
+}
+
+/// One background STATUS round.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusAnswer {
+    /// The list it was asked of (to tell whether it still applies).
+    #[serde(skip)]
+    pub network_json: Value,
+    pub network: String,
+    /// Whether the plugins were asked (lists older than 1.1.0 have no STATUS).
+    pub asked: bool,
+    /// The failure, naming plugin, code and message; `None` when every plugin said ready.
+    pub problem: Option<String>,
+    /// Seconds since the epoch when the answer came.
+    pub at_unix: u64,
+}
+
+/// What one GC pass did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub valid: usize,
+    pub stale: StaleReport,
+    /// Whether the plugins were sent GC (≥ 1.1.0 and not disableGC).
+    pub plugins_asked: bool,
+    pub plugin_errors: Vec<String>,
 }
 
 pub struct PodNetwork {
@@ -27,6 +85,10 @@ pub struct PodNetwork {
     conf_dir: Arc<ConfDir>,
     /// The pod CIDR from UpdateRuntimeConfig, passed to plugins as `ipRanges`.
     pod_cidr: RwLock<Option<String>>,
+    status: Arc<RwLock<Option<StatusAnswer>>>,
+    status_kick: Arc<tokio::sync::Notify>,
+    /// ADD holds it shared, GC exclusively.
+    gc_gate: tokio::sync::RwLock<()>,
 }
 
 impl PodNetwork {
@@ -35,7 +97,61 @@ impl PodNetwork {
             cni,
             conf_dir: Arc::new(conf_dir),
             pod_cidr: RwLock::new(None),
+            status: Arc::new(RwLock::new(None)),
+            status_kick: Arc::new(tokio::sync::Notify::new()),
+            gc_gate: tokio::sync::RwLock::new(()),
         }
+    }
+
+    /// Starts watching the conf dir (see [`ConfDir::watch`]); false when it cannot be
+    /// watched and every use re-checks it instead.
+    pub fn watch_conf_dir(&self) -> bool {
+        self.conf_dir.watch()
+    }
+
+    pub fn conf_dir_watched(&self) -> bool {
+        self.conf_dir.is_watched()
+    }
+
+    /// Starts the background STATUS task (needs a tokio runtime).
+    pub fn start_status_refresher(&self) {
+        let cni = self.cni.clone();
+        let conf_dir = self.conf_dir.clone();
+        let store = self.status.clone();
+        let kick = self.status_kick.clone();
+        let mut reloads = self.conf_dir.reloads();
+        tokio::spawn(async move {
+            loop {
+                let reader = conf_dir.clone();
+                let load = tokio::task::spawn_blocking(move || reader.current())
+                    .await
+                    .unwrap_or_default();
+                let answer = match load.network {
+                    Some(list) => {
+                        let outcome = cni.status(&list).await;
+                        if let Err(e) = &outcome {
+                            tracing::warn!(network = %list.name, error = %e, "CNI STATUS: network not ready");
+                        }
+                        Some(StatusAnswer {
+                            network_json: list.json.clone(),
+                            network: list.name.clone(),
+                            asked: !matches!(outcome, Ok(false)),
+                            problem: outcome.err().map(|e| e.to_string()),
+                            at_unix: SystemTime::now()
+                                .duration_since(SystemTime::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs()),
+                        })
+                    }
+                    None => None,
+                };
+                *store.write().unwrap_or_else(|p| p.into_inner()) = answer;
+                tokio::select! {
+                    _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+                    _ = reloads.changed() => {}
+                    _ = kick.notified() => {}
+                }
+            }
+        });
     }
 
     pub fn cni(&self) -> &Cni {
@@ -68,22 +184,98 @@ impl PodNetwork {
             })
     }
 
-    /// The current network config and whether its plugins are installed.
+    /// The current network config, whether its plugins are installed, and the last STATUS
+    /// answer for it. Never runs a plugin.
     pub async fn readiness(&self) -> NetworkReadiness {
         let load = self.current_load().await;
         match load.network {
             None => NetworkReadiness {
                 network: None,
                 problem: load.error,
+                status: None,
             },
             Some(list) => {
                 let problem = self.cni.check_plugins(&list).err().map(|e| e.to_string());
+                let status = self
+                    .status
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .filter(|s| s.network_json == list.json);
+                if status.is_none() {
+                    // The answer is for another config (or none yet): ask now, in the background.
+                    self.status_kick.notify_one();
+                }
                 NetworkReadiness {
                     network: Some(list),
                     problem,
+                    status,
                 }
             }
         }
+    }
+
+    /// CNI CHECK of a sandbox's attachment with what was cached at ADD.
+    pub async fn check(
+        &self,
+        sandbox: &Sandbox,
+        network_name: &str,
+        netns: &Path,
+    ) -> Result<CheckOutcome, CniError> {
+        let rt = self.runtime_conf(sandbox, Some(netns));
+        self.cni.check(network_name, &rt).await
+    }
+
+    /// One GC pass: tears down cached attachments no sandbox owns, then sends GC with the
+    /// valid attachments to the plugins of the current network. `valid` is called once no
+    /// ADD is in flight and none can start until the pass ends; it yields (network name,
+    /// attachment) for every sandbox that holds or is acquiring a network (an empty name:
+    /// any network), or `None` when
+    /// that cannot be known (then nothing is collected).
+    pub async fn collect_garbage<F, Fut>(&self, valid: F) -> GcReport
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Option<Vec<(String, Attachment)>>>,
+    {
+        let _gate = self.gc_gate.write().await;
+        let Some(valid) = valid().await else {
+            tracing::warn!("CNI GC skipped: the set of live sandboxes is not known");
+            return GcReport::default();
+        };
+        let all: Vec<Attachment> = valid.iter().map(|(_, a)| a.clone()).collect();
+        let mut report = GcReport {
+            valid: all.len(),
+            stale: self.cni.delete_stale(&all).await,
+            ..GcReport::default()
+        };
+        if let Some(list) = self.current_load().await.network {
+            let mut on_network: Vec<Attachment> = valid
+                .into_iter()
+                // An empty name is a sandbox still being created: valid on any network.
+                .filter(|(name, _)| *name == list.name || name.is_empty())
+                .map(|(_, a)| a)
+                .collect();
+            on_network.sort();
+            match self.cni.gc(&list, &on_network).await {
+                Ok(asked) => report.plugins_asked = asked,
+                Err(errors) => {
+                    report.plugins_asked = true;
+                    report.plugin_errors = errors.iter().map(|e| e.to_string()).collect();
+                }
+            }
+        }
+        tracing::info!(
+            valid = report.valid,
+            stale_deleted = report.stale.deleted.len(),
+            stale_failed = report.stale.failed.len(),
+            plugins_asked = report.plugins_asked,
+            plugin_errors = report.plugin_errors.len(),
+            "CNI GC pass finished"
+        );
+        for e in &report.plugin_errors {
+            tracing::warn!(error = %e, "CNI GC");
+        }
+        report
     }
 
     /// CNI ADD for the sandbox over `network`; the attachment to record comes back.
@@ -94,7 +286,10 @@ impl PodNetwork {
         netns: &Path,
     ) -> Result<NetworkAttachment, CniError> {
         let rt = self.runtime_conf(sandbox, Some(netns));
-        let result = self.cni.add(network, &rt).await?;
+        let result = {
+            let _gate = self.gc_gate.read().await;
+            self.cni.add(network, &rt).await?
+        };
         let json = result
             .to_version_json(&network.cni_version)
             .unwrap_or(Value::Null);
@@ -178,10 +373,176 @@ impl PodNetwork {
                 Value::String(spec.cgroup_parent.clone()),
             );
         }
+        // Validated when the request was converted; an invalid value cannot get here.
+        if let Ok(Some(bandwidth)) = bandwidth(&spec.annotations) {
+            caps.insert("bandwidth".into(), bandwidth);
+        }
         caps.insert(
             "io.kubernetes.cri.pod-annotations".into(),
             json!(spec.annotations),
         );
         caps
+    }
+}
+
+/// The `bandwidth` capability from the pod's annotations, as containerd builds it: rates
+/// in bits/s from Kubernetes quantities ("10M", "1Gi"), bursts of `u32::MAX` bits. Values
+/// outside 1 kbit..1 Pbit are refused, as kubelet's `ExtractPodBandwidthResources` does.
+/// The error names the annotation.
+pub fn bandwidth(annotations: &BTreeMap<String, String>) -> Result<Option<Value>, String> {
+    let rate = |key: &str| -> Result<Option<u64>, String> {
+        let Some(text) = annotations.get(key) else {
+            return Ok(None);
+        };
+        let bits =
+            parse_quantity(text).map_err(|why| format!("annotation {key}={text:?}: {why}"))?;
+        if bits < 1_000 {
+            return Err(format!(
+                "annotation {key}={text:?}: unreasonably small (< 1kbit)"
+            ));
+        }
+        if bits > 1_000_000_000_000_000 {
+            return Err(format!(
+                "annotation {key}={text:?}: unreasonably large (> 1Pbit)"
+            ));
+        }
+        Ok(Some(bits as u64))
+    };
+    let ingress = rate(INGRESS_BANDWIDTH)?;
+    let egress = rate(EGRESS_BANDWIDTH)?;
+    if ingress.is_none() && egress.is_none() {
+        return Ok(None);
+    }
+    let mut bw = Map::new();
+    if let Some(r) = ingress {
+        bw.insert("ingressRate".into(), json!(r));
+        bw.insert("ingressBurst".into(), json!(u32::MAX));
+    }
+    if let Some(r) = egress {
+        bw.insert("egressRate".into(), json!(r));
+        bw.insert("egressBurst".into(), json!(u32::MAX));
+    }
+    Ok(Some(Value::Object(bw)))
+}
+
+/// A Kubernetes resource quantity (`<number><suffix>`: decimal SI `k M G T P E`, binary
+/// `Ki Mi Gi Ti Pi Ei`, `m` `u` `n`, or an exponent `e3`), rounded up to an integer like
+/// `Quantity.Value()`. Exact integer arithmetic, no floats.
+pub fn parse_quantity(text: &str) -> Result<u128, String> {
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number = number.strip_prefix('+').unwrap_or(number);
+    if number.starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err("not a quantity (e.g. 10M, 1Gi, 500k)".into());
+    }
+    // value = digits × 10^(pow10 − len(frac)) × 2^pow2
+    let all = format!("{int}{frac}");
+    let significant = all.trim_start_matches('0');
+    let digits: u128 = if significant.is_empty() {
+        0
+    } else {
+        significant
+            .parse()
+            .map_err(|_| "too many digits".to_string())?
+    };
+    let (pow10, pow2): (i32, u32) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 10),
+        "Mi" => (0, 20),
+        "Gi" => (0, 30),
+        "Ti" => (0, 40),
+        "Pi" => (0, 50),
+        "Ei" => (0, 60),
+        e if e.starts_with(['e', 'E']) => (
+            e[1..].parse().map_err(|_| format!("bad exponent {e:?}"))?,
+            0,
+        ),
+        other => return Err(format!("unknown suffix {other:?}")),
+    };
+    let exp10 = pow10 - i32::try_from(frac.len()).map_err(|_| "too long".to_string())?;
+    if !(-60..=30).contains(&exp10) {
+        return Err("out of range".into());
+    }
+    let too_big = || "out of range".to_string();
+    let scaled = digits.checked_mul(1u128 << pow2).ok_or_else(too_big)?;
+    if exp10 >= 0 {
+        scaled
+            .checked_mul(10u128.pow(exp10.unsigned_abs()))
+            .ok_or_else(too_big)
+    } else {
+        let div = 10u128
+            .checked_pow(exp10.unsigned_abs())
+            .ok_or_else(too_big)?;
+        Ok(scaled.div_ceil(div))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_become_bits_like_kubernetes() {
+        for (text, want) in [
+            ("10M", 10_000_000u128),
+            ("1Gi", 1 << 30),
+            ("500k", 500_000),
+            ("1.5M", 1_500_000),
+            ("1.1k", 1_100),
+            ("100", 100),
+            ("2e3", 2_000),
+            ("1500m", 2),
+            ("0.5", 1),
+            ("1Ki", 1024),
+        ] {
+            assert_eq!(parse_quantity(text), Ok(want), "{text}");
+        }
+        for bad in ["", "M", "10X", "-1M", "1.2.3k", "abc", "10 M"] {
+            assert!(parse_quantity(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn bandwidth_capability_and_refusals_name_the_annotation() {
+        let mut ann = BTreeMap::new();
+        assert_eq!(bandwidth(&ann), Ok(None));
+        ann.insert(INGRESS_BANDWIDTH.to_string(), "10M".to_string());
+        assert_eq!(
+            bandwidth(&ann),
+            Ok(Some(
+                json!({"ingressRate": 10_000_000u64, "ingressBurst": u32::MAX})
+            ))
+        );
+        ann.insert(EGRESS_BANDWIDTH.to_string(), "1Gi".to_string());
+        assert_eq!(
+            bandwidth(&ann).unwrap().unwrap()["egressRate"],
+            json!(1u64 << 30)
+        );
+        ann.insert(EGRESS_BANDWIDTH.to_string(), "lots".to_string());
+        let err = bandwidth(&ann).unwrap_err();
+        assert!(err.contains(EGRESS_BANDWIDTH), "{err}");
+        ann.insert(EGRESS_BANDWIDTH.to_string(), "10".to_string());
+        assert!(bandwidth(&ann).unwrap_err().contains("small"));
+        ann.insert(EGRESS_BANDWIDTH.to_string(), "2P".to_string());
+        assert!(bandwidth(&ann).unwrap_err().contains("large"));
     }
 }

@@ -71,6 +71,10 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
     let sysctls = sysctls(config.linux.as_ref().map(|l| &l.sysctls), host_network)?;
     let port_mappings = port_mappings(&config.port_mappings)?;
     let dns = dns_config(config.dns_config.as_ref())?;
+    let annotations = sorted(&config.annotations);
+    // Refused here, not at CNI ADD, so the client learns which annotation is wrong.
+    crate::sandbox::network::bandwidth(&annotations)
+        .map_err(|why| Error::invalid("config.annotations", why))?;
     let raw_config = serde_json::to_value(&config)
         .map_err(|e| Error::invalid("config", format!("cannot be recorded: {e}")))?;
     Ok(SandboxSpec {
@@ -85,7 +89,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
         port_mappings,
         dns,
         labels: sorted(&config.labels),
-        annotations: sorted(&config.annotations),
+        annotations,
         cgroup_parent: config
             .linux
             .as_ref()

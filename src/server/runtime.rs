@@ -143,12 +143,13 @@ impl RuntimeService for RuntimeApi {
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
         let call = Call::read("PodSandboxStatus").sandbox(&self.shared, &req.pod_sandbox_id);
-        let sandbox = match self.shared.manager.status(&req.pod_sandbox_id) {
+        let manager = &self.shared.manager;
+        let sandbox = match manager.status(&req.pod_sandbox_id) {
             Ok(sandbox) => sandbox,
             Err(e) => return call.finish(Err(e)),
         };
         let info = if req.verbose {
-            let dir = self.shared.manager.files_dir(&sandbox.id);
+            let dir = manager.files_dir(&sandbox.id);
             // The spec exactly as written for runtimes; rebuilt if the file is gone.
             let spec = tokio::fs::read(dir.join("config.json"))
                 .await
@@ -156,17 +157,25 @@ impl RuntimeService for RuntimeApi {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_else(|| oci::runtime_spec_json(&sandbox, &dir));
             let last_ops = self.shared.plugins.last_ops(&sandbox.id);
-            convert::verbose_info(&sandbox, &dir, spec, last_ops)
+            let mut info = convert::verbose_info(&sandbox, &dir, spec, last_ops);
+            // Verbose only (crictl inspectp): CHECK runs the plugins, kubelet's plain
+            // PodSandboxStatus never waits on one.
+            let check = match manager.check_network(&sandbox.id).await {
+                Ok(Some(outcome)) => format!("{outcome:?}"),
+                Ok(None) => "Skipped".to_string(),
+                Err(e) => format!("Failed: {e}"),
+            };
+            info.insert("networkCheck".to_string(), check);
+            info
         } else {
             Default::default()
         };
-        let result = Ok(cri::PodSandboxStatusResponse {
+        call.finish(Ok(cri::PodSandboxStatusResponse {
             status: Some(convert::pod_sandbox_status(&sandbox)),
             info,
             containers_statuses: Vec::new(),
             timestamp: now_nanos(),
-        });
-        call.finish(result)
+        }))
     }
 
     async fn list_pod_sandbox(
@@ -187,17 +196,18 @@ impl RuntimeService for RuntimeApi {
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
         let call = Call::read("Status");
+        // Never waits on a plugin: STATUS answers come from the background task.
         let readiness = self.shared.manager.network_readiness().await;
+        let problem = readiness.ready_problem();
         let network_ready = cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
-            status: readiness.problem.is_none(),
-            reason: if readiness.problem.is_some() {
+            status: problem.is_none(),
+            reason: if problem.is_some() {
                 "NetworkPluginNotReady".into()
             } else {
                 String::new()
             },
-            message: readiness
-                .problem
+            message: problem
                 .as_ref()
                 .map(|p| format!("Network plugin returns error: {p}"))
                 .unwrap_or_default(),
@@ -226,9 +236,11 @@ impl RuntimeService for RuntimeApi {
             info.insert(
                 "network".to_string(),
                 serde_json::json!({
-                    "ready": readiness.problem.is_none(),
-                    "problem": readiness.problem,
+                    "ready": problem.is_none(),
+                    "problem": problem,
                     "loaded": network,
+                    "status": readiness.status,
+                    "confDirWatched": self.shared.manager.network().conf_dir_watched(),
                     "podCIDR": self.shared.manager.network().pod_cidr(),
                 })
                 .to_string(),

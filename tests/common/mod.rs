@@ -70,6 +70,8 @@ pub struct Node {
     pub netns_name: String,
     /// Bridge the default conf creates inside the node namespace.
     pub bridge: String,
+    /// Extra daemon flags (e.g. `--cni-plugin-timeout`), kept across restarts.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     netns_created: bool,
     // Declared last so it is removed after everything above has been cleaned up.
@@ -84,7 +86,12 @@ impl Node {
 
     /// Starts a node whose conf dir holds `conf` at start-up.
     pub async fn start_with(conf: Conf) -> Node {
-        let mut node = Self::prepared(conf);
+        Self::start_with_args(conf, &[]).await
+    }
+
+    /// Starts a node whose daemon gets `args` on top of the usual flags.
+    pub async fn start_with_args(conf: Conf, args: &[&str]) -> Node {
+        let mut node = Self::prepared_with_args(conf, args);
         node.start_daemon().await;
         node
     }
@@ -92,6 +99,10 @@ impl Node {
     /// A node whose conf dir holds `conf`, with its namespace but no daemon yet: start one with
     /// [`Node::start_daemon_with`] (e.g. [`Node::daemon_command`] plus flags or environment).
     pub fn prepared(conf: Conf) -> Node {
+        Self::prepared_with_args(conf, &[])
+    }
+
+    fn prepared_with_args(conf: Conf, args: &[&str]) -> Node {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tmp = tempfile::Builder::new()
@@ -109,6 +120,7 @@ impl Node {
             log_path: dir.join("crisp.log"),
             netns_name: format!("crisp-t-{pid}-{n}"),
             bridge: format!("cr{}x{n}", pid % 1000),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
             dir,
             child: None,
             netns_created: false,
@@ -211,7 +223,8 @@ impl Node {
             .arg(&self.conf_dir)
             .arg("--cni-bin-dir")
             .arg(self.cni_bin_dirs())
-            .args(["--log-level", "debug"]);
+            .args(["--log-level", "debug"])
+            .args(&self.extra_args);
         cmd
     }
 
