@@ -353,7 +353,7 @@ wire_packets() { # NODE -> tx+rx packets on its wire end
 # ask FROM TARGET_NAME TARGET_IP: one exchange; sets SENT_FROM, SEEN_AS, SEEN_BY
 ask() {
     local from=$1 name=$2 ip=$3 out
-    SENT_FROM= SEEN_AS= SEEN_BY=
+    SENT_FROM='' SEEN_AS='' SEEN_BY=''
     cmd "nsenter --net=${POD_NETNS[$from]} whoami ask $ip:$PORT    # from pod $from"
     if ! out=$(in_pod "$from" "$WHOAMI_BIN" ask "$ip:$PORT" 2>&1); then
         note "$out"
