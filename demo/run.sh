@@ -112,6 +112,13 @@ cleanup() {
         local i=0
         while kill -0 "${CRISP_PID[$n]}" 2>/dev/null && [ $i -lt 100 ]; do
             sleep 0.1
+            if [ "$p" = "$SRC" ]; then
+                badge $((PX + 196)) 106 1
+                badge $((PX + 196)) 250 2
+            elif [ "$p" = "$DST" ]; then
+                badge $((PX + 196)) 250 8
+                badge $((PX + 196)) 106 9
+            fi
             i=$((i + 1))
         done
         if kill -0 "${CRISP_PID[$n]}" 2>/dev/null; then
@@ -261,9 +268,9 @@ for n in "${NODES[@]}"; do
     ip -n "${NS[$n]}" link set lo up
     # Routing between the nodes is the point; IPv6 is off so the wire carries only the demo's
     # IPv4 packets and its counters show exactly them.
+    cmd "nsenter --net=/run/netns/${NS[$n]} sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.{all,default}.disable_ipv6=1"
     in_node "$n" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1 \
         net.ipv6.conf.default.disable_ipv6=1
-    cmd "nsenter --net=/run/netns/${NS[$n]} sysctl -w net.ipv4.ip_forward=1"
 done
 cmd "ip -n ${NS[a]} link add ${WIRE[a]} type veth peer name ${WIRE[b]} netns ${NS[b]}"
 ip -n "${NS[a]}" link add "${WIRE[a]}" type veth peer name "${WIRE[b]}" netns "${NS[b]}"
@@ -494,11 +501,16 @@ hop 9 "pod $DST" eth0 "$(in_pod "$DST" ip -j -4 addr show dev eth0 | jq -r '.[0]
 mkdir -p "$OUT_DIR"
 SVG=$OUT_DIR/topology.svg
 x() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' <<<"$*"; }
+# badge X Y N: the hop number of section 5, on an element the traced packet crosses.
+badge() {
+    printf '<circle cx="%d" cy="%d" r="9" fill="#c0392b"/><text x="%d" y="%d" fill="#ffffff" font-weight="bold" text-anchor="middle">%s</text>\n' \
+        "$1" "$2" "$1" $(($2 + 4)) "$3"
+}
 {
     cat <<'EOF'
-<svg xmlns="http://www.w3.org/2000/svg" width="1040" height="600" viewBox="0 0 1040 600" font-family="monospace" font-size="12">
+<svg xmlns="http://www.w3.org/2000/svg" width="1040" height="620" viewBox="0 0 1040 620" font-family="monospace" font-size="12">
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#c0392b"/></marker></defs>
-<rect width="1040" height="600" fill="#ffffff"/>
+<rect width="1040" height="620" fill="#ffffff"/>
 EOF
     printf '<text x="20" y="24" font-size="15" font-weight="bold">crisp demo: pods on two nodes, no NAT (live topology, run %s)</text>\n' "$RUN"
     for n in "${NODES[@]}"; do
@@ -522,6 +534,13 @@ EOF
             printf '<text x="%d" y="252">%s</text>\n' $((PX + 8)) "$(x "${VETH[$p]}")"
             printf '<text x="%d" y="268">ifindex %s, master %s</text>\n' $((PX + 8)) "${VETH_IFX[$p]}" "$(x "${VETH_MASTER[$p]}")"
             printf '<line x1="%d" y1="276" x2="%d" y2="310" stroke="#34495e" stroke-width="2"/>\n' $((PX + 105)) $((PX + 105))
+            if [ "$p" = "$SRC" ]; then
+                badge $((PX + 196)) 106 1
+                badge $((PX + 196)) 250 2
+            elif [ "$p" = "$DST" ]; then
+                badge $((PX + 196)) 250 8
+                badge $((PX + 196)) 106 9
+            fi
             i=$((i + 1))
         done
         printf '<rect x="%d" y="310" width="440" height="44" rx="6" fill="#eaf0fb" stroke="#2c6fbb"/>\n' $((X + 20))
@@ -529,9 +548,16 @@ EOF
         printf '<text x="%d" y="346">pod CIDR %s (host-local), ipMasq false</text>\n' $((X + 28)) "${CIDR[$n]}"
         printf '<rect x="%d" y="380" width="440" height="76" rx="6" fill="#ffffff" stroke="#7f8c8d" stroke-dasharray="4 3"/>\n' $((X + 20))
         printf '<text x="%d" y="398" font-weight="bold">node %s routing table</text>\n' $((X + 28)) "$n"
-        printf '<text x="%d" y="416">%s</text>\n' $((X + 28)) "$(x "$(route_entry "$n" "${GW[$n]}")")"
-        printf '<text x="%d" y="432">%s</text>\n' $((X + 28)) "$(x "$(route_entry "$n" "${GW[$o]}")")"
+        printf '<text x="%d" y="416"%s>%s</text>\n' $((X + 28)) "$([ "$n" = "${POD_NODE[$DST]}" ] && echo ' fill="#c0392b"')" "$(x "$(route_entry "$n" "${GW[$n]}")")"
+        printf '<text x="%d" y="432"%s>%s</text>\n' $((X + 28)) "$([ "$n" = "${POD_NODE[$SRC]}" ] && echo ' fill="#c0392b"')" "$(x "$(route_entry "$n" "${GW[$o]}")")"
         printf '<text x="%d" y="448">%s</text>\n' $((X + 28)) "$(x "$(route_entry "$n" "${WIRE_PEER_IP[$n]}")")"
+        if [ "$n" = "${POD_NODE[$SRC]}" ]; then
+            badge $((X + 446)) 326 3
+            badge $((X + 446)) 396 4
+        else
+            badge $((X + 446)) 326 7
+            badge $((X + 446)) 396 6
+        fi
         if [ "$n" = a ]; then WX=$((X + 260)); else WX=$((X + 20)); fi
         printf '<rect x="%d" y="490" width="200" height="44" rx="6" fill="#f9ebea" stroke="#c0392b"/>\n' "$WX"
         printf '<text x="%d" y="508" font-weight="bold">%s</text>\n' $((WX + 8)) "$(x "${WIRE[$n]}")"
@@ -539,10 +565,12 @@ EOF
     done
     printf '<line x1="480" y1="512" x2="560" y2="512" stroke="#c0392b" stroke-width="4"/>\n'
     printf '<text x="468" y="556">veth wire</text>\n'
+    badge 520 528 5
     # The traced packet: a1 eth0 -> veth -> bridge -> route -> wire -> route -> bridge -> veth -> b1 eth0.
     # Drawn through the gaps between the boxes so it never covers a name.
     printf '<polyline points="145,184 145,296 490,296 490,500 550,500 550,296 665,296 665,184" fill="none" stroke="#c0392b" stroke-width="2" stroke-dasharray="6 4" marker-end="url(#arrow)"/>\n'
-    printf '<text x="20" y="596" fill="#c0392b">dashed: the traced packet %s %s -> %s %s: eth0, veth, bridge, route, wire, route, bridge, veth, eth0 (section 5 of the demo output)</text>\n' "$SRC" "${POD_IP[$SRC]}" "$DST" "${POD_IP[$DST]}"
+    printf '<text x="20" y="598" fill="#c0392b">dashed, numbered: the traced packet %s %s -> %s %s, hops 1-9 as in section 5</text>\n' "$SRC" "${POD_IP[$SRC]}" "$DST" "${POD_IP[$DST]}"
+    printf '<text x="20" y="614" fill="#c0392b">(eth0, veth, bridge, route, wire, route, bridge, veth, eth0); red route lines: the entries it used</text>\n'
     echo '</svg>'
 } >"$SVG"
 say "6. Diagram of the live topology: $SVG"
