@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-APT_PACKAGES := protobuf-compiler containernetworking-plugins iptables iproute2 util-linux
+APT_PACKAGES := protobuf-compiler containernetworking-plugins iptables iproute2 util-linux jq
 CRISP := target/release/crisp
 
 .PHONY: help deps build run test lint fmt bench demo torture fuzz install uninstall clean
@@ -42,8 +42,10 @@ fmt: ## Format the code
 bench: ## Not built yet (issue: make bench)
 	@echo "make bench is not built yet: see the open issue for it"; exit 1
 
-demo: ## Not built yet (issue: make demo)
-	@echo "make demo is not built yet: see the open issue for it"; exit 1
+demo: build ## Two crisp nodes on this machine, pods talking across them without NAT, every hop shown (root)
+	@[ "$$(id -u)" = 0 ] || { echo "the demo needs root (network namespaces, mounts)"; exit 1; }
+	$(CARGO) build --release --locked --example whoami
+	CRISP_BIN=$(CURDIR)/$(CRISP) WHOAMI_BIN=$(CURDIR)/target/release/examples/whoami demo/run.sh
 
 torture: ## Not built yet (issue: crash safety)
 	@echo "make torture is not built yet: see the open issue for it"; exit 1
