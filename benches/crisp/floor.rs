@@ -157,7 +157,10 @@ impl Worker<'_> {
             .env("CNI_IFNAME", "eth0")
             .env("CNI_ARGS", args)
             .env("CNI_PATH", &self.floor.cni_path)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -58,7 +58,9 @@ impl Settings {
 
 fn main() -> ExitCode {
     if !std::env::args().any(|a| a == "--bench") {
-        println!("crisp bench: built; run it with `make bench` (cargo bench --bench crisp), as root");
+        println!(
+            "crisp bench: built; run it with `make bench` (cargo bench --bench crisp), as root"
+        );
         return ExitCode::SUCCESS;
     }
     if !nix::unistd::geteuid().is_root() {
@@ -306,8 +308,19 @@ async fn bench(s: Settings) -> Res<()> {
     let growth = scale.rss_removed2 as i64 - scale.rss_removed1 as i64;
     let mut t = Table::new("Memory: crisp's VmRSS", &["when", "KiB"]);
     for (name, v) in [
-        ("idle, just started (scale node)", scale.rss_idle.to_string()),
-        ("idle, just started (chain node)", rss_chain_idle.to_string()),
+        (
+            "idle, just started (scale node)",
+            scale.rss_idle.to_string(),
+        ),
+        (
+            "  of which anon / file-backed (binary, libs)",
+            format!("{} / {}", scale.rss_idle_parts.0, scale.rss_idle_parts.1),
+        ),
+        ("  threads when idle", scale.idle_threads.to_string()),
+        (
+            "idle, just started (chain node)",
+            rss_chain_idle.to_string(),
+        ),
         (
             "chain node after N sequential cycles",
             rss_chain_after_seq.to_string(),
@@ -344,7 +357,8 @@ async fn bench(s: Settings) -> Res<()> {
         let mut t = Table::new(
             &format!(
                 "As a user sees it: wall time of one `{}` process per call, {} cycles",
-                u.tool, u.run.0.len()
+                u.tool,
+                u.run.0.len()
             ),
             &["call", "p50 ms", "p90 ms"],
         );
@@ -457,7 +471,8 @@ async fn bench(s: Settings) -> Res<()> {
             "create_s": round3(scale.create.as_secs_f64()),
         },
         "memory_kib": {
-            "idle": scale.rss_idle, "chain_idle": rss_chain_idle,
+            "idle": scale.rss_idle, "idle_anon": scale.rss_idle_parts.0, "idle_file": scale.rss_idle_parts.1,
+            "idle_threads": scale.idle_threads, "chain_idle": rss_chain_idle,
             "chain_after_sequential": rss_chain_after_seq, "chain_after_concurrency": rss_chain_after_conc,
             "live": scale.rss_live, "live_after_restart": scale.rss_after_restart,
             "removed": scale.rss_removed1, "removed_again": scale.rss_removed2,
@@ -696,7 +711,10 @@ fn floor_concurrent(floor: &Floor, clients: usize, total: usize) -> Res<Level> {
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("floor thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("floor thread panicked".into()))
+            })
             .collect()
     });
     let mut level = Level {
@@ -724,6 +742,9 @@ struct Scale {
     restart: Duration,
     recovery_log_ms: u64,
     rss_idle: u64,
+    /// (anon, file-backed) KiB
+    rss_idle_parts: (u64, u64),
+    idle_threads: u64,
     rss_live: u64,
     rss_after_restart: u64,
     rss_removed1: u64,
@@ -739,6 +760,8 @@ async fn scale_run(n: usize) -> Res<Scale> {
     )?;
     node.start().await?;
     let rss_idle = node.rss_kib()?;
+    let rss_idle_parts = node.rss_parts().unwrap_or_default();
+    let idle_threads = node.threads().unwrap_or_default();
     let t = Instant::now();
     let ids = create_many(&node, n, "a").await?;
     let create = t.elapsed();
@@ -795,6 +818,8 @@ async fn scale_run(n: usize) -> Res<Scale> {
         restart,
         recovery_log_ms,
         rss_idle,
+        rss_idle_parts,
+        idle_threads,
         rss_live,
         rss_after_restart,
         rss_removed1,
@@ -847,7 +872,10 @@ async fn remove_many(node: &Node, ids: &[String]) -> Res<()> {
 
 /// `millis=` of the last `recovery finished` line (ANSI colours stripped).
 fn recovery_millis(log: &str) -> Option<u64> {
-    let line = log.lines().rev().find(|l| l.contains("recovery finished"))?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("recovery finished"))?;
     let mut plain = String::new();
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -1100,4 +1128,3 @@ fn machine() -> String {
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {kernel}")
 }
-

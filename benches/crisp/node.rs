@@ -195,6 +195,19 @@ impl Node {
             .ok_or_else(|| format!("no VmRSS in /proc/{pid}/status"))
     }
 
+    /// (RssAnon, RssFile) in KiB: heap and stacks vs the mapped binary and libraries.
+    pub fn rss_parts(&self) -> Option<(u64, u64)> {
+        let pid = self.pid()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some((field("RssAnon:")?, field("RssFile:")?))
+    }
+
     /// The daemon's thread count.
     pub fn threads(&self) -> Option<u64> {
         let pid = self.pid()?;
@@ -212,17 +225,18 @@ impl Node {
     /// A new connection to the daemon (one per simulated client).
     pub async fn client(&self) -> Result<Client, String> {
         let path = self.socket.clone();
-        let channel = Endpoint::try_from("http://[::]")
-            .map_err(|e| e.to_string())?
-            .timeout(RPC_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .map_err(|e| format!("connecting to crisp: {e}"))?;
+        let channel =
+            Endpoint::try_from("http://[::]")
+                .map_err(|e| e.to_string())?
+                .timeout(RPC_TIMEOUT)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .map_err(|e| format!("connecting to crisp: {e}"))?;
         Ok(RuntimeServiceClient::new(channel))
     }
 }
