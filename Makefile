@@ -39,8 +39,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: ## Not built yet (issue: make bench)
-	@echo "make bench is not built yet: see the open issue for it"; exit 1
+bench: deps ## crisp vs the bare CNI chain, at scale: table on stdout, target/bench/{results.json,latency.svg}
+	@[ "$$(id -u)" = 0 ] || { echo "the bench needs root (it creates network namespaces)"; exit 1; }
+	$(CARGO) bench --locked --bench crisp
 
 demo: build ## Two crisp nodes on this machine, pods talking across them without NAT, every hop shown (root)
 	@[ "$$(id -u)" = 0 ] || { echo "the demo needs root (network namespaces, mounts)"; exit 1; }

@@ -53,10 +53,16 @@ impl Cache {
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         let write = || -> std::io::Result<()> {
+            // Only a new entry (written before ADD, so teardown knows the config) needs its
+            // rename durable at once; replacing it with the result may fall back to it.
+            let replacing = fs::symlink_metadata(&path).is_ok();
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
+            if replacing {
+                return Ok(());
+            }
             File::open(&self.dir)?.sync_all()
         };
         write().inspect_err(|_| {

@@ -1,0 +1,1130 @@
+//! `make bench`: crisp's figures against the bare CNI chain, at scale.
+//!
+//! Everything runs inside network namespaces this program creates: crisp runs in its own
+//! node namespace (bridge + host-local + portmap, the repo's cni-conf/ list), the floor
+//! driver in another, the scale run in a third (with the `noop` stand-in plugin, so its
+//! figures are crisp's own). Prints a table, writes target/bench/results.json and
+//! target/bench/latency.svg (and .png when rsvg-convert is installed).
+//!
+//! Settings (environment): CRISP_BENCH_N (sequential cycles, default 200), CRISP_BENCH_SCALE
+//! (live sandboxes for the scale run, default 1000), CRISP_BENCH_CYCLES (cycles per client
+//! in the concurrency run, default 4, at least 32 in all), CRISP_BENCH_USER (grpcurl cycles,
+//! default 20).
+//!
+//! Under `cargo test --all-targets` (no `--bench` argument) it only says how to run it.
+
+mod floor;
+mod node;
+mod report;
+
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use serde_json::{json, Value};
+
+use floor::Floor;
+use node::{Client, Node};
+use report::{ms, round3, Panel, Samples, Table};
+
+struct Settings {
+    n: usize,
+    scale: usize,
+    cycles: usize,
+    user: usize,
+    levels: Vec<usize>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let get = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        Settings {
+            n: get("CRISP_BENCH_N", 200).max(1),
+            scale: get("CRISP_BENCH_SCALE", 1000).max(1),
+            cycles: get("CRISP_BENCH_CYCLES", 4).max(1),
+            user: get("CRISP_BENCH_USER", 20),
+            levels: vec![1, 8, 32],
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "crisp bench: built; run it with `make bench` (cargo bench --bench crisp), as root"
+        );
+        return ExitCode::SUCCESS;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("crisp bench: needs root (it creates network namespaces)");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crisp bench: tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(bench(Settings::from_env())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crisp bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+/// The repo's default pod network with host-local's store moved into `ipam_dir`.
+fn chain_list(ipam_dir: &Path) -> Res<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cni-conf/10-crisp.conflist");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut list: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    list["plugins"][0]["ipam"]["dataDir"] = json!(ipam_dir);
+    Ok(list)
+}
+
+async fn bench(s: Settings) -> Res<()> {
+    let wall = Instant::now();
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let machine = machine();
+    println!("crisp bench on {machine}");
+    println!(
+        "N={} sequential cycles, scale={} sandboxes, concurrency {:?}",
+        s.n, s.scale, s.levels
+    );
+
+    // ---- crisp on the real chain, and the floor, interleaved ----
+    let mut chain = Node::new("chain")?;
+    let list = chain_list(&chain.ipam_dir)?;
+    chain.write_conf("10-crisp.conflist", &list.to_string())?;
+    chain.start().await?;
+    let rss_chain_idle = chain.rss_kib()?;
+    let floor_node = Node::new("floor")?;
+    let floor = Arc::new(Floor::new(
+        &chain_list(&floor_node.ipam_dir)?,
+        &floor_node.netns_path(),
+        &floor_node.netns_dir,
+    )?);
+    let floor_thread = FloorThread::start(floor.clone());
+
+    let mut client = chain.client().await?;
+    eprintln!("[1/5] sequential: {} cycles of crisp and of the floor", s.n);
+    for i in 0..3 {
+        cycle(&mut client, &chain.dir, &format!("warm-{i}")).await?;
+        floor_thread.cycle(&format!("{:064x}", 0xfeed_0000_u64 + i))?;
+    }
+    let mut seq = Seq::default();
+    for i in 0..s.n {
+        let name = format!("seq-{i}");
+        let t = Instant::now();
+        let id = run_pod(&mut client, pod_config(&chain.dir, &name)).await?;
+        seq.run.push(t.elapsed());
+        let t = Instant::now();
+        status(&mut client, &id).await?;
+        seq.status.push(t.elapsed());
+        let t = Instant::now();
+        list_pods(&mut client, None).await?;
+        seq.list.push(t.elapsed());
+        let t = Instant::now();
+        stop_pod(&mut client, &id).await?;
+        seq.stop.push(t.elapsed());
+        let t = Instant::now();
+        remove_pod(&mut client, &id).await?;
+        seq.remove.push(t.elapsed());
+        let (add, del) = floor_thread.cycle(&format!("{:064x}", i + 1))?;
+        seq.floor_add.push(add);
+        seq.floor_del.push(del);
+    }
+    drop(floor_thread);
+    let rss_chain_after_seq = chain.rss_kib()?;
+
+    // ---- concurrency ----
+    eprintln!("[2/5] concurrency {:?}, crisp then the floor", s.levels);
+    let mut conc = Vec::new();
+    for &c in &s.levels {
+        let total = (s.cycles * c).max(32);
+        let crisp_level = crisp_concurrent(&chain, c, total).await?;
+        let floor_level = floor_concurrent(&floor, c, total)?;
+        conc.push((c, crisp_level, floor_level));
+    }
+    let rss_chain_after_conc = chain.rss_kib()?;
+    let threads_chain = chain.threads();
+
+    // ---- as a user sees it: one grpcurl process per call ----
+    eprintln!("[3/5] grpcurl: {} cycles, one process per call", s.user);
+    let user = user_view(&chain, s.user)?;
+    drop(chain);
+    drop(floor_node);
+
+    // ---- scale: 1,000 live sandboxes on the noop stand-in plugin ----
+    eprintln!("[4/5] scale: {} live sandboxes (noop plugin)", s.scale);
+    let scale = scale_run(s.scale).await?;
+
+    // ---- report ----
+    eprintln!("[5/5] report");
+    let overhead = |c: &Samples, f: &Samples, p: f64| c.pct(p) - f.pct(p);
+    let mut t = Table::new(
+        &format!(
+            "Sequential latency over the socket (tonic client), N={} each, real chain bridge + host-local + portmap",
+            s.n
+        ),
+        &["call", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+    );
+    let rows: [(&str, &Samples); 7] = [
+        ("RunPodSandbox", &seq.run),
+        ("  floor: netns + ADD chain", &seq.floor_add),
+        ("StopPodSandbox", &seq.stop),
+        ("  floor: DEL chain + netns rm", &seq.floor_del),
+        ("RemovePodSandbox", &seq.remove),
+        ("PodSandboxStatus (1 live)", &seq.status),
+        ("ListPodSandbox (1 live)", &seq.list),
+    ];
+    for (name, smp) in rows {
+        t.row(vec![
+            name.into(),
+            ms(smp.pct(50.0)),
+            ms(smp.pct(90.0)),
+            ms(smp.pct(99.0)),
+            ms(smp.pct(100.0)),
+        ]);
+    }
+    print!("{}", t.render());
+
+    let mut t = Table::new(
+        "crisp overhead over the floor (crisp − floor, same percentile)",
+        &["call", "p50 ms", "p90 ms", "crisp/floor p50"],
+    );
+    for (name, c, f) in [
+        ("RunPodSandbox vs ADD", &seq.run, &seq.floor_add),
+        ("StopPodSandbox vs DEL", &seq.stop, &seq.floor_del),
+    ] {
+        t.row(vec![
+            name.into(),
+            ms(overhead(c, f, 50.0)),
+            ms(overhead(c, f, 90.0)),
+            format!("{:.3}", c.pct(50.0) / f.pct(50.0)),
+        ]);
+    }
+    let cycle_crisp = seq.run.pct(50.0) + seq.stop.pct(50.0) + seq.remove.pct(50.0);
+    let cycle_floor = seq.floor_add.pct(50.0) + seq.floor_del.pct(50.0);
+    t.row(vec![
+        "run+stop+remove vs ADD+DEL".into(),
+        ms(cycle_crisp - cycle_floor),
+        "-".into(),
+        format!("{:.3}", cycle_crisp / cycle_floor),
+    ]);
+    print!("{}", t.render());
+
+    let mut t = Table::new(
+        "Concurrency: each client runs run → stop → remove cycles on its own connection",
+        &[
+            "clients",
+            "cycles",
+            "crisp /s",
+            "floor /s",
+            "crisp/floor",
+            "Run p99",
+            "Stop p99",
+            "Remove p99",
+            "floor ADD p99",
+            "errors",
+        ],
+    );
+    for (c, cl, fl) in &conc {
+        t.row(vec![
+            c.to_string(),
+            cl.cycles.to_string(),
+            format!("{:.1}", cl.per_sec()),
+            format!("{:.1}", fl.per_sec()),
+            format!("{:.3}", cl.per_sec() / fl.per_sec()),
+            ms(cl.run.pct(99.0)),
+            ms(cl.stop.pct(99.0)),
+            ms(cl.remove.pct(99.0)),
+            ms(fl.run.pct(99.0)),
+            format!("{}/{}", cl.errors, fl.errors),
+        ]);
+    }
+    print!("{}", t.render());
+
+    let mut t = Table::new(
+        &format!(
+            "Scale: {} live sandboxes (noop stand-in plugin: each has a pinned netns, a CNI cache entry and a record; no real plugin runs)",
+            scale.n
+        ),
+        &["figure", "p50", "p90", "p99"],
+    );
+    for (name, smp) in [
+        ("PodSandboxStatus ms", &scale.status),
+        ("ListPodSandbox, no filter ms", &scale.list),
+        ("ListPodSandbox, pod-uid label ms", &scale.list_label),
+    ] {
+        t.row(vec![
+            name.into(),
+            ms(smp.pct(50.0)),
+            ms(smp.pct(90.0)),
+            ms(smp.pct(99.0)),
+        ]);
+    }
+    t.row(vec![
+        "recovery (crisp log millis=)".into(),
+        format!("{} ms", scale.recovery_log_ms),
+        "".into(),
+        "".into(),
+    ]);
+    t.row(vec![
+        "restart: spawn → Version answers".into(),
+        format!("{:.1} ms", scale.restart.as_secs_f64() * 1000.0),
+        "".into(),
+        "".into(),
+    ]);
+    t.row(vec![
+        format!("create {} (16 clients)", scale.n),
+        format!("{:.1} s", scale.create.as_secs_f64()),
+        "".into(),
+        "".into(),
+    ]);
+    print!("{}", t.render());
+
+    let per_sandbox = (scale.rss_live as f64 - scale.rss_idle as f64) * 1024.0 / scale.n as f64;
+    let per_sandbox_restart =
+        (scale.rss_after_restart as f64 - scale.rss_idle as f64) * 1024.0 / scale.n as f64;
+    let growth = scale.rss_removed2 as i64 - scale.rss_removed1 as i64;
+    let mut t = Table::new("Memory: crisp's VmRSS", &["when", "KiB"]);
+    for (name, v) in [
+        (
+            "idle, just started (scale node)",
+            scale.rss_idle.to_string(),
+        ),
+        (
+            "  of which anon / file-backed (binary, libs)",
+            format!("{} / {}", scale.rss_idle_parts.0, scale.rss_idle_parts.1),
+        ),
+        ("  threads when idle", scale.idle_threads.to_string()),
+        (
+            "idle, just started (chain node)",
+            rss_chain_idle.to_string(),
+        ),
+        (
+            "chain node after N sequential cycles",
+            rss_chain_after_seq.to_string(),
+        ),
+        (
+            "chain node after the concurrency runs",
+            rss_chain_after_conc.to_string(),
+        ),
+        (
+            "with the sandboxes live (created over gRPC)",
+            scale.rss_live.to_string(),
+        ),
+        (
+            "with the sandboxes live (after a restart)",
+            scale.rss_after_restart.to_string(),
+        ),
+        ("after removing them", scale.rss_removed1.to_string()),
+        (
+            "after creating and removing them again",
+            scale.rss_removed2.to_string(),
+        ),
+        ("  per live sandbox, bytes", format!("{per_sandbox:.0}")),
+        (
+            "  per live sandbox after restart, bytes",
+            format!("{per_sandbox_restart:.0}"),
+        ),
+        ("  growth, 2nd round vs 1st, KiB", growth.to_string()),
+    ] {
+        t.row(vec![name.into(), v]);
+    }
+    print!("{}", t.render());
+
+    if let Some(u) = &user {
+        let mut t = Table::new(
+            &format!(
+                "As a user sees it: wall time of one `{}` process per call, {} cycles",
+                u.tool,
+                u.run.0.len()
+            ),
+            &["call", "p50 ms", "p90 ms"],
+        );
+        for (name, smp) in [
+            ("RunPodSandbox", &u.run),
+            ("StopPodSandbox", &u.stop),
+            ("RemovePodSandbox", &u.remove),
+            ("Version (the tool's own cost)", &u.version),
+        ] {
+            t.row(vec![name.into(), ms(smp.pct(50.0)), ms(smp.pct(90.0))]);
+        }
+        print!("{}", t.render());
+    }
+
+    // ---- targets ----
+    let run_over = overhead(&seq.run, &seq.floor_add, 50.0);
+    let stop_over = overhead(&seq.stop, &seq.floor_del, 50.0);
+    let c32 = conc.iter().find(|(c, _, _)| *c == 32);
+    let targets: Vec<(String, bool, String)> = vec![
+        (
+            "Run overhead ≤ 1 ms p50".into(),
+            run_over <= 1.0,
+            format!("{} ms", ms(run_over)),
+        ),
+        (
+            "Stop overhead ≤ 1 ms p50".into(),
+            stop_over <= 1.0,
+            format!("{} ms", ms(stop_over)),
+        ),
+        (
+            "idle RSS ≤ 8 MB".into(),
+            scale.rss_idle <= 8 * 1024,
+            format!("{} KiB", scale.rss_idle),
+        ),
+        (
+            "≤ 50 KB per live sandbox".into(),
+            per_sandbox <= 50_000.0,
+            format!("{per_sandbox:.0} B"),
+        ),
+        (
+            "no growth after removal (2nd round vs 1st ≤ 1 MiB)".into(),
+            growth <= 1024,
+            format!("{growth} KiB"),
+        ),
+        (
+            format!("Status with {} ≤ 2 ms p50", scale.n),
+            scale.status.pct(50.0) <= 2.0,
+            format!("{} ms", ms(scale.status.pct(50.0))),
+        ),
+        (
+            format!("List with {} ≤ 2 ms p50", scale.n),
+            scale.list.pct(50.0) <= 2.0,
+            format!("{} ms", ms(scale.list.pct(50.0))),
+        ),
+        (
+            format!("recovery of {} ≤ 1 s", scale.n),
+            scale.recovery_log_ms <= 1000,
+            format!("{} ms", scale.recovery_log_ms),
+        ),
+        (
+            "32 clients: no errors".into(),
+            c32.is_some_and(|(_, c, _)| c.errors == 0),
+            c32.map(|(_, c, _)| format!("{} errors", c.errors))
+                .unwrap_or_default(),
+        ),
+        (
+            "32 clients: throughput ≥ 0.9 × the floor's".into(),
+            c32.is_some_and(|(_, c, f)| c.per_sec() >= 0.9 * f.per_sec()),
+            c32.map(|(_, c, f)| format!("{:.1}/s vs {:.1}/s", c.per_sec(), f.per_sec()))
+                .unwrap_or_default(),
+        ),
+    ];
+    let mut t = Table::new("Targets", &["target", "measured", "met"]);
+    for (name, met, measured) in &targets {
+        t.row(vec![
+            name.clone(),
+            measured.clone(),
+            if *met { "yes" } else { "NO" }.into(),
+        ]);
+    }
+    print!("{}", t.render());
+
+    // ---- files ----
+    let json_out = json!({
+        "machine": machine,
+        "settings": {"n": s.n, "scale": s.scale, "levels": s.levels, "cycles_per_client": s.cycles, "user_cycles": s.user},
+        "sequential": {
+            "run": seq.run.json(), "stop": seq.stop.json(), "remove": seq.remove.json(),
+            "status": seq.status.json(), "list": seq.list.json(),
+            "floor_add": seq.floor_add.json(), "floor_del": seq.floor_del.json(),
+        },
+        "overhead_ms": {
+            "run_p50": round3(run_over), "run_p90": round3(overhead(&seq.run, &seq.floor_add, 90.0)),
+            "stop_p50": round3(stop_over), "stop_p90": round3(overhead(&seq.stop, &seq.floor_del, 90.0)),
+            "run_ratio_p50": round3(seq.run.pct(50.0) / seq.floor_add.pct(50.0)),
+            "stop_ratio_p50": round3(seq.stop.pct(50.0) / seq.floor_del.pct(50.0)),
+        },
+        "concurrency": conc.iter().map(|(c, cl, fl)| json!({
+            "clients": c, "cycles": cl.cycles,
+            "crisp_per_sec": round3(cl.per_sec()), "floor_per_sec": round3(fl.per_sec()),
+            "run": cl.run.json(), "stop": cl.stop.json(), "remove": cl.remove.json(),
+            "floor_add": fl.run.json(), "floor_del": fl.stop.json(),
+            "crisp_errors": cl.errors, "floor_errors": fl.errors,
+        })).collect::<Vec<_>>(),
+        "scale": {
+            "sandboxes": scale.n, "plugin": "noop stand-in (tests/fixtures/noop)",
+            "status": scale.status.json(), "list": scale.list.json(), "list_label": scale.list_label.json(),
+            "recovery_log_ms": scale.recovery_log_ms,
+            "restart_to_answer_ms": round3(scale.restart.as_secs_f64() * 1000.0),
+            "create_s": round3(scale.create.as_secs_f64()),
+        },
+        "memory_kib": {
+            "idle": scale.rss_idle, "idle_anon": scale.rss_idle_parts.0, "idle_file": scale.rss_idle_parts.1,
+            "idle_threads": scale.idle_threads, "chain_idle": rss_chain_idle,
+            "chain_after_sequential": rss_chain_after_seq, "chain_after_concurrency": rss_chain_after_conc,
+            "live": scale.rss_live, "live_after_restart": scale.rss_after_restart,
+            "removed": scale.rss_removed1, "removed_again": scale.rss_removed2,
+            "per_sandbox_bytes": per_sandbox.round(), "per_sandbox_after_restart_bytes": per_sandbox_restart.round(),
+            "growth_kib": growth, "chain_threads": threads_chain,
+        },
+        "user_view": user.as_ref().map(|u| json!({
+            "tool": u.tool, "run": u.run.json(), "stop": u.stop.json(), "remove": u.remove.json(),
+            "version": u.version.json(),
+        })),
+        "targets": targets.iter().map(|(n, m, v)| json!({"target": n, "met": m, "measured": v})).collect::<Vec<_>>(),
+        "bench_seconds": round3(wall.elapsed().as_secs_f64()),
+    });
+    let json_path = out_dir.join("results.json");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&json_out).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
+    let svg = report::cdf_svg(
+        "crisp vs the bare CNI chain (bridge + host-local + portmap): latency CDFs",
+        &format!("{} sequential cycles each, interleaved; {machine}", s.n),
+        &[
+            Panel {
+                title: "RunPodSandbox vs netns + ADD",
+                series: vec![
+                    ("crisp RunPodSandbox", &seq.run, "#1f77b4"),
+                    ("floor netns + ADD", &seq.floor_add, "#ff7f0e"),
+                ],
+            },
+            Panel {
+                title: "StopPodSandbox vs DEL + netns rm",
+                series: vec![
+                    ("crisp StopPodSandbox", &seq.stop, "#1f77b4"),
+                    ("floor DEL + netns rm", &seq.floor_del, "#ff7f0e"),
+                ],
+            },
+            Panel {
+                title: "crisp's own calls (no plugin runs)",
+                series: vec![
+                    ("RemovePodSandbox", &seq.remove, "#2ca02c"),
+                    ("PodSandboxStatus", &seq.status, "#9467bd"),
+                    ("ListPodSandbox", &seq.list, "#8c564b"),
+                ],
+            },
+        ],
+    );
+    let svg_path = out_dir.join("latency.svg");
+    std::fs::write(&svg_path, svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    let png_path = out_dir.join("latency.png");
+    let png = Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png_path)
+        .arg(&svg_path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    println!(
+        "\nwrote {}, {}{} in {:.0} s",
+        json_path.display(),
+        svg_path.display(),
+        if png {
+            format!(", {}", png_path.display())
+        } else {
+            String::new()
+        },
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct Seq {
+    run: Samples,
+    stop: Samples,
+    remove: Samples,
+    status: Samples,
+    list: Samples,
+    floor_add: Samples,
+    floor_del: Samples,
+}
+
+// ---------------------------------------------------------------- the floor, on its own thread
+
+enum Job {
+    Cycle(String, mpsc::Sender<Res<(Duration, Duration)>>),
+}
+
+/// A dedicated thread in the floor's node namespace, driven from the async side.
+struct FloorThread {
+    tx: Option<mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FloorThread {
+    fn start(floor: Arc<Floor>) -> FloorThread {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::spawn(move || {
+            let worker = floor.worker();
+            for Job::Cycle(id, reply) in rx {
+                let r = match &worker {
+                    Ok(w) => floor_cycle(w, &id),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(r);
+            }
+        });
+        FloorThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// One ADD + DEL cycle; the times are taken on the floor thread.
+    fn cycle(&self, id: &str) -> Res<(Duration, Duration)> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .ok_or("floor thread gone")?
+            .send(Job::Cycle(id.to_string(), tx))
+            .map_err(|_| "floor thread gone")?;
+        rx.recv().map_err(|_| "floor thread died".to_string())?
+    }
+}
+
+impl Drop for FloorThread {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn floor_cycle(w: &floor::Worker, id: &str) -> Res<(Duration, Duration)> {
+    let pod = format!("floor-{}", &id[56..]);
+    let t = Instant::now();
+    let result = w.add(id, &pod)?;
+    let add = t.elapsed();
+    let t = Instant::now();
+    w.del(id, &pod, &result)?;
+    Ok((add, t.elapsed()))
+}
+
+// ---------------------------------------------------------------- concurrency
+
+#[derive(Default)]
+struct Level {
+    cycles: usize,
+    wall: Duration,
+    run: Samples,
+    stop: Samples,
+    remove: Samples,
+    errors: usize,
+}
+
+impl Level {
+    fn per_sec(&self) -> f64 {
+        (self.cycles - self.errors.min(self.cycles)) as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn crisp_concurrent(node: &Node, clients: usize, total: usize) -> Res<Level> {
+    let per = total / clients;
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(node.client().await?);
+    }
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, mut client) in conns.into_iter().enumerate() {
+        let dir = node.dir.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut l = Level::default();
+            for i in 0..per {
+                let name = format!("c{clients}-{k}-{i}");
+                match timed_cycle(&mut client, &dir, &name).await {
+                    Ok((r, s, m)) => {
+                        l.run.push(r);
+                        l.stop.push(s);
+                        l.remove.push(m);
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("  {clients} clients: {e}");
+                        }
+                    }
+                }
+            }
+            l
+        }));
+    }
+    let mut level = Level::default();
+    for t in tasks {
+        let l = t.await.map_err(|e| e.to_string())?;
+        level.run.0.extend(l.run.0);
+        level.stop.0.extend(l.stop.0);
+        level.remove.0.extend(l.remove.0);
+    }
+    level.wall = started.elapsed();
+    level.cycles = per * clients;
+    level.errors = errors.load(Ordering::Relaxed);
+    Ok(level)
+}
+
+/// The floor at the same concurrency: `clients` threads, each ADD then DEL.
+fn floor_concurrent(floor: &Floor, clients: usize, total: usize) -> Res<Level> {
+    let per = total / clients;
+    static NEXT: AtomicU64 = AtomicU64::new(0x1000_0000);
+    let started = Instant::now();
+    let parts: Vec<Res<Level>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..clients)
+            .map(|_| {
+                sc.spawn(|| {
+                    let w = floor.worker()?;
+                    let mut l = Level::default();
+                    for _ in 0..per {
+                        let id = format!("{:064x}", NEXT.fetch_add(1, Ordering::Relaxed));
+                        match floor_cycle(&w, &id) {
+                            Ok((a, d)) => {
+                                l.run.push(a);
+                                l.stop.push(d);
+                            }
+                            Err(e) => {
+                                if l.errors == 0 {
+                                    eprintln!("  floor, {clients} clients: {e}");
+                                }
+                                l.errors += 1;
+                            }
+                        }
+                    }
+                    Ok(l)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("floor thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut level = Level {
+        wall: started.elapsed(),
+        cycles: per * clients,
+        ..Level::default()
+    };
+    for p in parts {
+        let l = p?;
+        level.run.0.extend(l.run.0);
+        level.stop.0.extend(l.stop.0);
+        level.errors += l.errors;
+    }
+    Ok(level)
+}
+
+// ---------------------------------------------------------------- scale
+
+struct Scale {
+    n: usize,
+    create: Duration,
+    status: Samples,
+    list: Samples,
+    list_label: Samples,
+    restart: Duration,
+    recovery_log_ms: u64,
+    rss_idle: u64,
+    /// (anon, file-backed) KiB
+    rss_idle_parts: (u64, u64),
+    idle_threads: u64,
+    rss_live: u64,
+    rss_after_restart: u64,
+    rss_removed1: u64,
+    rss_removed2: u64,
+}
+
+async fn scale_run(n: usize) -> Res<Scale> {
+    let mut node = Node::new("scale")?;
+    node.install_fixture("noop")?;
+    node.write_conf(
+        "10-noop.conflist",
+        r#"{"cniVersion":"1.0.0","name":"crisp-bench-noop","plugins":[{"type":"noop"}]}"#,
+    )?;
+    node.start().await?;
+    let rss_idle = node.rss_kib()?;
+    let rss_idle_parts = node.rss_parts().unwrap_or_default();
+    let idle_threads = node.threads().unwrap_or_default();
+    let t = Instant::now();
+    let ids = create_many(&node, n, "a").await?;
+    let create = t.elapsed();
+    let rss_live = node.rss_kib()?;
+
+    let mut client = node.client().await?;
+    let mut status_s = Samples::default();
+    for k in 0..n.max(200) {
+        let id = &ids[(k * 7919) % ids.len()];
+        let t = Instant::now();
+        status(&mut client, id).await?;
+        status_s.push(t.elapsed());
+    }
+    let mut list_s = Samples::default();
+    let mut list_label = Samples::default();
+    for k in 0..200 {
+        let t = Instant::now();
+        let items = list_pods(&mut client, None).await?;
+        list_s.push(t.elapsed());
+        if items != n {
+            return Err(format!("List returned {items} sandboxes, expected {n}"));
+        }
+        let uid = format!("uid-scale-a-{}", (k * 31) % n);
+        let filter = cri::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let items = list_pods(&mut client, Some(filter)).await?;
+        list_label.push(t.elapsed());
+        if items != 1 {
+            return Err(format!("List by pod uid returned {items} sandboxes"));
+        }
+    }
+    drop(client);
+
+    node.stop()?;
+    let restart = node.start().await?;
+    let rss_after_restart = node.rss_kib()?;
+    let recovery_log_ms = recovery_millis(&node.log())
+        .ok_or("no `recovery finished ... millis=` line in crisp's log")?;
+
+    remove_many(&node, &ids).await?;
+    let rss_removed1 = node.rss_kib()?;
+    let ids = create_many(&node, n, "b").await?;
+    remove_many(&node, &ids).await?;
+    let rss_removed2 = node.rss_kib()?;
+    Ok(Scale {
+        n,
+        create,
+        status: status_s,
+        list: list_s,
+        list_label,
+        restart,
+        recovery_log_ms,
+        rss_idle,
+        rss_idle_parts,
+        idle_threads,
+        rss_live,
+        rss_after_restart,
+        rss_removed1,
+        rss_removed2,
+    })
+}
+
+const SCALE_CLIENTS: usize = 16;
+
+async fn create_many(node: &Node, n: usize, round: &str) -> Res<Vec<String>> {
+    let mut tasks = Vec::new();
+    for k in 0..SCALE_CLIENTS {
+        let mut client = node.client().await?;
+        let dir = node.dir.clone();
+        let round = round.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (k..n).step_by(SCALE_CLIENTS) {
+                let name = format!("scale-{round}-{i}");
+                ids.push(run_pod(&mut client, pod_config(&dir, &name)).await?);
+            }
+            Ok::<_, String>(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok(ids)
+}
+
+async fn remove_many(node: &Node, ids: &[String]) -> Res<()> {
+    let mut tasks = Vec::new();
+    for k in 0..SCALE_CLIENTS {
+        let mut client = node.client().await?;
+        let mine: Vec<String> = ids.iter().skip(k).step_by(SCALE_CLIENTS).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            for id in mine {
+                stop_pod(&mut client, &id).await?;
+                remove_pod(&mut client, &id).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// `millis=` of the last `recovery finished` line (ANSI colours stripped).
+fn recovery_millis(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("recovery finished"))?;
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.find("millis=")? + "millis=".len();
+    plain[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------- a user's view: grpcurl
+
+struct UserView {
+    tool: String,
+    run: Samples,
+    stop: Samples,
+    remove: Samples,
+    version: Samples,
+}
+
+fn user_view(node: &Node, cycles: usize) -> Res<Option<UserView>> {
+    if cycles == 0 {
+        return Ok(None);
+    }
+    let tool = "grpcurl".to_string();
+    if Command::new(&tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("  grpcurl is not on PATH: the user-view figures are left out");
+        return Ok(None);
+    }
+    let call = |method: &str, body: &str| -> Res<(Duration, String)> {
+        let t = Instant::now();
+        let mut child = Command::new(&tool)
+            .args(["-plaintext", "-authority", "localhost", "-unix", "-d", "@"])
+            .arg(&node.socket)
+            .arg(format!("runtime.v1.RuntimeService/{method}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("grpcurl: {e}"))?;
+        if let Some(mut w) = child.stdin.take() {
+            use std::io::Write;
+            let _ = w.write_all(body.as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let d = t.elapsed();
+        if !out.status.success() {
+            return Err(format!(
+                "grpcurl {method}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok((d, String::from_utf8_lossy(&out.stdout).into_owned()))
+    };
+    let mut u = UserView {
+        tool: "grpcurl (as found on PATH)".into(),
+        run: Samples::default(),
+        stop: Samples::default(),
+        remove: Samples::default(),
+        version: Samples::default(),
+    };
+    for i in 0..cycles {
+        let config = pod_config(&node.dir, &format!("user-{i}"));
+        let body = json!({ "config": serde_json::to_value(&config).map_err(|e| e.to_string())? })
+            .to_string();
+        let (d, out) = call("RunPodSandbox", &body)?;
+        u.run.0.push(d.as_secs_f64() * 1000.0);
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+        let id = v["podSandboxId"]
+            .as_str()
+            .ok_or_else(|| format!("no podSandboxId in {out}"))?
+            .to_string();
+        let body = json!({ "podSandboxId": id }).to_string();
+        let (d, _) = call("StopPodSandbox", &body)?;
+        u.stop.0.push(d.as_secs_f64() * 1000.0);
+        let (d, _) = call("RemovePodSandbox", &body)?;
+        u.remove.0.push(d.as_secs_f64() * 1000.0);
+        let (d, _) = call("Version", "{}")?;
+        u.version.0.push(d.as_secs_f64() * 1000.0);
+    }
+    Ok(Some(u))
+}
+
+// ---------------------------------------------------------------- CRI calls
+
+async fn run_pod(client: &mut Client, config: cri::PodSandboxConfig) -> Res<String> {
+    let name = config
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    client
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+        .map_err(|e| format!("RunPodSandbox {name}: {} {}", e.code(), e.message()))
+}
+
+async fn status(client: &mut Client, id: &str) -> Res<()> {
+    client
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .map(drop)
+        .map_err(|e| format!("PodSandboxStatus {id}: {} {}", e.code(), e.message()))
+}
+
+async fn list_pods(client: &mut Client, filter: Option<cri::PodSandboxFilter>) -> Res<usize> {
+    client
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
+        .await
+        .map(|r| r.into_inner().items.len())
+        .map_err(|e| format!("ListPodSandbox: {} {}", e.code(), e.message()))
+}
+
+async fn stop_pod(client: &mut Client, id: &str) -> Res<()> {
+    client
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|e| format!("StopPodSandbox {id}: {} {}", e.code(), e.message()))
+}
+
+async fn remove_pod(client: &mut Client, id: &str) -> Res<()> {
+    client
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .map(drop)
+        .map_err(|e| format!("RemovePodSandbox {id}: {} {}", e.code(), e.message()))
+}
+
+async fn cycle(client: &mut Client, dir: &Path, name: &str) -> Res<()> {
+    timed_cycle(client, dir, name).await.map(drop)
+}
+
+async fn timed_cycle(
+    client: &mut Client,
+    dir: &Path,
+    name: &str,
+) -> Res<(Duration, Duration, Duration)> {
+    let t = Instant::now();
+    let id = run_pod(client, pod_config(dir, name)).await?;
+    let run = t.elapsed();
+    let t = Instant::now();
+    stop_pod(client, &id).await?;
+    let stop = t.elapsed();
+    let t = Instant::now();
+    remove_pod(client, &id).await?;
+    Ok((run, stop, t.elapsed()))
+}
+
+/// A PodSandboxConfig shaped like the kubelet's (labels, DNS, a declared port without a
+/// host port, cgroup parent, namespace options), as tests/common builds it.
+fn pod_config(dir: &Path, name: &str) -> cri::PodSandboxConfig {
+    let ns = "default";
+    let uid = format!("uid-{name}");
+    let labels = [
+        ("app", name),
+        ("io.kubernetes.pod.name", name),
+        ("io.kubernetes.pod.namespace", ns),
+        ("io.kubernetes.pod.uid", uid.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: uid.clone(),
+            namespace: ns.to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: dir
+            .join("logs")
+            .join(format!("{ns}_{name}_{uid}"))
+            .display()
+            .to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into(), "cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        port_mappings: vec![cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 80,
+            host_port: 0,
+            host_ip: String::new(),
+        }],
+        labels,
+        annotations: [("kubernetes.io/config.source".to_string(), "api".to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// CPU model, cores, kernel: where the figures came from.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
