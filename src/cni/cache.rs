@@ -52,18 +52,13 @@ impl Cache {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        // Atomic (a crash never leaves half an entry) but not synced, like libcni's cache:
+        // the caller makes its own intent durable before ADD, and after a power cut the pod
+        // namespaces are gone, so teardown needs only the network's name and config.
         let write = || -> std::io::Result<()> {
-            // Only a new entry (written before ADD, so teardown knows the config) needs its
-            // rename durable at once; replacing it with the result may fall back to it.
-            let replacing = fs::symlink_metadata(&path).is_ok();
             let mut file = File::create(&tmp)?;
             file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            if replacing {
-                return Ok(());
-            }
-            File::open(&self.dir)?.sync_all()
+            fs::rename(&tmp, &path)
         };
         write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
