@@ -47,6 +47,11 @@ pub struct Cli {
     /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start [default: 600]
     #[arg(long, env = "CRISP_CNI_GC_INTERVAL", value_name = "SECS")]
     pub cni_gc_interval: Option<u64>,
+    /// Run the default bridge + host-local (+ portmap) network in process instead of
+    /// exec'ing the plugins, when the loaded network list is one crisp implements
+    /// completely (same end state; see docs/fastpath.md) [default: off]
+    #[arg(long, env = "CRISP_CNI_FAST_PATH", value_name = "MODE")]
+    pub cni_fast_path: Option<FastPathMode>,
     /// TOML file with the same keys as the flags (e.g. `cni-conf-dir = "/etc/cni/net.d"`)
     #[arg(long, env = "CRISP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -71,6 +76,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether the in-process CNI fast path may be used.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FastPathMode {
+    /// Always exec the plugins.
+    #[default]
+    Off,
+    /// Use the fast path for network lists it implements completely, exec for the rest.
+    Auto,
+}
+
 /// The config file: the flags' names as keys, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -82,6 +100,7 @@ struct FileConfig {
     cni_bin_dir: Option<String>,
     cni_plugin_timeout: Option<u64>,
     cni_gc_interval: Option<u64>,
+    cni_fast_path: Option<FastPathMode>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     metrics_addr: Option<SocketAddr>,
@@ -100,6 +119,7 @@ pub struct Config {
     /// `None`: GC only once, after start-up.
     #[serde(serialize_with = "opt_as_secs")]
     pub cni_gc_interval: Option<Duration>,
+    pub cni_fast_path: FastPathMode,
     pub log_level: String,
     pub log_format: LogFormat,
     /// Where `/metrics` is served; `None` means metrics are off.
@@ -188,6 +208,7 @@ impl Config {
             )
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
+            cni_fast_path: cli.cni_fast_path.or(file.cni_fast_path).unwrap_or_default(),
             log_level: cli
                 .log_level
                 .or(file.log_level)
@@ -230,6 +251,29 @@ mod tests {
             vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
         );
         assert_eq!(config.cni_plugin_timeout, Duration::from_secs(60));
+        assert_eq!(config.cni_fast_path, FastPathMode::Off);
+    }
+
+    #[test]
+    fn fast_path_comes_from_the_file_or_the_flag() {
+        let file = write("cni-fast-path = \"auto\"\n");
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            ..Cli::default()
+        };
+        assert_eq!(
+            Config::resolve(cli).expect("resolves").cni_fast_path,
+            FastPathMode::Auto
+        );
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            cni_fast_path: Some(FastPathMode::Off),
+            ..Cli::default()
+        };
+        assert_eq!(
+            Config::resolve(cli).expect("resolves").cni_fast_path,
+            FastPathMode::Off
+        );
     }
 
     #[test]

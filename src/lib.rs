@@ -18,6 +18,7 @@
 pub mod cni;
 pub mod config;
 pub mod error;
+pub mod fastpath;
 pub mod netns;
 pub mod sandbox;
 pub mod server;

@@ -78,10 +78,15 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         config.cni_bin_dirs.clone(),
         config.cni_plugin_timeout,
         config.root.join("cni").join("results"),
-        system_path,
+        system_path.clone(),
     )
     .with_observer(plugins.clone());
-    let network = PodNetwork::new(cni, ConfDir::new(&config.cni_conf_dir));
+    let network = PodNetwork::with_fast_path(
+        cni,
+        ConfDir::new(&config.cni_conf_dir),
+        config.cni_fast_path,
+        system_path,
+    );
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
     manager.network().watch_conf_dir();

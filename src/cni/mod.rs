@@ -108,6 +108,15 @@ pub enum CniError {
         source: std::io::Error,
     },
 
+    /// A plugin's work done in process (crisp's fast path) failed.
+    #[error("network {network}: plugin {plugin} {command} (in process): {reason}")]
+    InProcess {
+        network: String,
+        plugin: String,
+        command: &'static str,
+        reason: String,
+    },
+
     #[error("network {network}: no cached config for container {container_id} and no current config to tear it down with")]
     NoConfig {
         network: String,
@@ -194,7 +203,8 @@ impl CniError {
             CniError::Exec { .. }
             | CniError::Plugin(_)
             | CniError::BadResult { .. }
-            | CniError::BadVersion { .. } => CniErrorKind::PluginFailed,
+            | CniError::BadVersion { .. }
+            | CniError::InProcess { .. } => CniErrorKind::PluginFailed,
             CniError::InvalidName { .. }
             | CniError::Cache { .. }
             | CniError::NoConfig { .. }

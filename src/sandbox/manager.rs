@@ -330,12 +330,9 @@ impl SandboxManager {
         let mut sandbox = Sandbox {
             id: id.to_string(),
             netns_path: network.as_ref().map(|_| self.netns.path_for(id)),
-            network: network.as_ref().map(|list| NetworkAttachment {
-                network_name: list.name.clone(),
-                ifname: POD_IFNAME.to_string(),
-                ips: Vec::new(),
-                result: serde_json::Value::Null,
-            }),
+            network: network
+                .as_ref()
+                .map(|list| NetworkAttachment::pending(&list.name, POD_IFNAME)),
             spec,
             state: SandboxState::Creating,
             created_at: now_nanos(),

@@ -97,6 +97,27 @@ pub struct NetworkAttachment {
     pub ips: Vec<String>,
     /// The final CNI result, in the network list's version.
     pub result: serde_json::Value,
+    /// How the network was set up: "exec" (the plugins) or "fast" (in process). Records
+    /// written before this field existed were all exec.
+    #[serde(default = "exec_path")]
+    pub path: String,
+}
+
+fn exec_path() -> String {
+    "exec".to_string()
+}
+
+impl NetworkAttachment {
+    /// The intent recorded before setup: the network is named, nothing is known yet.
+    pub fn pending(network_name: &str, ifname: &str) -> Self {
+        NetworkAttachment {
+            network_name: network_name.to_string(),
+            ifname: ifname.to_string(),
+            ips: Vec::new(),
+            result: serde_json::Value::Null,
+            path: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

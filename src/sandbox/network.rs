@@ -1,7 +1,9 @@
 //! The one seam between a sandbox and its network: attach a sandbox's namespace to the pod
-//! network, detach it, and say whether the node can do that now. Today this runs the CNI
-//! chain of the conf dir; another way to wire a pod can sit here without the manager
-//! knowing which one ran. Kubernetes terms become CNI terms here and nowhere else.
+//! network, detach it, and say whether the node can do that now. This runs the CNI chain
+//! of the conf dir, or — with `--cni-fast-path auto` and a network list it implements
+//! completely — crisp's in-process fast path ([`crate::fastpath`]), which leaves the same
+//! state, result and cache entry; the manager never knows which one ran. Kubernetes terms
+//! become CNI terms here and nowhere else.
 //!
 //! Readiness never waits on a plugin: CNI STATUS runs in a background task
 //! ([`PodNetwork::start_status_refresher`]) every [`STATUS_INTERVAL`] and whenever the conf
@@ -14,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
@@ -23,7 +25,13 @@ use crate::cni::{
     Attachment, CheckOutcome, Cni, CniError, ConfDir, DirLoad, NetworkConfigList, RuntimeConf,
     StaleReport,
 };
+use crate::config::FastPathMode;
+use crate::fastpath::{self, FastPath, FastPlan, Unsupported};
 use crate::sandbox::model::{NetworkAttachment, Sandbox};
+
+/// `NetworkAttachment::path` values.
+pub const PATH_EXEC: &str = "exec";
+pub const PATH_FAST: &str = "fast";
 
 /// How often STATUS is asked in the background (kubelet polls Status every 5 s).
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -43,6 +51,8 @@ pub struct NetworkReadiness {
     pub problem: Option<String>,
     /// The last CNI STATUS answer for this network, when one was asked (≥ 1.1.0).
     pub status: Option<StatusAnswer>,
+    /// Which path new pods take: "fast", "exec" (fast path off), or "exec: <why not fast>".
+    pub path: String,
 }
 
 impl NetworkReadiness {
@@ -80,6 +90,10 @@ pub struct GcReport {
     pub plugin_errors: Vec<String>,
 }
 
+/// The fast path's verdict on one loaded network list, kept so it is decided (and logged)
+/// once per config.
+type Verdict = (Value, Result<Arc<FastPlan>, Unsupported>);
+
 pub struct PodNetwork {
     cni: Cni,
     conf_dir: Arc<ConfDir>,
@@ -89,10 +103,23 @@ pub struct PodNetwork {
     status_kick: Arc<tokio::sync::Notify>,
     /// ADD holds it shared, GC exclusively.
     gc_gate: tokio::sync::RwLock<()>,
+    /// `Some` when `--cni-fast-path auto`.
+    fast: Option<FastPath>,
+    verdict: Mutex<Option<Verdict>>,
 }
 
 impl PodNetwork {
     pub fn new(cni: Cni, conf_dir: ConfDir) -> Self {
+        Self::with_fast_path(cni, conf_dir, FastPathMode::Off, String::new())
+    }
+
+    /// `path_env` is the PATH the fast path finds iptables-restore/-save in.
+    pub fn with_fast_path(
+        cni: Cni,
+        conf_dir: ConfDir,
+        mode: FastPathMode,
+        path_env: String,
+    ) -> Self {
         PodNetwork {
             cni,
             conf_dir: Arc::new(conf_dir),
@@ -100,6 +127,43 @@ impl PodNetwork {
             status: Arc::new(RwLock::new(None)),
             status_kick: Arc::new(tokio::sync::Notify::new()),
             gc_gate: tokio::sync::RwLock::new(()),
+            fast: (mode == FastPathMode::Auto).then(|| FastPath::new(path_env)),
+            verdict: Mutex::new(None),
+        }
+    }
+
+    /// The fast path's plan for the list, or why it is not used (logged once per config).
+    fn plan_for(&self, list: &NetworkConfigList) -> Result<Arc<FastPlan>, Unsupported> {
+        if self.fast.is_none() {
+            return Err(Unsupported {
+                why: "the fast path is off (--cni-fast-path off)".into(),
+            });
+        }
+        let mut verdict = self.verdict.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((json, v)) = verdict.as_ref() {
+            if *json == list.json {
+                return v.clone();
+            }
+        }
+        let v = fastpath::supports(list).map(Arc::new);
+        match &v {
+            Ok(_) => {
+                tracing::info!(network = %list.name, file = %list.source.display(), "CNI fast path: this network runs in process")
+            }
+            Err(e) => {
+                tracing::info!(network = %list.name, file = %list.source.display(), reason = %e.why, "CNI fast path: falling back to the plugins")
+            }
+        }
+        *verdict = Some((list.json.clone(), v.clone()));
+        v
+    }
+
+    /// Which path pods on `list` take, as Status shows it.
+    fn path_label(&self, list: &NetworkConfigList) -> String {
+        match (&self.fast, self.plan_for(list)) {
+            (None, _) => PATH_EXEC.to_string(),
+            (Some(_), Ok(_)) => PATH_FAST.to_string(),
+            (Some(_), Err(e)) => format!("{PATH_EXEC}: {}", e.why),
         }
     }
 
@@ -193,6 +257,7 @@ impl PodNetwork {
                 network: None,
                 problem: load.error,
                 status: None,
+                path: PATH_EXEC.to_string(),
             },
             Some(list) => {
                 let problem = self.cni.check_plugins(&list).err().map(|e| e.to_string());
@@ -206,10 +271,12 @@ impl PodNetwork {
                     // The answer is for another config (or none yet): ask now, in the background.
                     self.status_kick.notify_one();
                 }
+                let path = self.path_label(&list);
                 NetworkReadiness {
                     network: Some(list),
                     problem,
                     status,
+                    path,
                 }
             }
         }
@@ -286,9 +353,15 @@ impl PodNetwork {
         netns: &Path,
     ) -> Result<NetworkAttachment, CniError> {
         let rt = self.runtime_conf(sandbox, Some(netns));
-        let result = {
+        let (result, path) = {
             let _gate = self.gc_gate.read().await;
-            self.cni.add(network, &rt).await?
+            match (&self.fast, self.plan_for(network)) {
+                (Some(fast), Ok(plan)) => (
+                    fast.add(&plan, network, &rt, self.cni.cache()).await?,
+                    PATH_FAST,
+                ),
+                _ => (self.cni.add(network, &rt).await?, PATH_EXEC),
+            }
         };
         let json = result
             .to_version_json(&network.cni_version)
@@ -298,6 +371,7 @@ impl PodNetwork {
             ifname: POD_IFNAME.to_string(),
             ips: result.pod_ips().iter().map(|ip| ip.to_string()).collect(),
             result: json,
+            path: path.to_string(),
         })
     }
 
@@ -311,6 +385,30 @@ impl PodNetwork {
     ) -> Result<(), CniError> {
         let rt = self.runtime_conf(sandbox, netns);
         let current = self.current_load().await;
+        if let Some(fast) = &self.fast {
+            // Tear down with the config cached at ADD (whichever path made it), or the
+            // current one when nothing was cached and it is the same network.
+            let cache = self.cni.cache();
+            let cached = cache
+                .load(network_name, &rt.container_id, &rt.ifname)
+                .map_err(|source| CniError::Cache {
+                    path: cache.path(network_name, &rt.container_id, &rt.ifname),
+                    source,
+                })?;
+            let list = match &cached {
+                Some(entry) => {
+                    NetworkConfigList::from_list_value(entry.config.clone(), Path::new("")).ok()
+                }
+                None => current
+                    .network
+                    .as_deref()
+                    .filter(|l| l.name == network_name)
+                    .cloned(),
+            };
+            if let Some(plan) = list.as_ref().and_then(|l| self.plan_for(l).ok()) {
+                return fast.del(&plan, &rt, cached.as_ref(), cache).await;
+            }
+        }
         self.cni
             .del(network_name, &rt, current.network.as_deref())
             .await

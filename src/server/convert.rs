@@ -413,6 +413,7 @@ pub fn verbose_info(
         "netNamespaceClosed": netns_closed,
         "network": sandbox.network.as_ref().map(|n| &n.network_name),
         "cniResult": sandbox.network.as_ref().map(|n| &n.result),
+        "networkPath": sandbox.network.as_ref().map(|n| &n.path),
         "lastError": sandbox.last_error,
         "config": sandbox.spec.raw_config,
         "runtimeSpec": runtime_spec,

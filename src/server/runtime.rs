@@ -241,6 +241,7 @@ impl RuntimeService for RuntimeApi {
                     "loaded": network,
                     "status": readiness.status,
                     "confDirWatched": self.shared.manager.network().conf_dir_watched(),
+                    "path": readiness.path,
                     "podCIDR": self.shared.manager.network().pod_cidr(),
                 })
                 .to_string(),
