@@ -53,6 +53,10 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
 pub struct Bridge {
     pub index: u32,
     pub name: String,
+    /// The MAC when the bridge was looked up, before this pod's port joined. The plugin
+    /// pins the bridge's MAC to this (stale) value when it adds the gateway address, so a
+    /// new bridge keeps its creation-time MAC instead of its first port's.
+    pub mac_at_lookup: Vec<u8>,
 }
 
 /// A link's identity in the result.
@@ -162,9 +166,18 @@ impl NodeLinks {
                 .await
                 .map_err(fail(format!("setting bridge {name} up")))?;
         }
+        let mac_at_lookup = link
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(m) => Some(m.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
         Ok(Bridge {
             index,
             name: name.to_string(),
+            mac_at_lookup,
         })
     }
 
@@ -277,7 +290,7 @@ impl NodeLinks {
 
     /// `ensureAddr` on the bridge: nothing when it has the address already; refused when an
     /// IPv4 (or overlapping IPv6) address differs; otherwise add it and pin the bridge's MAC
-    /// to its current value (so it stops following its ports).
+    /// to the value it had at lookup (as the plugin does with its stale link object).
     pub async fn ensure_bridge_addr(
         &self,
         bridge: &Bridge,
@@ -336,12 +349,8 @@ impl NodeLinks {
                 ))(e))
             }
         }
-        let link = self.link_by_index(bridge.index).await?;
-        let mac = link.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Address(m) => Some(m.clone()),
-            _ => None,
-        });
-        if let Some(mac) = mac {
+        if !bridge.mac_at_lookup.is_empty() {
+            let mac = bridge.mac_at_lookup.clone();
             handle
                 .link()
                 .set(

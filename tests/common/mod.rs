@@ -367,6 +367,13 @@ impl Node {
         }
     }
 
+    /// SIGKILLs the daemon (a crash) and reaps it; [`Node::start_daemon`] starts it again.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("daemon not running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Stops the daemon (SIGTERM, exit 0) and starts it again on the same dirs.
     pub async fn restart(&mut self) {
         self.stop().await;

@@ -1,0 +1,596 @@
+//! The in-process CNI fast path, tested against the real plugins (containernetworking/plugins
+//! 1.1.1 in /usr/lib/cni), which are its specification: for each configuration one pod is set
+//! up by exec and one by the fast path, each on a fresh node (its own network namespace), and
+//! everything the network leaves is snapshotted and compared once the allocated addresses'
+//! owners, generated names and MACs are normalised. Then: teardown across paths, concurrency
+//! with real host-local execs, a crash in the middle, and the fallback for what the fast path
+//! does not implement.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use k8s_cri::v1 as cri;
+use serde_json::{json, Value};
+
+const FAST: &[&str] = &["--cni-fast-path", "auto"];
+
+/// One configuration: the bridge entry's extra fields, the IPAM, portmap or not, version.
+struct Case {
+    name: &'static str,
+    bridge: Value,
+    ipam: fn(&Node) -> Value,
+    portmap: bool,
+    loopback: bool,
+    version: &'static str,
+    ports: Vec<cri::PortMapping>,
+}
+
+fn v4_ipam(node: &Node) -> Value {
+    json!({
+        "type": "host-local",
+        "ranges": [[{ "subnet": "10.99.0.0/24" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }],
+        "dataDir": node.ipam_dir,
+    })
+}
+
+fn port(proto: cri::Protocol, container: i32, host: i32, host_ip: &str) -> cri::PortMapping {
+    cri::PortMapping {
+        protocol: proto as i32,
+        container_port: container,
+        host_port: host,
+        host_ip: host_ip.into(),
+    }
+}
+
+fn conflist(node: &Node, case: &Case) -> String {
+    let mut bridge = json!({
+        "type": "bridge",
+        "bridge": node.bridge,
+        "ipam": (case.ipam)(node),
+    });
+    for (k, v) in case.bridge.as_object().expect("object") {
+        bridge[k] = v.clone();
+    }
+    let mut plugins = Vec::new();
+    if case.loopback {
+        plugins.push(json!({"type": "loopback"}));
+    }
+    plugins.push(bridge);
+    if case.portmap {
+        plugins.push(portmap());
+    }
+    serde_json::to_string_pretty(&json!({
+        "cniVersion": case.version,
+        "name": NETWORK,
+        "plugins": plugins,
+    }))
+    .expect("json")
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "gateway-no-masq-hairpin",
+            bridge: json!({"isGateway": true, "ipMasq": false, "hairpinMode": true}),
+            ipam: v4_ipam,
+            portmap: false,
+            loopback: false,
+            version: "1.0.0",
+            ports: vec![],
+        },
+        Case {
+            name: "ipmasq",
+            bridge: json!({"isGateway": true, "ipMasq": true}),
+            ipam: v4_ipam,
+            portmap: false,
+            loopback: false,
+            version: "1.0.0",
+            ports: vec![],
+        },
+        Case {
+            name: "mtu-promisc-default-gateway",
+            bridge: json!({"isDefaultGateway": true, "mtu": 1400, "promiscMode": true}),
+            ipam: |node| {
+                json!({
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": "10.99.0.0/24" }]],
+                    "dataDir": node.ipam_dir,
+                })
+            },
+            portmap: false,
+            loopback: false,
+            version: "1.0.0",
+            ports: vec![],
+        },
+        Case {
+            name: "portmap-tcp-udp-hostip-masq",
+            bridge: json!({"isGateway": true, "ipMasq": true, "hairpinMode": true}),
+            ipam: v4_ipam,
+            portmap: true,
+            loopback: true,
+            version: "1.0.0",
+            ports: vec![
+                port(cri::Protocol::Tcp, 80, 8080, ""),
+                port(cri::Protocol::Udp, 53, 5353, "127.0.0.1"),
+                port(cri::Protocol::Tcp, 443, 8443, "10.99.0.1"),
+            ],
+        },
+        Case {
+            name: "two-ranges-one-set-0.4.0",
+            bridge: json!({"isGateway": true}),
+            ipam: |node| {
+                json!({
+                    "type": "host-local",
+                    "ranges": [[
+                        { "subnet": "10.99.0.0/24", "rangeStart": "10.99.0.200", "rangeEnd": "10.99.0.201" },
+                        { "subnet": "10.98.0.0/24" }
+                    ]],
+                    "routes": [{ "dst": "10.50.0.0/16" }, { "dst": "0.0.0.0/0", "gw": "10.99.0.1" }],
+                    "dataDir": node.ipam_dir,
+                })
+            },
+            portmap: true,
+            loopback: false,
+            version: "0.4.0",
+            ports: vec![],
+        },
+        Case {
+            name: "dual-stack-masq-portmap",
+            bridge: json!({"isGateway": true, "ipMasq": true}),
+            ipam: |node| {
+                json!({
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": "10.99.0.0/24" }], [{ "subnet": "fd00:99::/64" }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }],
+                    "dataDir": node.ipam_dir,
+                })
+            },
+            portmap: true,
+            loopback: false,
+            version: "1.0.0",
+            ports: vec![port(cri::Protocol::Tcp, 80, 8080, "")],
+        },
+        Case {
+            name: "custom-datadir-no-gateway",
+            bridge: json!({"hairpinMode": false}),
+            ipam: |node| {
+                json!({
+                    "type": "host-local",
+                    "subnet": "10.99.0.0/24",
+                    "gateway": "10.99.0.254",
+                    "dataDir": node.dir.join("custom/state/ipam"),
+                })
+            },
+            portmap: false,
+            loopback: false,
+            version: "0.3.1",
+            ports: vec![],
+        },
+        Case {
+            name: "portmap-no-snat-markbit",
+            bridge: json!({"isGateway": true, "ipMasq": true}),
+            ipam: v4_ipam,
+            portmap: true,
+            loopback: false,
+            version: "1.0.0",
+            ports: vec![
+                port(cri::Protocol::Udp, 53, 53, ""),
+                port(cri::Protocol::Tcp, 22, 2222, "0.0.0.0"),
+            ],
+        },
+    ]
+}
+
+/// Everything a pod's network leaves, normalised.
+async fn snapshot(
+    node: &Node,
+    client: &mut RuntimeServiceClientT,
+    id: &str,
+    case: &Case,
+) -> String {
+    let netns = netns_path(client, id).await;
+    let info = verbose_info(client, id).await;
+    let ns = ["-n", node.netns_name.as_str()];
+    let mut snap = BTreeMap::new();
+    snap.insert("node_links", links(&ns));
+    snap.insert("node_addrs", addrs(&ns));
+    snap.insert("node_routes", routes(&ns));
+    let pod_ns = format!("--net={}", netns.display());
+    snap.insert("pod_links", links_nsenter(&pod_ns));
+    snap.insert("pod_addrs", addrs_nsenter(&pod_ns));
+    snap.insert("pod_routes", routes_nsenter(&pod_ns));
+    // Sysctls the bridge and portmap plugins set.
+    let mut node_sysctls = vec![
+        "net/ipv4/ip_forward".to_string(),
+        "net/ipv6/conf/all/forwarding".to_string(),
+    ];
+    for l in links_in(&ns) {
+        for k in ["accept_ra"] {
+            node_sysctls.push(format!("net/ipv6/conf/{l}/{k}"));
+        }
+        node_sysctls.push(format!("net/ipv4/conf/{l}/route_localnet"));
+    }
+    snap.insert(
+        "node_sysctls",
+        sysctls(&node.node_netns_path(), &node_sysctls),
+    );
+    let pod_sysctls: Vec<String> = [
+        "net/ipv6/conf/eth0/accept_dad",
+        "net/ipv4/conf/eth0/arp_notify",
+        "net/ipv6/conf/eth0/disable_ipv6",
+        "net/ipv6/conf/lo/disable_ipv6",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    snap.insert("pod_sysctls", sysctls(&netns, &pod_sysctls));
+    for (key, prog, table) in [
+        ("nat4", "iptables-save", "nat"),
+        ("filter4", "iptables-save", "filter"),
+        ("nat6", "ip6tables-save", "nat"),
+        ("filter6", "ip6tables-save", "filter"),
+    ] {
+        snap.insert(key, Value::String(save(node, prog, table)));
+    }
+    snap.insert("host_local", host_local_files(&ipam_dir(node, case)));
+    let cache = std::fs::read_dir(node.root.join("cni/results"))
+        .expect("cache dir")
+        .flatten()
+        .map(|e| {
+            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).expect("read"))
+                .expect("cache json");
+            (e.file_name().to_string_lossy().into_owned(), v)
+        })
+        .collect::<BTreeMap<_, _>>();
+    snap.insert("cache", json!(cache));
+    snap.insert("result", info["cniResult"].clone());
+    let text = serde_json::to_string_pretty(&snap).expect("json");
+    normalise(&text, node, id)
+}
+
+type RuntimeServiceClientT =
+    k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+fn ipam_dir(node: &Node, case: &Case) -> PathBuf {
+    let ipam = (case.ipam)(node);
+    PathBuf::from(ipam["dataDir"].as_str().expect("dataDir")).join(NETWORK)
+}
+
+fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("bad json {e}: {out}"))
+}
+
+fn pick_links(v: Value) -> Value {
+    let mut out: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            let mut flags: Vec<String> = l["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect();
+            flags.sort();
+            json!({
+                "ifname": l["ifname"],
+                "flags": flags,
+                "mtu": l["mtu"],
+                "txqlen": l["txqlen"],
+                "qdisc": l["qdisc"],
+                "address": l["address"],
+                "promiscuity": l["promiscuity"],
+                "master": l["master"],
+                "kind": l["linkinfo"]["info_kind"],
+                "slave_kind": l["linkinfo"]["info_slave_kind"],
+                "hairpin": l["linkinfo"]["info_slave_data"]["hairpin"],
+                "learning": l["linkinfo"]["info_slave_data"]["learning"],
+                "stp_state": l["linkinfo"]["info_data"]["stp_state"],
+                "vlan_filtering": l["linkinfo"]["info_data"]["vlan_filtering"],
+            })
+        })
+        .collect();
+    out.sort_by_key(|l| l["ifname"].as_str().unwrap_or("").starts_with("veth"));
+    Value::Array(out)
+}
+
+fn links(ns: &[&str]) -> Value {
+    let mut args = ns.to_vec();
+    args.extend_from_slice(&["-d", "-j", "link", "show"]);
+    pick_links(json_of(&run(Command::new("ip").args(args))))
+}
+
+fn links_nsenter(pod_ns: &str) -> Value {
+    pick_links(json_of(&run(Command::new("nsenter")
+        .arg(pod_ns)
+        .args(["ip", "-d", "-j", "link", "show"]))))
+}
+
+fn pick_addrs(v: Value) -> Value {
+    let mut out = Vec::new();
+    for l in v.as_array().into_iter().flatten() {
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            if a["scope"] == "link" {
+                continue; // IPv6 link-local: derived from the random MAC, timing-dependent
+            }
+            out.push(json!({
+                "ifname": l["ifname"],
+                "family": a["family"],
+                "local": a["local"],
+                "prefixlen": a["prefixlen"],
+                "broadcast": a["broadcast"],
+                "scope": a["scope"],
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+fn addrs(ns: &[&str]) -> Value {
+    let mut args = ns.to_vec();
+    args.extend_from_slice(&["-j", "addr", "show"]);
+    pick_addrs(json_of(&run(Command::new("ip").args(args))))
+}
+
+fn addrs_nsenter(pod_ns: &str) -> Value {
+    pick_addrs(json_of(&run(Command::new("nsenter")
+        .arg(pod_ns)
+        .args(["ip", "-j", "addr", "show"]))))
+}
+
+fn pick_routes(v4: Value, v6: Value) -> Value {
+    let mut out = Vec::new();
+    for r in v4
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(v6.as_array().into_iter().flatten())
+    {
+        let mut r = r.clone();
+        if let Some(o) = r.as_object_mut() {
+            o.remove("expires");
+        }
+        out.push(r);
+    }
+    Value::Array(out)
+}
+
+fn routes(ns: &[&str]) -> Value {
+    let mut a4 = ns.to_vec();
+    a4.extend_from_slice(&["-j", "-4", "route", "show"]);
+    let mut a6 = ns.to_vec();
+    a6.extend_from_slice(&["-j", "-6", "route", "show"]);
+    pick_routes(
+        json_of(&run(Command::new("ip").args(a4))),
+        json_of(&run(Command::new("ip").args(a6))),
+    )
+}
+
+fn routes_nsenter(pod_ns: &str) -> Value {
+    pick_routes(
+        json_of(&run(Command::new("nsenter")
+            .arg(pod_ns)
+            .args(["ip", "-j", "-4", "route", "show"]))),
+        json_of(&run(Command::new("nsenter")
+            .arg(pod_ns)
+            .args(["ip", "-j", "-6", "route", "show"]))),
+    )
+}
+
+fn sysctls(netns: &Path, keys: &[String]) -> Value {
+    let keys = keys.to_vec();
+    in_netns(netns, move || {
+        let map: BTreeMap<String, String> = keys
+            .iter()
+            .map(|k| {
+                let v = std::fs::read_to_string(Path::new("/proc/sys").join(k))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "<absent>".into());
+                (k.clone(), v)
+            })
+            .collect();
+        json!(map)
+    })
+}
+
+/// One table from iptables-save/ip6tables-save in the node, without comments and counters;
+/// a table with nothing but empty built-in chains counts as absent.
+fn save(node: &Node, prog: &str, table: &str) -> String {
+    let out = run(Command::new("ip").args(["netns", "exec", &node.netns_name, prog, "-t", table]));
+    // Per-pod chain names hash the container id: name them by kind. iptables-save lists
+    // user chains by name, so their order follows the hash: sort chain declarations and
+    // group rules by chain (keeping each chain's rule order, which is what matters).
+    let mut decls = Vec::new();
+    let mut rules: Vec<(String, String)> = Vec::new();
+    let mut head = Vec::new();
+    for l in out.lines().filter(|l| !l.starts_with('#')) {
+        let l = pod_chain_names(&l.replace("[0:0]", ""));
+        if l.starts_with(':') && !l.contains("ACCEPT") {
+            decls.push(l);
+        } else if let Some(rest) = l.strip_prefix("-A ") {
+            let chain = rest.split(' ').next().unwrap_or("").to_string();
+            let builtin = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"]
+                .contains(&chain.as_str());
+            rules.push((if builtin { String::new() } else { chain }, l));
+        } else if l != "COMMIT" {
+            head.push(l);
+        }
+    }
+    decls.sort();
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    let lines: Vec<String> = head
+        .into_iter()
+        .chain(decls)
+        .chain(rules.into_iter().map(|r| r.1))
+        .collect();
+    let meaningful = lines
+        .iter()
+        .any(|l| l.starts_with("-A") || (l.starts_with(':') && !l.contains("ACCEPT")));
+    if meaningful {
+        lines.join("\n")
+    } else {
+        String::new()
+    }
+}
+
+fn pod_chain_names(l: &str) -> String {
+    let mut out = String::new();
+    let mut rest = l;
+    while let Some(i) = rest.find("CNI-") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let hex = |s: &str| {
+            s.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        };
+        if tail.len() >= 28 && tail.starts_with("CNI-DN-") && hex(&tail[7..28]) {
+            out.push_str("CNI-DN-<POD>");
+            rest = &tail[28..];
+        } else if tail.len() >= 28 && hex(&tail[4..28]) {
+            out.push_str("CNI-<POD>");
+            rest = &tail[28..];
+        } else {
+            out.push_str("CNI-");
+            rest = &tail[4..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn host_local_files(dir: &Path) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    let mut map = BTreeMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let meta = e.metadata().expect("meta");
+            let content = std::fs::read(e.path()).expect("read");
+            map.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                json!({
+                    "mode": format!("{:o}", meta.permissions().mode()),
+                    "content": String::from_utf8_lossy(&content),
+                }),
+            );
+        }
+    }
+    json!(map)
+}
+
+/// Replaces what differs by construction between two nodes: ids, names, dirs, MACs, chain
+/// hashes (which hash the container id), veth names.
+fn normalise(text: &str, node: &Node, id: &str) -> String {
+    let mut t = text
+        .replace(id, "<ID>")
+        .replace(&node.dir.display().to_string(), "<DIR>")
+        .replace(&node.netns_name, "<NODE>")
+        .replace(&node.bridge, "<BR>");
+    let mut seen: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut out = String::new();
+    let chars: Vec<char> = t.chars().collect();
+    let is_hex = |c: char| c.is_ascii_hexdigit() && !c.is_ascii_uppercase();
+    let mut i = 0;
+    while i < chars.len() {
+        let prev_ok = i == 0 || !(is_hex(chars[i - 1]) || chars[i - 1] == ':');
+        let mut hit: Option<(usize, &'static str)> = None;
+        // A MAC: xx:xx:xx:xx:xx:xx
+        if prev_ok && i + 17 <= chars.len() {
+            let ok = (0..17).all(|k| {
+                if k % 3 == 2 {
+                    chars[i + k] == ':'
+                } else {
+                    is_hex(chars[i + k])
+                }
+            });
+            let end_ok = i + 17 == chars.len() || !(is_hex(chars[i + 17]) || chars[i + 17] == ':');
+            if ok && end_ok {
+                hit = Some((17, "MAC"));
+            }
+        }
+        for (prefix, len, tag) in [
+            ("veth", 12, "VETH"),
+            ("CNI-DN-", 28, "CHAIN"),
+            ("CNI-", 28, "CHAIN"),
+        ] {
+            if hit.is_none() && i + len <= chars.len() {
+                let cand: String = chars[i..i + len].iter().collect();
+                if cand.starts_with(prefix) && cand[prefix.len()..].chars().all(is_hex) {
+                    hit = Some((len, tag));
+                }
+            }
+        }
+        match hit {
+            Some((len, tag)) => {
+                let cand: String = chars[i..i + len].iter().collect();
+                let list = seen.entry(tag).or_default();
+                let n = list.iter().position(|m| *m == cand).unwrap_or_else(|| {
+                    list.push(cand.clone());
+                    list.len() - 1
+                });
+                out.push_str(&format!("<{tag}{n}>"));
+                i += len;
+            }
+            None => {
+                out.push(chars[i]);
+                i += 1;
+            }
+        }
+    }
+    t = out;
+    t
+}
+
+async fn setup_one(case: &Case, fast: bool) -> (Node, String, String) {
+    let args: &[&str] = if fast { FAST } else { &[] };
+    let node = Node::start_with_args(Conf::Empty, args).await;
+    node.write_conf("10-crisp-test.conflist", &conflist(&node, case));
+    let mut client = node.client().await;
+    let mut config = node.pod_config(case.name);
+    config.port_mappings = case.ports.clone();
+    let resp = client
+        .run_pod_sandbox(run_req(config))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({}): RunPodSandbox: {e}",
+                case.name,
+                if fast { "fast" } else { "exec" }
+            )
+        });
+    let id = resp.into_inner().pod_sandbox_id;
+    let info = verbose_info(&mut client, &id).await;
+    let want = if fast { "fast" } else { "exec" };
+    assert_eq!(info["networkPath"], want, "{}: {info}", case.name);
+    let snap = snapshot(&node, &mut client, &id, case).await;
+    (node, id, snap)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_path_leaves_exactly_what_the_plugins_leave() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let (_exec_node, _, exec) = setup_one(&case, false).await;
+        let (_fast_node, _, fast) = setup_one(&case, true).await;
+        if exec != fast {
+            let diff: Vec<String> = exec
+                .lines()
+                .zip(fast.lines())
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("  exec: {a}\n  fast: {b}"))
+                .collect();
+            failures.push(format!(
+                "case {}: {} differing lines\n{}\n--- exec snapshot ---\n{exec}\n--- fast snapshot ---\n{fast}",
+                case.name,
+                diff.len(),
+                diff.join("\n")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
