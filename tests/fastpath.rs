@@ -11,6 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use k8s_cri::v1 as cri;
@@ -210,9 +211,7 @@ async fn snapshot(
         "net/ipv6/conf/all/forwarding".to_string(),
     ];
     for l in links_in(&ns) {
-        for k in ["accept_ra"] {
-            node_sysctls.push(format!("net/ipv6/conf/{l}/{k}"));
-        }
+        node_sysctls.push(format!("net/ipv6/conf/{l}/accept_ra"));
         node_sysctls.push(format!("net/ipv4/conf/{l}/route_localnet"));
     }
     snap.insert(
@@ -593,4 +592,395 @@ async fn fast_path_leaves_exactly_what_the_plugins_leave() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The default-like network: gateway, ipMasq, hairpin, portmap, IPv4 + IPv6.
+fn full_case() -> Case {
+    Case {
+        name: "full",
+        bridge: json!({"isGateway": true, "ipMasq": true, "hairpinMode": true}),
+        ipam: |node| {
+            json!({
+                "type": "host-local",
+                "ranges": [[{ "subnet": "10.99.0.0/24" }], [{ "subnet": "fd00:99::/64" }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": node.ipam_dir,
+            })
+        },
+        portmap: true,
+        loopback: false,
+        version: "1.0.0",
+        ports: vec![
+            port(cri::Protocol::Tcp, 80, 8080, ""),
+            port(cri::Protocol::Udp, 53, 5353, ""),
+        ],
+    }
+}
+
+/// Asserts the node holds nothing for any pod: no records, pins, cache entries, host-local
+/// files, per-pod iptables chains or rules, and (once the kernel has destroyed the pod
+/// namespaces) no veth.
+async fn assert_nothing_left(node: &Node, what: &str) {
+    let left = node.leftovers();
+    assert!(left.is_empty(), "{what}: left behind {left:?}");
+    for prog in ["iptables-save", "ip6tables-save"] {
+        let nat = save(node, prog, "nat");
+        assert!(
+            !nat.contains("<POD>"),
+            "{what}: {prog} still has per-pod chains:\n{nat}"
+        );
+    }
+    let links = eventually(Duration::from_secs(20), || async {
+        let l = node.node_links();
+        (!l.iter().any(|n| n.starts_with("veth"))).then_some(l)
+    })
+    .await;
+    assert!(
+        links.is_some(),
+        "{what}: veths still in the node: {:?}",
+        node.node_links()
+    );
+}
+
+async fn start_node(case: &Case, args: &[&str]) -> Node {
+    let node = Node::start_with_args(Conf::Empty, args).await;
+    node.write_conf("10-crisp-test.conflist", &conflist(&node, case));
+    node
+}
+
+async fn run_case_pod(node: &Node, case: &Case, name: &str) -> String {
+    let mut client = node.client().await;
+    let mut config = node.pod_config(name);
+    config.port_mappings = case.ports.clone();
+    run_pod(&mut client, config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_works_across_paths() {
+    let case = full_case();
+    for (add_args, del_args, what) in [
+        (FAST, &[][..], "fast ADD, exec DEL"),
+        (&[][..], FAST, "exec ADD, fast DEL"),
+    ] {
+        let mut node = start_node(&case, add_args).await;
+        let id = run_case_pod(&node, &case, "cross").await;
+        let mut client = node.client().await;
+        let first_path = verbose_info(&mut client, &id).await["networkPath"].clone();
+        node.stop();
+        node.extra_args = del_args.iter().map(|a| a.to_string()).collect();
+        node.start_again().await;
+        let mut client = node.client().await;
+        stop_pod(&mut client, &id).await;
+        remove_pod(&mut client, &id).await;
+        assert_ne!(first_path, Value::Null, "{what}");
+        assert_nothing_left(&node, what).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_stop_releases_the_address_at_once() {
+    let case = full_case();
+    let node = start_node(&case, FAST).await;
+    let mut client = node.client().await;
+    let id = run_case_pod(&node, &case, "first").await;
+    let (st, _) = status(&mut client, &id, false).await;
+    let ip = st.network.expect("network").ip;
+    assert!(node.ipam_dir.join(NETWORK).join(&ip).exists());
+    stop_pod(&mut client, &id).await;
+    // Released when Stop returns: the file is gone and a request for it would succeed.
+    assert!(
+        !node.ipam_dir.join(NETWORK).join(&ip).exists(),
+        "{ip} still reserved after Stop"
+    );
+    remove_pod(&mut client, &id).await;
+    assert_nothing_left(&node, "fast stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() {
+    let case = full_case();
+    let node = start_node(&case, FAST).await;
+    let ipam_conf = json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "ipam": (case.ipam)(&node),
+    })
+    .to_string();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let mut client = node.client().await;
+        let mut config = node.pod_config(&format!("conc-{i}"));
+        config.port_mappings = vec![];
+        tasks.push(tokio::spawn(async move {
+            let id = run_pod(&mut client, config).await;
+            let (st, _) = status(&mut client, &id, false).await;
+            let net = st.network.expect("network");
+            let mut ips = vec![net.ip];
+            ips.extend(net.additional_ips.into_iter().map(|p| p.ip));
+            (id, ips)
+        }));
+    }
+    // Real host-local, exec'd with the same store, interleaved with the fast ADDs.
+    let mut execs = Vec::new();
+    for i in 0..16 {
+        let conf = ipam_conf.clone();
+        let netns = node.netns_name.clone();
+        execs.push(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &netns, "/usr/lib/cni/host-local"])
+                .env("CNI_COMMAND", "ADD")
+                .env("CNI_CONTAINERID", format!("exec-{i}"))
+                .env("CNI_NETNS", "/dev/null")
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", "/usr/lib/cni")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn host-local");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(conf.as_bytes())
+                .expect("write");
+            let out = child.wait_with_output().expect("host-local");
+            assert!(
+                out.status.success(),
+                "host-local ADD: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+            v["ips"]
+                .as_array()
+                .expect("ips")
+                .iter()
+                .map(|ip| {
+                    ip["address"]
+                        .as_str()
+                        .expect("address")
+                        .split('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (id, ips) = t.await.expect("pod task");
+        ids.push(id);
+        all.extend(ips);
+    }
+    for e in execs {
+        all.extend(e.await.expect("exec task"));
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        all.len(),
+        "an address was given twice: {all:?}"
+    );
+    assert_eq!(all.len(), (32 + 16) * 2);
+    let mut client = node.client().await;
+    for id in &ids {
+        stop_pod(&mut client, id).await;
+        remove_pod(&mut client, id).await;
+    }
+    for i in 0..16 {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &node.netns_name, "/usr/lib/cni/host-local"])
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", format!("exec-{i}"))
+            .env("CNI_NETNS", "/dev/null")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn host-local");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ipam_conf.as_bytes())
+            .expect("write");
+        assert!(child.wait().expect("wait").success());
+    }
+    assert_nothing_left(&node, "concurrency").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
+    let case = full_case();
+    let mut node = start_node(&case, FAST).await;
+    // Crash in the middle of ADDs.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let mut client = node.client().await;
+        let mut config = node.pod_config(&format!("crash-{i}"));
+        config.port_mappings = case
+            .ports
+            .iter()
+            .map(|p| cri::PortMapping {
+                host_port: p.host_port + i,
+                ..p.clone()
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            client
+                .run_pod_sandbox(run_req(config))
+                .await
+                .ok()
+                .map(|r| r.into_inner().pod_sandbox_id)
+        }));
+    }
+    let dir = node.ipam_dir.join(NETWORK);
+    eventually(Duration::from_secs(20), || {
+        let dir = dir.clone();
+        async move {
+            let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+            (n >= 4).then_some(())
+        }
+    })
+    .await
+    .expect("some ADDs started");
+    node.kill_hard();
+    for t in tasks {
+        let _ = t.await;
+    }
+    node.start_again().await;
+    // Crash in the middle of DELs.
+    let mut client = node.client().await;
+    let pods = ids(&list(&mut client, None).await);
+    let mut stops = Vec::new();
+    for id in pods.clone() {
+        let mut client = node.client().await;
+        stops.push(tokio::spawn(async move {
+            let _ = client
+                .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    node.kill_hard();
+    for s in stops {
+        let _ = s.await;
+    }
+    node.start_again().await;
+    let mut client = node.client().await;
+    for id in ids(&list(&mut client, None).await) {
+        stop_pod(&mut client, &id).await;
+        remove_pod(&mut client, &id).await;
+    }
+    assert_nothing_left(&node, "crash recovery").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
+    let base = full_case();
+    type MakeConf = Box<dyn Fn(&Node) -> String>;
+    let variants: Vec<(&str, MakeConf)> = vec![
+        (
+            "bridge: forceAddress",
+            Box::new(|n: &Node| {
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"][0]["forceAddress"] = json!(true);
+                v.to_string()
+            }),
+        ),
+        (
+            "plugins [\"bridge\", \"portmap\", \"tuning\"]",
+            Box::new(|n: &Node| {
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"]
+                    .as_array_mut()
+                    .expect("list")
+                    .push(json!({"type": "tuning"}));
+                v.to_string()
+            }),
+        ),
+        (
+            "bridge: capability \"mac\"",
+            Box::new(|n: &Node| {
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"][0]["capabilities"] = json!({"mac": true});
+                v.to_string()
+            }),
+        ),
+        (
+            "host-local: field \"resolvConf\"",
+            Box::new(|n: &Node| {
+                let resolv = n.dir.join("resolv.conf");
+                std::fs::write(&resolv, "nameserver 10.96.0.10\n").expect("write");
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"][0]["ipam"]["resolvConf"] = json!(resolv);
+                v.to_string()
+            }),
+        ),
+        (
+            "portmap: field \"conditionsV4\"",
+            Box::new(|n: &Node| {
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"][1]["conditionsV4"] = json!(["!", "-d", "192.0.2.1"]);
+                v.to_string()
+            }),
+        ),
+        (
+            "bridge: enabledad",
+            Box::new(|n: &Node| {
+                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                v["plugins"][0]["enabledad"] = json!(true);
+                v.to_string()
+            }),
+        ),
+    ];
+    for (why, make) in variants {
+        let node = Node::start_with_args(Conf::Empty, FAST).await;
+        node.write_conf("10-crisp-test.conflist", &make(&node));
+        let mut client = node.client().await;
+        let mut config = node.pod_config("fallback");
+        config.port_mappings = base.ports.clone();
+        let id = run_pod(&mut client, config).await;
+        let info = verbose_info(&mut client, &id).await;
+        assert_eq!(info["networkPath"], "exec", "{why}: {info}");
+        let log = node.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("falling back to the plugins"))
+            .unwrap_or_else(|| panic!("{why}: no fallback line in the log:\n{log}"));
+        assert!(
+            line.contains(why.split(':').next().unwrap_or(why)),
+            "{why}: {line}"
+        );
+        assert_eq!(
+            log.matches("falling back to the plugins").count(),
+            1,
+            "{why}: logged more than once per config:\n{log}"
+        );
+        stop_pod(&mut client, &id).await;
+        remove_pod(&mut client, &id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_which_path_new_pods_take() {
+    let case = full_case();
+    for (args, want) in [(FAST, "fast"), (&[][..], "exec")] {
+        let node = start_node(&case, args).await;
+        let mut client = node.client().await;
+        let resp = client
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .expect("status")
+            .into_inner();
+        let net: Value =
+            serde_json::from_str(resp.info.get("network").expect("network info")).expect("json");
+        assert_eq!(net["path"], want, "{net}");
+    }
 }

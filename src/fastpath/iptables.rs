@@ -82,6 +82,9 @@ pub struct PortmapConf {
     pub mark_bit: u32,
 }
 
+/// portmap's per-pod chain: its name, its rules, the entry rules that jump to it.
+type DnatRules = (String, Vec<Vec<String>>, Vec<Vec<String>>);
+
 /// What a pod needs in one family's nat table.
 #[derive(Debug, Clone)]
 pub struct PodRules {
@@ -170,7 +173,7 @@ impl PodRules {
 
     /// portmap's DN chain: its rules and the entry rules in CNI-HOSTPORT-DNAT
     /// (`fillDnatRules`), or `None` when no mapping is published.
-    fn dnat_rules(&self) -> Option<(String, Vec<Vec<String>>, Vec<Vec<String>>)> {
+    fn dnat_rules(&self) -> Option<DnatRules> {
         let (conf, maps, addr, prefix) = self.ports.as_ref()?;
         if maps.is_empty() {
             return None;

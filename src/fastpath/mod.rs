@@ -737,14 +737,16 @@ impl FastPath {
             });
             match exact {
                 Some(rules) if rules.is_empty() => continue,
-                Some(rules) => {
+                // The exact batch; if something in it was already gone, it fails as a whole
+                // and the live table decides below.
+                Some(rules)
                     if iptables::restore(v6, &rules.del_batch(), &self.path_env)
                         .await
-                        .is_ok()
-                    {
-                        continue;
-                    }
+                        .is_ok() =>
+                {
+                    continue
                 }
+                Some(_) => {}
                 // Nothing known: only look when this family could hold rules.
                 None if !plan.ip_masq && plan.portmap.is_none() => continue,
                 None => {}

@@ -71,6 +71,9 @@ pub struct LinkInfoOut {
 #[derive(Default)]
 pub struct NodeLinks {
     handle: OnceCell<Handle>,
+    /// The kernel runs one dump at a time per netlink socket (a second one is EBUSY), and
+    /// concurrent ADDs share this socket: dumps take turns.
+    dump: tokio::sync::Mutex<()>,
 }
 
 impl NodeLinks {
@@ -299,6 +302,7 @@ impl NodeLinks {
     ) -> Result<(), LinkError> {
         let handle = self.handle().await?;
         let v6 = gw.is_ipv6();
+        let dumping = self.dump.lock().await;
         let mut addrs = handle
             .address()
             .get()
@@ -325,6 +329,7 @@ impl NodeLinks {
             }
             let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
             if !v6 || overlaps {
+                drop(dumping);
                 return Err(LinkError {
                     what: "failed to set bridge addr".into(),
                     reason: format!(
@@ -334,6 +339,8 @@ impl NodeLinks {
                 });
             }
         }
+        drop(addrs);
+        drop(dumping);
         match handle
             .address()
             .add(bridge.index, gw, prefix)
