@@ -455,7 +455,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             store.allocate(id, "eth0", &sets).expect("fill");
         }
-        // .1 is the gateway, .2-.6 taken: full.
+        // .1 is the gateway and .2-.6 are taken (c wrapped round to .2): full.
         let err = store.allocate("x", "eth0", &sets).expect_err("full");
         assert!(
             err.to_string().contains("no IP addresses available"),
