@@ -101,6 +101,16 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
             remove_pod(&mut client, &id).await;
         }
     }
+    if std::env::var_os("FASTPATH_BENCH_STEPS").is_some() {
+        for l in node
+            .log()
+            .lines()
+            .filter(|l| l.contains("fast path ADD done"))
+            .take(5)
+        {
+            println!("  {l}");
+        }
+    }
     out
 }
 

@@ -499,7 +499,13 @@ impl FastPath {
             capability_args: rt.capability_args.clone(),
             result: None,
         };
+        let started = std::time::Instant::now();
+        let mut steps: Vec<(&'static str, u128)> = Vec::new();
+        let mark = |step: &'static str, steps: &mut Vec<(&'static str, u128)>| {
+            steps.push((step, started.elapsed().as_micros()));
+        };
         save(cache, &entry)?;
+        mark("cache", &mut steps);
         let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
             err(
                 &plan.network,
@@ -522,6 +528,7 @@ impl FastPath {
             .add_veth(&netns, &rt.ifname, plan.mtu, &br, plan.hairpin)
             .await
             .map_err(bridge_err)?;
+        mark("links", &mut steps);
 
         // host-local.
         let store = Store::new(&plan.data_dir, net);
@@ -535,6 +542,7 @@ impl FastPath {
             .await
             .map_err(|e| err(net, "host-local", "ADD", e))?
             .map_err(|e| err(net, "host-local", "ADD", e))?;
+        mark("host-local", &mut steps);
 
         // The pod's side: addresses, up, routes (+ the default route isDefaultGateway adds).
         let mut routes = plan.routes.clone();
@@ -572,6 +580,7 @@ impl FastPath {
         )
         .await
         .map_err(|e| err(net, "bridge", "ADD", e))?;
+        mark("pod", &mut steps);
 
         // The gateway addresses on the bridge and forwarding, IPv4 first.
         if plan.is_gateway {
@@ -600,6 +609,8 @@ impl FastPath {
                 }
             }
         }
+
+        mark("gateway", &mut steps);
 
         // ipMasq and portmap: one restore per family.
         for v6 in [false, true] {
@@ -679,8 +690,14 @@ impl FastPath {
             .map_err(|e| err(net, "bridge", "ADD", e))?;
         let parsed = parse_result(&list.cni_version, json.to_string().as_bytes())
             .map_err(|e| err(net, "bridge", "ADD", e))?;
+        mark("iptables", &mut steps);
         entry.result = Some(json);
         save(cache, &entry)?;
+        mark("cache", &mut steps);
+        tracing::debug!(
+            network = %net, container_id = %rt.container_id,
+            steps_us = ?steps, "CNI fast path ADD done"
+        );
         Ok(parsed)
     }
 
