@@ -666,9 +666,9 @@ async fn teardown_works_across_paths() {
         let id = run_case_pod(&node, &case, "cross").await;
         let mut client = node.client().await;
         let first_path = verbose_info(&mut client, &id).await["networkPath"].clone();
-        node.stop();
+        node.stop().await;
         node.extra_args = del_args.iter().map(|a| a.to_string()).collect();
-        node.start_again().await;
+        node.start_daemon().await;
         let mut client = node.client().await;
         stop_pod(&mut client, &id).await;
         remove_pod(&mut client, &id).await;
@@ -854,7 +854,7 @@ async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     for t in tasks {
         let _ = t.await;
     }
-    node.start_again().await;
+    node.start_daemon().await;
     // Crash in the middle of DELs.
     let mut client = node.client().await;
     let pods = ids(&list(&mut client, None).await);
@@ -872,7 +872,7 @@ async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     for s in stops {
         let _ = s.await;
     }
-    node.start_again().await;
+    node.start_daemon().await;
     let mut client = node.client().await;
     for id in ids(&list(&mut client, None).await) {
         stop_pod(&mut client, &id).await;

@@ -167,6 +167,13 @@ async fn bench(s: Settings) -> Res<()> {
     let rss_chain_after_conc = chain.rss_kib()?;
     let threads_chain = chain.threads();
 
+    // ---- the in-process fast path on the same network ----
+    eprintln!(
+        "[2b/5] fast path (--cni-fast-path auto): {} cycles, concurrency {:?}",
+        s.n, s.levels
+    );
+    let fast = fast_path_run(&s).await?;
+
     // ---- as a user sees it: one grpcurl process per call ----
     eprintln!("[3/5] grpcurl: {} cycles, one process per call", s.user);
     let user = user_view(&chain, s.user)?;
@@ -373,6 +380,49 @@ async fn bench(s: Settings) -> Res<()> {
         print!("{}", t.render());
     }
 
+    let mut t = Table::new(
+        &format!(
+            "Fast path (--cni-fast-path auto) beside the exec path, same network, N={}",
+            s.n
+        ),
+        &["figure", "exec", "fast", "exec/fast"],
+    );
+    for (name, e, f) in [
+        (
+            "RunPodSandbox p50 ms",
+            seq.run.pct(50.0),
+            fast.run.pct(50.0),
+        ),
+        (
+            "RunPodSandbox p90 ms",
+            seq.run.pct(90.0),
+            fast.run.pct(90.0),
+        ),
+        (
+            "StopPodSandbox p50 ms",
+            seq.stop.pct(50.0),
+            fast.stop.pct(50.0),
+        ),
+        (
+            "StopPodSandbox p90 ms",
+            seq.stop.pct(90.0),
+            fast.stop.pct(90.0),
+        ),
+    ] {
+        t.row(vec![name.into(), ms(e), ms(f), format!("{:.2}", e / f)]);
+    }
+    for (c, fl) in &fast.levels {
+        if let Some((_, cl, _)) = conc.iter().find(|(cc, _, _)| cc == c) {
+            t.row(vec![
+                format!("{c} clients, cycles/s"),
+                format!("{:.1}", cl.per_sec()),
+                format!("{:.1}", fl.per_sec()),
+                format!("{:.2}", cl.per_sec() / fl.per_sec()),
+            ]);
+        }
+    }
+    print!("{}", t.render());
+
     // ---- targets ----
     let run_over = overhead(&seq.run, &seq.floor_add, 50.0);
     let stop_over = overhead(&seq.stop, &seq.floor_del, 50.0);
@@ -455,6 +505,13 @@ async fn bench(s: Settings) -> Res<()> {
             "stop_p50": round3(stop_over), "stop_p90": round3(overhead(&seq.stop, &seq.floor_del, 90.0)),
             "run_ratio_p50": round3(seq.run.pct(50.0) / seq.floor_add.pct(50.0)),
             "stop_ratio_p50": round3(seq.stop.pct(50.0) / seq.floor_del.pct(50.0)),
+        },
+        "fast_path": {
+            "run": fast.run.json(), "stop": fast.stop.json(), "remove": fast.remove.json(),
+            "concurrency": fast.levels.iter().map(|(c, l)| json!({
+                "clients": c, "cycles": l.cycles, "per_sec": round3(l.per_sec()),
+                "run": l.run.json(), "stop": l.stop.json(), "errors": l.errors,
+            })).collect::<Vec<_>>(),
         },
         "concurrency": conc.iter().map(|(c, cl, fl)| json!({
             "clients": c, "cycles": cl.cycles,
@@ -1032,6 +1089,52 @@ async fn remove_pod(client: &mut Client, id: &str) -> Res<()> {
         .await
         .map(drop)
         .map_err(|e| format!("RemovePodSandbox {id}: {} {}", e.code(), e.message()))
+}
+
+/// The fast path's figures: the same sequential cycles and concurrency levels as the exec
+/// path's, on a node started with `--cni-fast-path auto`.
+struct FastRun {
+    run: Samples,
+    stop: Samples,
+    remove: Samples,
+    levels: Vec<(usize, Level)>,
+}
+
+async fn fast_path_run(s: &Settings) -> Res<FastRun> {
+    let mut node = Node::new("fast")?;
+    node.extra_args = vec!["--cni-fast-path".into(), "auto".into()];
+    let list = chain_list(&node.ipam_dir)?;
+    node.write_conf("10-crisp.conflist", &list.to_string())?;
+    node.start().await?;
+    let mut client = node.client().await?;
+    for i in 0..3 {
+        cycle(&mut client, &node.dir, &format!("warm-{i}")).await?;
+    }
+    if !node.log().contains("this network runs in process") {
+        return Err(format!(
+            "the fast path did not take the network (see {})",
+            node.log_path.display()
+        ));
+    }
+    let (mut run, mut stop, mut remove) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for i in 0..s.n {
+        let (r, st, rm) = timed_cycle(&mut client, &node.dir, &format!("fseq-{i}")).await?;
+        run.push(r);
+        stop.push(st);
+        remove.push(rm);
+    }
+    let mut levels = Vec::new();
+    for &c in &s.levels {
+        let total = (s.cycles * c).max(32);
+        levels.push((c, crisp_concurrent(&node, c, total).await?));
+    }
+    Ok(FastRun {
+        run,
+        stop,
+        remove,
+        levels,
+    })
 }
 
 async fn cycle(client: &mut Client, dir: &Path, name: &str) -> Res<()> {

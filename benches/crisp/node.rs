@@ -33,6 +33,8 @@ pub struct Node {
     pub ipam_dir: PathBuf,
     pub log_path: PathBuf,
     pub netns_name: String,
+    /// Extra daemon flags (e.g. `--cni-fast-path auto`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     netns_created: bool,
     _tmp: tempfile::TempDir,
@@ -56,6 +58,7 @@ impl Node {
             log_path: dir.join("crisp.log"),
             netns_name: format!("crisp-bench-{}-{tag}", std::process::id()),
             dir,
+            extra_args: Vec::new(),
             child: None,
             netns_created: false,
             _tmp: tmp,
@@ -119,6 +122,7 @@ impl Node {
             .arg("--cni-bin-dir")
             .arg(bin_dirs)
             .args(["--log-level", "info"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
