@@ -545,10 +545,37 @@ fn normalise(text: &str, node: &Node, id: &str) -> String {
     t
 }
 
+/// Writes the conflist and waits until the daemon has loaded it (the conf dir is watched, so
+/// a write right after start-up is seen a moment later).
+async fn install_conf(node: &Node, content: &str) {
+    node.write_conf("10-crisp-test.conflist", content);
+    let want: Value = serde_json::from_str(content).expect("conf json");
+    let loaded = eventually(Duration::from_secs(10), || async {
+        let mut client = node.client().await;
+        let resp = client
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .ok()?
+            .into_inner();
+        let net: Value = serde_json::from_str(resp.info.get("network")?).ok()?;
+        (net["loaded"]["name"] == want["name"]
+            && net["loaded"]["cniVersion"] == want["cniVersion"]
+            && net["loaded"]["plugins"].as_array().map(Vec::len)
+                == want["plugins"].as_array().map(Vec::len))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        loaded.is_some(),
+        "the daemon did not load the conf:\n{}",
+        node.log()
+    );
+}
+
 async fn setup_one(case: &Case, fast: bool) -> (Node, String, String) {
     let args: &[&str] = if fast { FAST } else { &[] };
     let node = Node::start_with_args(Conf::Empty, args).await;
-    node.write_conf("10-crisp-test.conflist", &conflist(&node, case));
+    install_conf(&node, &conflist(&node, case)).await;
     let mut client = node.client().await;
     let mut config = node.pod_config(case.name);
     config.port_mappings = case.ports.clone();
@@ -644,7 +671,7 @@ async fn assert_nothing_left(node: &Node, what: &str) {
 
 async fn start_node(case: &Case, args: &[&str]) -> Node {
     let node = Node::start_with_args(Conf::Empty, args).await;
-    node.write_conf("10-crisp-test.conflist", &conflist(&node, case));
+    install_conf(&node, &conflist(&node, case)).await;
     node
 }
 
@@ -815,6 +842,27 @@ async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() 
     assert_nothing_left(&node, "concurrency").await;
 }
 
+/// After a kill -9 the root's lock can stay held for a moment by a process the daemon forked
+/// and that had not exec'd yet (it shares the open files until exec): wait for it.
+async fn wait_root_lock_free(node: &Node) {
+    let path = node.root.join("crisp.lock");
+    let free = eventually(Duration::from_secs(10), || {
+        let path = path.clone();
+        async move {
+            let f = std::fs::File::open(&path).ok()?;
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .ok()
+                .map(drop)
+        }
+    })
+    .await;
+    assert!(
+        free.is_some(),
+        "{} still locked after the daemon was killed",
+        path.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     let case = full_case();
@@ -854,6 +902,7 @@ async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     for t in tasks {
         let _ = t.await;
     }
+    wait_root_lock_free(&node).await;
     node.start_daemon().await;
     // Crash in the middle of DELs.
     let mut client = node.client().await;
@@ -872,6 +921,7 @@ async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     for s in stops {
         let _ = s.await;
     }
+    wait_root_lock_free(&node).await;
     node.start_daemon().await;
     let mut client = node.client().await;
     for id in ids(&list(&mut client, None).await) {
@@ -942,7 +992,7 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
     ];
     for (why, make) in variants {
         let node = Node::start_with_args(Conf::Empty, FAST).await;
-        node.write_conf("10-crisp-test.conflist", &make(&node));
+        install_conf(&node, &make(&node)).await;
         let mut client = node.client().await;
         let mut config = node.pod_config("fallback");
         config.port_mappings = base.ports.clone();

@@ -49,6 +49,21 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
     let node = Node::start_with_args(Conf::Empty, args).await;
     node.write_conf("10-crisp-test.conflist", &conf(&node, ip_masq));
     let mut client = node.client().await;
+    // The conf dir is watched: wait until the daemon has loaded the list.
+    let loaded = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .status(k8s_cri::v1::StatusRequest { verbose: true })
+                .await
+                .ok()?
+                .into_inner();
+            let net: serde_json::Value = serde_json::from_str(resp.info.get("network")?).ok()?;
+            (!net["loaded"].is_null()).then_some(())
+        }
+    })
+    .await;
+    assert!(loaded.is_some(), "the daemon did not load the conf");
     // Warm up (bridge creation, first netlink connection).
     let id = run_pod(&mut client, node.pod_config("warm")).await;
     stop_pod(&mut client, &id).await;

@@ -272,27 +272,42 @@ impl Store {
         text.parse().ok()
     }
 
-    /// `Store.Reserve`: O_EXCL create of the address file; false when it exists.
+    /// `Store.Reserve`: an exclusive create of the address file; false when it exists.
+    ///
+    /// Unlike host-local (O_EXCL create, then write), the file appears with its content
+    /// already in it: written to a temporary name, then hard-linked to the address (link(2)
+    /// fails with EEXIST like O_EXCL). A crash can so never leave an empty address file that
+    /// no DEL would match; a leftover temporary holds `<id>\r\n<ifname>` and is removed by the
+    /// container's DEL like the address file, and host-local ignores names that are not IPs.
     fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, index: usize) -> Result<bool, IpamError> {
         let path = self.dir.join(ip.to_string());
-        let mut file = match OpenOptions::new()
-            .read(true)
+        if path.exists() {
+            return Ok(false);
+        }
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).map_err(|e| io_err(&path)(io::Error::other(e.to_string())))?;
+        let tmp = self.dir.join(format!(
+            ".crisp-reserve-{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
+        let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .open(&path)
-        {
-            Ok(f) => f,
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(content.as_bytes()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err(&path)(e)),
-        };
-        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        if let Err(e) = file.write_all(content.as_bytes()) {
-            drop(file);
-            let _ = std::fs::remove_file(&path);
-            return Err(io_err(&path)(e));
         }
-        drop(file);
         let last = self.dir.join(format!("{LAST_IP_PREFIX}{index}"));
         write_mode(&last, ip.to_string().as_bytes(), 0o644).map_err(io_err(&last))?;
         Ok(true)
