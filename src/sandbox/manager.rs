@@ -239,7 +239,7 @@ impl SandboxManager {
     /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
     /// sends after its own timeout) waits for it and gets its id instead of an error.
     pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
-        let key = spec.metadata.reservation_key();
+        let key = spec.metadata.reservation_slot();
         let (id, done) = loop {
             let mut wait = {
                 let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,7 +258,7 @@ impl SandboxManager {
                     }
                     Some(Reservation::Held { id }) => {
                         return Err(Error::NameReserved {
-                            name: key,
+                            name: spec.metadata.reservation_key(),
                             holder: id.clone(),
                         })
                     }
@@ -267,7 +267,7 @@ impl SandboxManager {
                     }
                     Some(Reservation::Creating { .. }) => {
                         return Err(Error::NameReserved {
-                            name: key,
+                            name: spec.metadata.reservation_key(),
                             holder: "a sandbox still being created with a different config".into(),
                         })
                     }
@@ -504,7 +504,7 @@ impl SandboxManager {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&sandbox.id);
-        let key = sandbox.spec.metadata.reservation_key();
+        let key = sandbox.spec.metadata.reservation_slot();
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(names.get(&key), Some(Reservation::Held { id }) if *id == sandbox.id) {
             names.remove(&key);
@@ -648,7 +648,7 @@ impl SandboxManager {
                     report.ready += 1;
                 }
                 names.insert(
-                    sandbox.spec.metadata.reservation_key(),
+                    sandbox.spec.metadata.reservation_slot(),
                     Reservation::Held {
                         id: sandbox.id.clone(),
                     },

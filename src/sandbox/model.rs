@@ -27,11 +27,17 @@ pub struct PodMetadata {
 
 impl PodMetadata {
     /// The name a sandbox reserves, as containerd spells it: `<name>_<namespace>_<uid>_<attempt>`.
+    /// Shown in errors only: it is ambiguous once a part holds `_` ("a_b"/"c" vs "a"/"b_c").
     pub fn reservation_key(&self) -> String {
         format!(
             "{}_{}_{}_{}",
             self.name, self.namespace, self.uid, self.attempt
         )
+    }
+
+    /// The name table's key: the four parts JSON-encoded, so no two pods ever share one.
+    pub fn reservation_slot(&self) -> String {
+        serde_json::json!([self.name, self.namespace, self.uid, self.attempt]).to_string()
     }
 }
 
@@ -190,5 +196,12 @@ mod tests {
             attempt: 2,
         };
         assert_eq!(m.reservation_key(), "web_default_u1_2");
+        let other = PodMetadata {
+            name: "web_default".into(),
+            namespace: "u1".into(),
+            uid: "2".into(),
+            attempt: 2,
+        };
+        assert_ne!(m.reservation_slot(), other.reservation_slot());
     }
 }

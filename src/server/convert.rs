@@ -35,10 +35,10 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
         .metadata
         .as_ref()
         .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
-    name_field("config.metadata.name", &meta.name, true)?;
-    name_field("config.metadata.namespace", &meta.namespace, true)?;
-    name_field("config.metadata.uid", &meta.uid, true)?;
-    name_field("config.hostname", &config.hostname, false)?;
+    name_field("config.metadata.name", &meta.name)?;
+    name_field("config.metadata.namespace", &meta.namespace)?;
+    name_field("config.metadata.uid", &meta.uid)?;
+    hostname_field(&config.hostname)?;
     let labels_bytes: usize = config
         .labels
         .iter()
@@ -101,14 +101,40 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
     })
 }
 
-fn name_field(field: &'static str, value: &str, required: bool) -> Result<()> {
+/// Name, namespace and uid travel to CNI plugins inside `CNI_ARGS` (`K=V;K=V`) and make up
+/// the reservation key, so they are printable ASCII without `/`, `\\`, `;` or `=` (a `;` would
+/// smuggle extra CNI args in), and never "." or "..". Kubernetes' own names are far narrower.
+fn name_field(field: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
-        return if required {
-            Err(Error::invalid(field, "must not be empty"))
-        } else {
-            Ok(())
-        };
+        return Err(Error::invalid(field, "must not be empty"));
     }
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("{} bytes long, more than {MAX_NAME_LEN}", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '/' | '\\' | ';' | '='))
+    {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{:?} contains the character {c:?} (allowed: printable ASCII except / \\ ; =)",
+                truncate(value)
+            ),
+        ));
+    }
+    if value == "." || value == ".." {
+        return Err(Error::invalid(field, format!("{value:?} is not a name")));
+    }
+    Ok(())
+}
+
+/// The hostname ends up in the pod's /etc/hostname: no blanks, control characters or `/`.
+fn hostname_field(value: &str) -> Result<()> {
+    let field = "config.hostname";
     if value.len() > MAX_NAME_LEN {
         return Err(Error::invalid(
             field,
@@ -298,11 +324,44 @@ fn dns_config(dns: Option<&cri::DnsConfig>) -> Result<DnsConfig> {
             ));
         }
     }
+    for option in &dns.options {
+        dns_option(option)?;
+    }
     Ok(DnsConfig {
         servers: dns.servers.clone(),
         searches: dns.searches.clone(),
         options: dns.options.clone(),
     })
+}
+
+/// A resolv.conf option is `name` or `name:value`; the numeric ones (`ndots`, `timeout`,
+/// `attempts`) need a number that the resolver will not silently read as 0.
+fn dns_option(option: &str) -> Result<()> {
+    let field = "config.dns_config.options";
+    let (name, value) = match option.split_once(':') {
+        Some((name, value)) => (name, Some(value)),
+        None => (option, None),
+    };
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    if !word(name) || value.is_some_and(|v| !word(v)) {
+        return Err(Error::invalid(
+            field,
+            format!("{:?} is not a resolv.conf option (name or name:value)", truncate(option)),
+        ));
+    }
+    if matches!(name, "ndots" | "timeout" | "attempts")
+        && value.and_then(|v| v.parse::<u16>().ok()).is_none()
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{:?}: {name} needs a number, as in {name}:5", truncate(option)),
+        ));
+    }
+    Ok(())
 }
 
 fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {

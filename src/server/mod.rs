@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::sandbox::{EventKind, ListFilter, RecoveryReport, SandboxManager};
 use crate::telemetry::{self, PluginTelemetry};
 
+pub use convert::sandbox_spec as check_run_request;
 pub use image::ImageApi;
 pub use runtime::RuntimeApi;
 
