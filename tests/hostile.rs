@@ -117,24 +117,36 @@ fn cases(node: &Node) -> Vec<Case> {
             "config.metadata.namespace",
             |r| meta(r).namespace = "kube-system/../x".into(),
         ),
-        run_case("namespace ..", node, Invalid, "config.metadata.namespace", |r| {
-            meta(r).namespace = "..".into()
-        }),
+        run_case(
+            "namespace ..",
+            node,
+            Invalid,
+            "config.metadata.namespace",
+            |r| meta(r).namespace = "..".into(),
+        ),
         run_case("uid with /", node, Invalid, "config.metadata.uid", |r| {
             meta(r).uid = "/etc".into()
         }),
         run_case("uid ..", node, Invalid, "config.metadata.uid", |r| {
             meta(r).uid = "..".into()
         }),
-        run_case("name with NUL", node, Invalid, "config.metadata.name", |r| {
-            meta(r).name = "web\0evil".into()
-        }),
+        run_case(
+            "name with NUL",
+            node,
+            Invalid,
+            "config.metadata.name",
+            |r| meta(r).name = "web\0evil".into(),
+        ),
         run_case("uid with NUL", node, Invalid, "config.metadata.uid", |r| {
             meta(r).uid = "\0".into()
         }),
-        run_case("name with newline", node, Invalid, "config.metadata.name", |r| {
-            meta(r).name = "web\nK8S_POD_NAME=x".into()
-        }),
+        run_case(
+            "name with newline",
+            node,
+            Invalid,
+            "config.metadata.name",
+            |r| meta(r).name = "web\nK8S_POD_NAME=x".into(),
+        ),
         run_case(
             "name with zero-width space",
             node,
@@ -181,16 +193,28 @@ fn cases(node: &Node) -> Vec<Case> {
         run_case("hostname with /", node, Invalid, "config.hostname", |r| {
             config(r).hostname = "a/b".into()
         }),
-        run_case("hostname with newline", node, Invalid, "config.hostname", |r| {
-            config(r).hostname = "a\nb".into()
-        }),
+        run_case(
+            "hostname with newline",
+            node,
+            Invalid,
+            "config.hostname",
+            |r| config(r).hostname = "a\nb".into(),
+        ),
         // --- runtime handler ---
-        run_case("unknown runtime_handler", node, Invalid, "runtime_handler", |r| {
-            r.runtime_handler = "kata".into()
-        }),
-        run_case("path runtime_handler", node, Invalid, "runtime_handler", |r| {
-            r.runtime_handler = "../../bin/sh".into()
-        }),
+        run_case(
+            "unknown runtime_handler",
+            node,
+            Invalid,
+            "runtime_handler",
+            |r| r.runtime_handler = "kata".into(),
+        ),
+        run_case(
+            "path runtime_handler",
+            node,
+            Invalid,
+            "runtime_handler",
+            |r| r.runtime_handler = "../../bin/sh".into(),
+        ),
         // --- port mappings ---
         run_case(
             "container port 0",
@@ -227,13 +251,9 @@ fn cases(node: &Node) -> Vec<Case> {
             "unknown protocol 7",
             |r| config(r).port_mappings = vec![port(7, 80, 8080, "")],
         ),
-        run_case(
-            "duplicate host port",
-            node,
-            Invalid,
-            "mapped twice",
-            |r| config(r).port_mappings = vec![port(tcp, 80, 8080, ""), port(tcp, 81, 8080, "")],
-        ),
+        run_case("duplicate host port", node, Invalid, "mapped twice", |r| {
+            config(r).port_mappings = vec![port(tcp, 80, 8080, ""), port(tcp, 81, 8080, "")]
+        }),
         run_case(
             "host_ip not an IP",
             node,
@@ -298,12 +318,18 @@ fn cases(node: &Node) -> Vec<Case> {
                 .labels
                 .insert("big".into(), "x".repeat(300 * 1024));
         }),
-        run_case("oversized annotations", node, Invalid, "config.labels", |r| {
-            let a: HashMap<String, String> = (0..300)
-                .map(|i| (format!("k{i}"), "y".repeat(1024)))
-                .collect();
-            config(r).annotations = a;
-        }),
+        run_case(
+            "oversized annotations",
+            node,
+            Invalid,
+            "config.labels",
+            |r| {
+                let a: HashMap<String, String> = (0..300)
+                    .map(|i| (format!("k{i}"), "y".repeat(1024)))
+                    .collect();
+                config(r).annotations = a;
+            },
+        ),
         // --- a request past the 16 MiB gRPC limit: refused by the transport ---
         run_case(
             "request larger than 16 MiB",

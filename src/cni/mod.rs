@@ -72,13 +72,16 @@ pub enum CniError {
     InvalidName { what: &'static str, value: String },
 
     #[error(
-        "network {network}: plugin {plugin:?} not found in {}",
-        join_paths(dirs)
+        "network {network}: plugin {plugin:?} not found in {}{}",
+        join_paths(dirs),
+        unusable.iter().map(|p| format!(" ({} exists but is not an executable file)", p.display())).collect::<String>()
     )]
     PluginNotFound {
         network: String,
         plugin: String,
         dirs: Vec<PathBuf>,
+        /// Files of that name that exist but cannot be run (mode, or not a regular file).
+        unusable: Vec<PathBuf>,
     },
 
     #[error("network {network}: plugin {plugin} {command}: {source}")]
@@ -354,6 +357,12 @@ impl Cni {
                 network: network.to_string(),
                 plugin: plugin.to_string(),
                 dirs: self.bin_dirs.clone(),
+                unusable: self
+                    .bin_dirs
+                    .iter()
+                    .map(|dir| dir.join(plugin))
+                    .filter(|path| std::fs::symlink_metadata(path).is_ok())
+                    .collect(),
             })
     }
 

@@ -53,6 +53,12 @@ impl NetnsDir {
 /// Removes a pinned namespace: detach the bind mount, then the file. Missing is success,
 /// so removal can be retried after a crash at any point.
 pub fn remove(path: &Path) -> io::Result<()> {
+    // Gone already: nothing to do, even where unlink would report EROFS instead of ENOENT.
+    if let Err(e) = std::fs::symlink_metadata(path) {
+        if e.kind() == io::ErrorKind::NotFound {
+            return Ok(());
+        }
+    }
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),

@@ -350,7 +350,10 @@ fn dns_option(option: &str) -> Result<()> {
     if !word(name) || value.is_some_and(|v| !word(v)) {
         return Err(Error::invalid(
             field,
-            format!("{:?} is not a resolv.conf option (name or name:value)", truncate(option)),
+            format!(
+                "{:?} is not a resolv.conf option (name or name:value)",
+                truncate(option)
+            ),
         ));
     }
     if matches!(name, "ndots" | "timeout" | "attempts")
@@ -358,7 +361,10 @@ fn dns_option(option: &str) -> Result<()> {
     {
         return Err(Error::invalid(
             field,
-            format!("{:?}: {name} needs a number, as in {name}:5", truncate(option)),
+            format!(
+                "{:?}: {name} needs a number, as in {name}:5",
+                truncate(option)
+            ),
         ));
     }
     Ok(())

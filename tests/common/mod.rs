@@ -165,9 +165,9 @@ impl Node {
 
     fn install_fixtures(&self) {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        for name in ["fail-add", "garbage", "noop"] {
-            let dst = self.bin_dir.join(name);
-            fs::copy(src.join(name), &dst).expect("copy fixture plugin");
+        for path in list_files(&src) {
+            let dst = self.bin_dir.join(path.file_name().expect("fixture name"));
+            fs::copy(&path, &dst).expect("copy fixture plugin");
             fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).expect("chmod plugin");
         }
     }
@@ -372,6 +372,11 @@ impl Node {
         let mut child = self.child.take().expect("daemon not running");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The daemon's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Stops the daemon (SIGTERM, exit 0) and starts it again on the same dirs.
