@@ -136,6 +136,77 @@ pub async fn run(
     }
 }
 
+/// A plugin process left running by a previous crisp that was killed: plugins run in their
+/// own process groups and outlive it. Recovery must end them before it tears the same
+/// attachments down, or a late ADD re-creates what the DEL just released.
+#[derive(Debug, Clone)]
+pub struct Stray {
+    pub pid: i32,
+    pub container_id: String,
+    pub command: String,
+    pub exe: String,
+}
+
+/// SIGKILLs every process whose environment names one of `container_ids` as
+/// `CNI_CONTAINERID` (the plugins crisp started and their children, e.g. an IPAM plugin or
+/// iptables, which inherit it), and waits (bounded) until none is left. Returns what it killed.
+pub fn kill_strays(container_ids: &std::collections::HashSet<String>) -> Vec<Stray> {
+    let mut killed: Vec<Stray> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = find_strays(container_ids);
+        if found.is_empty() || Instant::now() > deadline {
+            return killed;
+        }
+        for stray in found {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(stray.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            if !killed.iter().any(|k| k.pid == stray.pid) {
+                killed.push(stray);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn find_strays(container_ids: &std::collections::HashSet<String>) -> Vec<Stray> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id() as i32;
+    procs
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            if pid == own {
+                return None;
+            }
+            // A zombie or a kernel thread has an empty environment and is skipped.
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let var = |name: &[u8]| {
+                environ
+                    .split(|b| *b == 0)
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let container_id = var(b"CNI_CONTAINERID=")?;
+            if !container_ids.contains(&container_id) {
+                return None;
+            }
+            Some(Stray {
+                pid,
+                container_id,
+                command: var(b"CNI_COMMAND=").unwrap_or_default(),
+                exe: std::fs::read_link(entry.path().join("exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 fn kill_group(pgid: Option<u32>) {
     if let Some(pid) = pgid.and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::killpg(

@@ -122,6 +122,8 @@ pub struct RecoveryReport {
     pub failed_repairs: usize,
     pub bad_records: usize,
     pub orphan_netns_removed: usize,
+    /// Plugin processes of a previous (killed) crisp still running for our sandboxes.
+    pub stray_plugins_killed: usize,
     pub millis: u128,
 }
 
@@ -617,6 +619,8 @@ impl SandboxManager {
         for err in &bad {
             tracing::error!(error = %err, "unreadable sandbox record left in place for inspection");
         }
+        let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
+        report.stray_plugins_killed = self.kill_stray_plugins(&ids).await;
         let known: Vec<PathBuf> = records
             .iter()
             .filter_map(|s| s.netns_path.clone())
@@ -666,6 +670,7 @@ impl SandboxManager {
             failed_repairs = report.failed_repairs,
             bad_records = report.bad_records,
             orphan_netns_removed = report.orphan_netns_removed,
+            stray_plugins_killed = report.stray_plugins_killed,
             millis = report.millis as u64,
             "recovery finished"
         );
@@ -721,6 +726,31 @@ impl SandboxManager {
             sandbox: Box::new(sandbox),
             repaired: Some(repaired),
         }
+    }
+
+    /// Kills plugins a killed predecessor left running for any sandbox on record or in the
+    /// CNI cache, before recovery tears those attachments down (a late ADD would otherwise
+    /// re-create what the DEL released).
+    async fn kill_stray_plugins(&self, ids: &std::collections::HashSet<String>) -> usize {
+        let mut ids = ids.clone();
+        let cache = self.network.cni().cache().clone();
+        if let Ok(Ok(entries)) = tokio::task::spawn_blocking(move || cache.list()).await {
+            ids.extend(entries.into_iter().map(|e| e.container_id));
+        }
+        if ids.is_empty() {
+            return 0;
+        }
+        let killed = tokio::task::spawn_blocking(move || crate::cni::exec::kill_strays(&ids))
+            .await
+            .unwrap_or_default();
+        for stray in &killed {
+            tracing::warn!(
+                pid = stray.pid, container_id = %stray.container_id, command = %stray.command,
+                exe = %stray.exe,
+                "killed a CNI plugin process left running by the previous crisp"
+            );
+        }
+        killed.len()
     }
 
     /// Removes `crisp-*` pins in the netns dir that no record names (a crash between
