@@ -302,7 +302,7 @@ async fn kill9_at_random_instants_leaks_nothing() {
         }
         calls += tasks.len();
         tokio::time::sleep(Duration::from_millis(rng.below(101))).await;
-        node.kill9();
+        node.kill_hard();
         for t in tasks {
             if let Ok(Ok(Ok(()))) = tokio::time::timeout(CALL_LIMIT, t).await {
                 ok_calls += 1;
