@@ -129,27 +129,48 @@ async fn collect_garbage(shared: Arc<Shared>) {
     }
 }
 
-/// One crisp per root: an exclusive flock on `<root>/crisp.lock`, holding the owner's pid.
-fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+/// One crisp per root: an exclusive lock on `<root>/crisp.lock`, which also holds the pid.
+///
+/// A POSIX record lock (fcntl), not flock: a flock belongs to the open file and is shared by
+/// every process forked from crisp until it execs, so a plugin being spawned at the instant
+/// crisp is killed kept the root locked. A record lock belongs to the process alone and is
+/// released when it dies.
+fn lock_root(root: &Path) -> Result<std::fs::File, String> {
+    use nix::fcntl::{fcntl, FcntlArg};
     let path = root.join("crisp.lock");
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(mut locked) => {
-            let _ = locked.set_len(0);
-            let _ = writeln!(locked, "{}", std::process::id());
-            Ok(locked)
+    let whole_file = |kind: libc::c_short| libc::flock {
+        l_type: kind,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match fcntl(
+        &file,
+        FcntlArg::F_SETLK(&whole_file(libc::F_WRLCK as libc::c_short)),
+    ) {
+        Ok(_) => {
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(file)
         }
-        Err((_, errno)) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        Err(errno) => {
+            let mut holder = whole_file(libc::F_WRLCK as libc::c_short);
+            let pid = match fcntl(&file, FcntlArg::F_GETLK(&mut holder)) {
+                Ok(_) if holder.l_type != libc::F_UNLCK as libc::c_short => {
+                    holder.l_pid.to_string()
+                }
+                _ => "unknown".to_string(),
+            };
             Err(format!(
-                "another crisp (pid {}) already uses root {} (lock {}: {errno})",
-                holder.trim(),
+                "another crisp (pid {pid}) already uses root {} (lock {}: {errno})",
                 root.display(),
                 path.display()
             ))
