@@ -179,6 +179,11 @@ impl PluginTelemetry {
         self.lock().remove(container_id);
     }
 
+    /// Keeps only the sandboxes `live` says exist (after missed Deleted events).
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.lock().retain(|id, _| live(id));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastOps>> {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -98,17 +98,38 @@ pub async fn serve(
 }
 
 /// Keeps the sandbox gauges current and forgets the plugin timings of removed sandboxes.
-/// A lag only means a recount, which reads the whole set anyway.
+/// Events queued together are handled as one batch with one recount (a recount reads every
+/// sandbox); if some were missed (lag), the timings are pruned to the sandboxes that exist.
 async fn watch_sandboxes(shared: Arc<Shared>) {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     let mut events = shared.manager.subscribe();
     loop {
-        telemetry::record_sandboxes(&shared.manager.list(&ListFilter::default()));
-        match events.recv().await {
-            Ok(event) if event.kind == EventKind::Deleted => {
-                shared.plugins.forget(&event.sandbox.id)
+        let sandboxes = shared.manager.list(&ListFilter::default());
+        telemetry::record_sandboxes(&sandboxes);
+        let mut next = events.recv().await;
+        loop {
+            match next {
+                Ok(event) if event.kind == EventKind::Deleted => {
+                    shared.plugins.forget(&event.sandbox.id)
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    let live: std::collections::HashSet<String> = shared
+                        .manager
+                        .list(&ListFilter::default())
+                        .iter()
+                        .map(|s| s.id.clone())
+                        .collect();
+                    shared.plugins.retain(|id| live.contains(id));
+                }
+                Err(RecvError::Closed) => return,
             }
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            next = match events.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => return,
+            };
         }
     }
 }
