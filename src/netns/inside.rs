@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkAttribute;
 
-use super::run_in;
+use super::{run_in, with_netlink};
 
 /// Counters of one interface, as the kernel keeps them (`IFLA_STATS64`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,16 +24,14 @@ pub struct InterfaceStats {
 /// Every interface's counters in the namespace pinned at `netns`, `lo` included.
 pub async fn interface_stats(netns: &Path) -> io::Result<Vec<InterfaceStats>> {
     run_in(netns, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            let conn = tokio::spawn(conn);
-            let links: Result<Vec<_>, _> = handle.link().get().execute().try_collect().await;
-            conn.abort();
-            let links =
-                links.map_err(|e| io::Error::other(format!("listing links over netlink: {e}")))?;
+        with_netlink(|handle| async move {
+            let links: Vec<_> = handle
+                .link()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| io::Error::other(format!("listing links over netlink: {e}")))?;
             Ok(links
                 .into_iter()
                 .map(|link| {

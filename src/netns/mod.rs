@@ -136,22 +136,35 @@ fn create_pinned(path: &Path) -> io::Result<()> {
 }
 
 /// Brings `lo` (always index 1 in a new namespace) up over netlink, from inside the new
-/// namespace: the netlink socket belongs to the namespace it was opened in.
+/// namespace.
 fn loopback_up() -> io::Result<()> {
+    with_netlink(|handle| async move {
+        handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
+            .execute()
+            .await
+            .map_err(|e| io::Error::other(format!("bringing lo up: {e}")))
+    })
+}
+
+/// Runs `f` with a netlink handle opened on the calling thread, so in that thread's
+/// namespace (a netlink socket belongs to the namespace it was opened in), on a small
+/// runtime of its own: the caller is a dedicated namespace thread, not a tokio worker.
+pub(crate) fn with_netlink<T, F, Fut>(f: F) -> io::Result<T>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let conn = tokio::spawn(conn);
-        let up = handle
-            .link()
-            .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
-            .execute()
-            .await
-            .map_err(|e| io::Error::other(format!("bringing lo up: {e}")));
+        let out = f(handle).await;
         conn.abort();
-        up
+        out
     })
 }
 
