@@ -161,9 +161,11 @@ impl SandboxManager {
 
     /// One CNI GC pass (see [`PodNetwork::collect_garbage`]): every sandbox that holds a
     /// network, indexed or still being created, is a valid attachment; any other cached
-    /// attachment is torn down, and the plugins are told which ones are live.
+    /// attachment is torn down (then its orphan pin removed), and the plugins are told which
+    /// ones are live.
     pub async fn collect_garbage(&self) -> GcReport {
-        self.network
+        let report = self
+            .network
             .collect_garbage(|| async {
                 let creating = self
                     .creating
@@ -198,7 +200,34 @@ impl SandboxManager {
                 }
                 Some(valid)
             })
-            .await
+            .await;
+        for attachment in &report.stale.deleted {
+            let pin = self.netns.path_for(&attachment.container_id);
+            if pin.exists() && !self.owns_pin(&attachment.container_id) {
+                self.remove_orphan_pin(&pin);
+            }
+        }
+        report
+    }
+
+    /// True when an indexed sandbox or a creation in flight has this id.
+    fn owns_pin(&self, id: &str) -> bool {
+        let creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        creating.contains(id) || index.contains_key(id)
+    }
+
+    /// Netns paths the CNI cache entries name (none when the cache cannot be read).
+    async fn pins_named_by_cni_cache(&self) -> Vec<PathBuf> {
+        let cache = self.network.cni().cache().clone();
+        match tokio::task::spawn_blocking(move || cache.list()).await {
+            Ok(Ok(entries)) => entries
+                .into_iter()
+                .filter(|e| !e.netns.is_empty())
+                .map(|e| PathBuf::from(e.netns))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// CNI CHECK of a ready sandbox's network, with what was cached at ADD. `Ok(None)` when
@@ -621,10 +650,14 @@ impl SandboxManager {
         }
         let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
         report.stray_plugins_killed = self.kill_stray_plugins(&ids).await;
-        let known: Vec<PathBuf> = records
+        let mut known: Vec<PathBuf> = records
             .iter()
             .filter_map(|s| s.netns_path.clone())
             .collect();
+        // A pin a CNI cache entry still names is left to the GC pass: its DEL needs the
+        // namespace to remove the pod's end of the veth (and so the host end) at once; the
+        // pass removes the pin after the DEL.
+        known.extend(self.pins_named_by_cni_cache().await);
         let outcomes: Vec<Recovered> = futures::stream::iter(records)
             .map(|sandbox| self.recover_one(sandbox))
             .buffer_unordered(RECOVERY_CONCURRENCY)
@@ -766,19 +799,24 @@ impl SandboxManager {
                 .file_name()
                 .to_str()
                 .is_some_and(|n| n.starts_with(NETNS_PREFIX));
-            if ours && !known.iter().any(|k| k == &path) {
-                match netns::remove(&path) {
-                    Ok(()) => {
-                        tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
-                        removed += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin")
-                    }
-                }
+            if ours && !known.iter().any(|k| k == &path) && self.remove_orphan_pin(&path) {
+                removed += 1;
             }
         }
         removed
+    }
+
+    fn remove_orphan_pin(&self, path: &Path) -> bool {
+        match netns::remove(path) {
+            Ok(()) => {
+                tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
+                true
+            }
+            Err(e) => {
+                tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin");
+                false
+            }
+        }
     }
 
     pub fn netns_dir(&self) -> &Path {
