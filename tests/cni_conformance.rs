@@ -553,10 +553,25 @@ async fn cache_entries_of_unknown_sandboxes_are_torn_down_at_start() {
     .await
     .expect("stale attachment torn down");
     assert_eq!(plugins_of(&dels), ["rec-110", "rec-040"]);
-    // Its namespace pin was an orphan and is gone: DEL runs with an empty CNI_NETNS.
+    // Its namespace pin is kept for the DEL (so the plugins can clean up inside it), then
+    // removed as an orphan.
+    let pin = node.netns_dir.join(format!("crisp-{lost}"));
     assert_eq!(
         dels[0].env,
-        env(&node, "DEL", &lost, "", "eth0", &cni_args("lost", &lost))
+        env(
+            &node,
+            "DEL",
+            &lost,
+            &pin.to_string_lossy(),
+            "eth0",
+            &cni_args("lost", &lost)
+        )
+    );
+    assert!(
+        eventually(WAIT, || async { (!pin.exists()).then_some(()) })
+            .await
+            .is_some(),
+        "the orphan pin is removed after the DEL"
     );
     assert_eq!(
         dels[0].stdin["prevResult"]["ips"][0]["address"],
