@@ -30,7 +30,7 @@ run: build ## Serve CRI on /run/crisp/crisp.sock with this repo's cni-conf/ as t
 test: deps ## Run every test (unit and black-box; needs root)
 	@[ "$$(id -u)" = 0 ] || { echo "the tests need root (they create network namespaces)"; exit 1; }
 	$(CARGO) build --locked --bins --examples
-	$(CARGO) test --locked --all-targets -- --test-threads=4
+	$(CARGO) test --locked --no-fail-fast --all-targets -- --test-threads=4
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
