@@ -330,12 +330,12 @@ fn cases(node: &Node) -> Vec<Case> {
                 config(r).annotations = a;
             },
         ),
-        // --- a request past the 16 MiB gRPC limit: refused by the transport ---
+        // --- a request past the 16 MiB gRPC limit: refused before decoding, as grpc-go does ---
         run_case(
             "request larger than 16 MiB",
             node,
-            Code::OutOfRange,
-            "too large",
+            Code::ResourceExhausted,
+            "larger than crisp's limit of 16777216 bytes",
             |r| {
                 config(r)
                     .annotations

@@ -5,6 +5,7 @@
 mod convert;
 mod image;
 mod inflight;
+mod oversize;
 mod runtime;
 pub mod socket;
 
@@ -72,6 +73,7 @@ pub async fn serve(
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(calls.layer())
+        .layer(oversize::OversizeLayer)
         .add_service(runtime)
         .add_service(image)
         .add_service(reflection_v1)
