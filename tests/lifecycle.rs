@@ -935,3 +935,38 @@ async fn concurrent_runs_of_one_name_make_one_sandbox() {
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
     assert!(no_veths(&node).is_empty());
 }
+
+/// A conf written just before a RunPodSandbox is the one that call uses, even when the conf
+/// dir watcher has not read the change yet: each round narrows host-local's range to a new
+/// slice of the subnet and runs a pod at once; its address must come from that slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conf_written_just_before_run_is_the_one_used() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    for round in 1..=6u8 {
+        let mut list: serde_json::Value =
+            serde_json::from_str(&node.conflist(vec![portmap()])).expect("conflist");
+        list["plugins"][0]["ipam"]["ranges"] = serde_json::json!([[{
+            "subnet": SUBNET,
+            "rangeStart": format!("10.99.0.{}", round * 10),
+            "rangeEnd": format!("10.99.0.{}", round * 10 + 9),
+        }]]);
+        node.write_conf("10-crisp-test.conflist", &list.to_string());
+        let id = run_pod(&mut c, node.pod_config(&format!("fresh-{round}"))).await;
+        let (st, _) = status(&mut c, &id, false).await;
+        let ip: Ipv4Addr = st
+            .network
+            .map(|n| n.ip)
+            .unwrap_or_default()
+            .parse()
+            .expect("an IPv4 pod address");
+        let last = ip.octets()[3];
+        assert!(
+            (round * 10..=round * 10 + 9).contains(&last),
+            "round {round}: {ip} is not from the conf written just before the call"
+        );
+        stop_pod(&mut c, &id).await;
+        remove_pod(&mut c, &id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}

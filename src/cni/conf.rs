@@ -422,7 +422,7 @@ pub struct ConfDir {
     events: AtomicU64,
     /// `events` as it was when `last` was loaded.
     loaded_at: AtomicU64,
-    /// True while an inotify watch covers the dir; false means "compare signatures".
+    /// True while an inotify watch covers the dir (events then force re-reads too).
     watching: AtomicBool,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// Bumped after each debounced reload, for whoever wants to react to a change.
@@ -456,18 +456,18 @@ impl ConfDir {
         self.reloads.subscribe()
     }
 
-    /// The current load (blocking filesystem reads: call from a blocking context).
+    /// The current load (blocking filesystem reads: call from a blocking context). The
+    /// dir's signature (names, sizes, mtimes: a readdir and a stat per file, microseconds)
+    /// is compared on every call, so a change made just before a RunPodSandbox counts even
+    /// when the watcher has not read its event yet; a watcher event since the last load
+    /// forces a re-read too (an in-place rewrite of the same size within one mtime tick).
     pub fn current(&self) -> DirLoad {
         let generation = self.events.load(Ordering::Acquire);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if self.is_watched() && generation == self.loaded_at.load(Ordering::Acquire) {
-            if let Some((_, load)) = last.as_ref() {
-                return load.clone();
-            }
-        }
         let signature = signature(&self.dir).ok();
+        let no_event_since = generation == self.loaded_at.load(Ordering::Acquire);
         if let (Some(sig), Some((old_sig, load))) = (&signature, last.as_ref()) {
-            if sig == old_sig {
+            if sig == old_sig && (no_event_since || !self.is_watched()) {
                 self.loaded_at.store(generation, Ordering::Release);
                 return load.clone();
             }
