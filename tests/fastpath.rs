@@ -1011,3 +1011,69 @@ async fn status_says_which_path_new_pods_take() {
         assert_eq!(net["path"], want, "{net}");
     }
 }
+
+/// The node's UDP conntrack entries (IPv4) as (original destination port, line).
+fn udp_flows(node: &Node) -> Vec<(u16, String)> {
+    let table = in_netns(&Path::new("/run/netns").join(&node.netns_name), || {
+        std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").expect("nf_conntrack")
+    });
+    table
+        .lines()
+        .filter(|l| l.starts_with("ipv4") && l.contains(" udp "))
+        .filter_map(|l| {
+            let port = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("dport="))?;
+            Some((port.parse().ok()?, l.to_string()))
+        })
+        .collect()
+}
+
+/// portmap's stale-UDP cleanup, by both paths: UDP flows the node already tracks to a host
+/// port (sent before a pod claimed it) are deleted once a pod mapping that port is set up,
+/// and a flow to another port stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_udp_flows_to_a_new_host_port_are_deleted_by_both_paths() {
+    let case = full_case();
+    let claimed = case
+        .ports
+        .iter()
+        .find(|p| p.protocol == cri::Protocol::Udp as i32)
+        .expect("a UDP mapping")
+        .host_port as u16;
+    let other = claimed + 1;
+    for (args, what) in [(&[][..], "exec"), (FAST, "fast")] {
+        let node = start_node(&case, args).await;
+        let mut client = node.client().await;
+        // conntrack tracks a namespace's traffic once a rule there needs it: a first pod's
+        // ipMasq rule does.
+        let warm = run_pod(&mut client, node.pod_config("warm")).await;
+        in_netns(&Path::new("/run/netns").join(&node.netns_name), || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            for port in [claimed, other] {
+                socket.send_to(b"stale", ("127.0.0.1", port)).expect("send");
+            }
+        });
+        let before: Vec<u16> = udp_flows(&node).into_iter().map(|(p, _)| p).collect();
+        assert!(
+            before.contains(&claimed) && before.contains(&other),
+            "{what}: the flows are tracked first: {before:?}"
+        );
+
+        let id = run_case_pod(&node, &case, "claims").await;
+        let after = udp_flows(&node);
+        assert!(
+            !after.iter().any(|(p, _)| *p == claimed),
+            "{what}: a UDP flow to {claimed} survived the ADD: {after:?}"
+        );
+        assert!(
+            after.iter().any(|(p, _)| *p == other),
+            "{what}: the flow to {other} was deleted too: {after:?}"
+        );
+        for pod in [&warm, &id] {
+            stop_pod(&mut client, pod).await;
+            remove_pod(&mut client, pod).await;
+        }
+        assert_nothing_left(&node, what).await;
+    }
+}

@@ -12,9 +12,12 @@
 //!   unpins right after (the plugin's synchronous link delete costs ~30 ms);
 //! - host-local's "duplicate allocation" scan of its whole dir on ADD is not repeated
 //!   (crisp never ADDs the same container id twice); the bridge's wait for the port to
-//!   come up is not repeated (the end state is the same);
-//! - portmap's removal of stale UDP conntrack entries for the host ports is not done.
+//!   come up is not repeated (the end state is the same).
+//!
+//! portmap's removal of stale UDP conntrack entries for the host ports is done, over
+//! ctnetlink ([`conntrack`]), after the rules as in the plugin.
 
+pub mod conntrack;
 pub mod hostlocal;
 pub mod iptables;
 pub mod netlink;
@@ -659,6 +662,9 @@ impl FastPath {
                         })?;
                 }
             }
+            if plan.portmap.is_some() {
+                delete_stale_udp_flows(net, &rt.container_id, &maps, v6).await;
+            }
         }
 
         let bridge_mac = self.links.mac(br.index).await.map_err(bridge_err)?;
@@ -787,6 +793,47 @@ impl FastPath {
                 path: cache.path(net, &rt.container_id, &rt.ifname),
                 source,
             })
+    }
+}
+
+/// portmap's last ADD step for a family: conntrack entries of UDP flows to the pod's host
+/// ports are deleted, so traffic the kernel already tracks (to a pod that was there before, or
+/// to nothing) takes the new rules. Failures are logged and do not fail the ADD, as in the
+/// plugin.
+async fn delete_stale_udp_flows(network: &str, container_id: &str, maps: &[PortMap], v6: bool) {
+    let mut ports: Vec<u16> = maps
+        .iter()
+        .filter(|m| m.protocol.eq_ignore_ascii_case("udp"))
+        .map(|m| m.host_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return;
+    }
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+    let deleting = ports.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        deleting
+            .iter()
+            .map(|&port| conntrack::delete_udp_to_port(family, port).map(|n| (port, n)))
+            .collect::<std::io::Result<Vec<(u16, usize)>>>()
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match outcome {
+        Ok(deleted) => tracing::debug!(
+            network,
+            container_id,
+            v6,
+            ?deleted,
+            "portmap: stale UDP conntrack entries to the host ports deleted"
+        ),
+        Err(e) => tracing::warn!(
+            network, container_id, v6, ?ports, error = %e,
+            "portmap: failed to delete stale UDP conntrack entries"
+        ),
     }
 }
 
