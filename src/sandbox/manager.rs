@@ -369,11 +369,29 @@ impl SandboxManager {
             created_at: now_nanos(),
             last_error: None,
         };
-        // Intent first: the record names the netns and network before either exists.
-        self.save(&sandbox).await.map_err(|e| (e, false))?;
+        // Intent first: the record names the netns and network before the ADD. Its durable
+        // write (fsync of file and dir, milliseconds) overlaps the namespace's creation
+        // (milliseconds too): a crash in between leaves at worst a pin no record names,
+        // which recovery removes, and a power cut takes the namespace with it. What outlives
+        // a power cut (host-local's files) only starts with the ADD, after both.
+        let netns_path = network.as_ref().and(sandbox.netns_path.clone());
+        let (saved, created) = tokio::join!(self.save(&sandbox), async {
+            match &netns_path {
+                Some(path) => Some(self.netns.create(path).await),
+                None => None,
+            }
+        });
+        if let Err(e) = saved {
+            if let (Some(path), Some(Ok(()))) = (&netns_path, &created) {
+                if let Err(remove) = netns::remove(path) {
+                    tracing::error!(sandbox_id = %id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
+                }
+            }
+            return Err((e, false));
+        }
 
-        if let (Some(list), Some(path)) = (&network, sandbox.netns_path.clone()) {
-            if let Err(source) = self.netns.create(&path).await {
+        if let (Some(list), Some(path), Some(created)) = (&network, netns_path, created) {
+            if let Err(source) = created {
                 let err = Error::Netns {
                     sandbox: id.to_string(),
                     op: "creating",

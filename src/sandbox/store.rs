@@ -5,8 +5,9 @@
 //! Durability policy (fsync costs ~7 ms a file on a busy disk, the largest part of a Run):
 //! - A crash of crisp itself (kill -9, panic, OOM) loses nothing that was renamed: the page
 //!   cache belongs to the kernel. Every write is therefore atomic, but not every write is synced.
-//! - Only the `creating` intent is synced (file, rename, directory) before its side effects
-//!   start: it is the one record whose loss in a power cut could leave state that outlives a
+//! - Only the `creating` intent is synced (file, rename, directory) before the CNI ADD starts
+//!   (the namespace is created meanwhile: it does not outlive a power cut, and a pin no
+//!   record names is removed by recovery): it is the one record whose loss in a power cut could leave state that outlives a
 //!   reboot (host-local's IP files on disk) with nothing naming it. After a reboot the pod
 //!   namespaces are gone anyway, so any later record that a power cut rolls back (ready,
 //!   stopping, not_ready, or a deleted record coming back) is repaired by recovery: a sandbox
