@@ -73,7 +73,9 @@ pub async fn serve(
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .layer(calls.layer())
-        .layer(oversize::OversizeLayer)
+        .layer(tower::util::MapResponseLayer::new(
+            oversize::as_resource_exhausted::<tonic::body::Body>,
+        ))
         .add_service(runtime)
         .add_service(image)
         .add_service(reflection_v1)

@@ -2,53 +2,16 @@
 //! answers it; tonic's decoder says `OutOfRange`, so its answer is rewritten here, on the
 //! way out, before any handler ran.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
 /// The start of tonic's message for a request over `max_decoding_message_size`.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";
 
-#[derive(Clone, Copy, Default)]
-pub struct OversizeLayer;
-
-impl<S> tower::Layer<S> for OversizeLayer {
-    type Service = OversizeService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OversizeService { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct OversizeService<S> {
-    inner: S,
-}
-
-impl<S, Req, B> tower::Service<Req> for OversizeService<S>
-where
-    S: tower::Service<Req, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let call = self.inner.call(req);
-        Box::pin(async move {
-            let mut response = call.await?;
-            rewrite(response.headers_mut());
-            Ok(response)
-        })
-    }
+/// For `tower::util::MapResponseLayer`: every answer passes through it.
+pub fn as_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    rewrite(response.headers_mut());
+    response
 }
 
 /// Turns tonic's too-large `OutOfRange` (a trailers-only answer: the status is in the
