@@ -721,6 +721,12 @@ async fn fast_stop_releases_the_address_at_once() {
     );
     remove_pod(&mut client, &id).await;
     assert_nothing_left(&node, "fast stop").await;
+    // iptables here is the nf_tables variant: the nat rules went in one netlink transaction.
+    let log = node.log();
+    assert!(
+        log.contains("pod nat rules deleted over netlink") && !log.contains("over netlink failed"),
+        "the pod's nat rules are deleted over netlink"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

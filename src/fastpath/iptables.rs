@@ -448,6 +448,21 @@ fn programs(v6: bool) -> (&'static str, &'static str) {
     }
 }
 
+/// Whether the family's `iptables-restore` is the nf_tables variant (`-V` says
+/// `(nf_tables)`), so its rules can be read and deleted over nf_tables netlink.
+pub async fn is_nf_tables(v6: bool, path_env: &str) -> bool {
+    tokio::process::Command::new(programs(v6).0)
+        .arg("-V")
+        .env_clear()
+        .env("PATH", path_env)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("(nf_tables)")
+        })
+}
+
 /// `iptables-save -t nat` for one family.
 pub async fn save_nat(v6: bool, path_env: &str) -> Result<String, IptablesError> {
     let program = programs(v6).1;

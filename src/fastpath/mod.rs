@@ -21,9 +21,12 @@ pub mod conntrack;
 pub mod hostlocal;
 pub mod iptables;
 pub mod netlink;
+pub mod nfnetlink;
+pub mod nftables;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
@@ -458,6 +461,11 @@ pub struct FastPath {
     links: netlink::NodeLinks,
     /// PATH for iptables-restore/-save.
     path_env: String,
+    /// Per family (IPv4, IPv6): whether iptables is the nf_tables variant, asked once.
+    nf_tables: [tokio::sync::OnceCell<bool>; 2],
+    /// The nf_tables netlink socket DEL uses, opened on first use and kept (see
+    /// [`nftables`] for why); dropped after an error so the next DEL starts clean.
+    nat_socket: Arc<Mutex<Option<nfnetlink::NfSocket>>>,
 }
 
 fn err(network: &str, plugin: &str, command: &'static str, reason: impl ToString) -> CniError {
@@ -474,6 +482,8 @@ impl FastPath {
         FastPath {
             links: netlink::NodeLinks::new(),
             path_env,
+            nf_tables: Default::default(),
+            nat_socket: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -758,21 +768,32 @@ impl FastPath {
                     },
                 }
             });
-            match exact {
-                Some(rules) if rules.is_empty() => continue,
-                // The exact batch; if something in it was already gone, it fails as a whole
-                // and the live table decides below.
-                Some(rules)
-                    if iptables::restore(v6, &rules.del_batch(), &self.path_env)
-                        .await
-                        .is_ok() =>
-                {
-                    continue
-                }
-                Some(_) => {}
+            let nothing_there = match &exact {
+                Some(rules) => rules.is_empty(),
                 // Nothing known: only look when this family could hold rules.
-                None if !plan.ip_masq && plan.portmap.is_none() => continue,
-                None => {}
+                None => !plan.ip_masq && plan.portmap.is_none(),
+            };
+            if nothing_there {
+                continue;
+            }
+            if self.uses_nf_tables(v6).await {
+                match self.delete_nat_chains(v6, &rt.container_id, net).await {
+                    Ok(()) => continue,
+                    Err(e) => tracing::warn!(
+                        network = %net, container_id = %rt.container_id, v6, error = %e,
+                        "deleting the pod's nat rules over netlink failed; using iptables-restore"
+                    ),
+                }
+            }
+            // The exact batch; if something in it was already gone, it fails as a whole and
+            // the live table decides below.
+            if let Some(rules) = exact {
+                if iptables::restore(v6, &rules.del_batch(), &self.path_env)
+                    .await
+                    .is_ok()
+                {
+                    continue;
+                }
             }
             // Something was already gone (or nothing is known): delete what is there.
             let nat = match iptables::save_nat(v6, &self.path_env).await {
@@ -793,6 +814,50 @@ impl FastPath {
                 path: cache.path(net, &rt.container_id, &rt.ifname),
                 source,
             })
+    }
+}
+
+impl FastPath {
+    async fn uses_nf_tables(&self, v6: bool) -> bool {
+        *self.nf_tables[usize::from(v6)]
+            .get_or_init(|| iptables::is_nf_tables(v6, &self.path_env))
+            .await
+    }
+
+    /// The pod's ipMasq and portmap chains and every jump to them, in one nf_tables
+    /// transaction over the kept socket.
+    async fn delete_nat_chains(
+        &self,
+        v6: bool,
+        container_id: &str,
+        network: &str,
+    ) -> std::io::Result<()> {
+        let chains = iptables::pod_chains(network, container_id);
+        let socket = self.nat_socket.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut socket = socket.lock().unwrap_or_else(|p| p.into_inner());
+            if socket.is_none() {
+                *socket = Some(nfnetlink::NfSocket::open()?);
+            }
+            let outcome = match socket.as_ref() {
+                Some(open) => nftables::delete_chains(open, v6, &chains),
+                None => Err(std::io::Error::other("no nf_tables socket")),
+            };
+            if outcome.is_err() {
+                *socket = None;
+            }
+            outcome
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        tracing::debug!(
+            network,
+            container_id,
+            v6,
+            ?removed,
+            "pod nat rules deleted over netlink"
+        );
+        Ok(())
     }
 }
 
