@@ -583,96 +583,109 @@ impl FastPath {
                 (*dst, *p, gw)
             })
             .collect();
-        let container_mac = netlink::configure_pod(
-            &netns,
-            netlink::PodConfig {
-                ifname: rt.ifname.clone(),
-                addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
-                routes: pod_routes,
-            },
-        )
-        .await
-        .map_err(|e| err(net, "bridge", "ADD", e))?;
-        mark("pod", &mut steps);
-
-        // The gateway addresses on the bridge and forwarding, IPv4 first.
-        if plan.is_gateway {
-            for v6 in [false, true] {
-                let gws: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
-                for a in &gws {
-                    self.links
-                        .ensure_bridge_addr(&br, a.gateway, a.prefix)
-                        .await
-                        .map_err(bridge_err)?;
-                }
-                if !gws.is_empty() {
-                    let key = if v6 {
-                        "net/ipv6/conf/all/forwarding"
-                    } else {
-                        "net/ipv4/ip_forward"
-                    };
-                    netlink::sysctl(key, "1").map_err(|e| {
-                        err(
-                            net,
-                            "bridge",
-                            "ADD",
-                            format!("failed to enable forwarding: {e}"),
-                        )
-                    })?;
-                }
-            }
-        }
-
-        mark("gateway", &mut steps);
-
-        // ipMasq and portmap: one restore per family.
-        for v6 in [false, true] {
-            let fam: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
-            let Some(first) = fam.first() else { continue };
-            let rules = PodRules {
-                network: net.clone(),
-                container_id: rt.container_id.clone(),
-                v6,
-                masq: if plan.ip_masq {
-                    fam.iter().map(|a| (a.ip, a.prefix)).collect()
-                } else {
-                    Vec::new()
+        // The pod side (eth0's addresses and routes, then the gateway on the bridge) and
+        // ipMasq's and portmap's rules (they need only the addresses) run at the same time:
+        // the rules' iptables-restore, a process start, is the longest step.
+        let pod_side = async {
+            let container_mac = netlink::configure_pod(
+                &netns,
+                netlink::PodConfig {
+                    ifname: rt.ifname.clone(),
+                    addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
+                    routes: pod_routes,
                 },
-                ports: plan
-                    .portmap
-                    .as_ref()
-                    .map(|(conf, _)| (conf.clone(), maps.clone(), first.ip, first.prefix)),
-            };
-            if rules.is_empty() {
-                continue;
-            }
-            let current = if rules.needs_current() {
-                Some(
-                    iptables::save_nat(v6, &self.path_env)
-                        .await
-                        .map_err(|e| err(net, "portmap", "ADD", e))?,
-                )
-            } else {
-                None
-            };
-            iptables::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
-                .await
-                .map_err(|e| err(net, "bridge", "ADD", e))?;
-            // portmap with SNAT lets 127/8 cross into the pod's link (route_localnet).
-            if !v6 && !maps.is_empty() && plan.portmap.as_ref().is_some_and(|(c, _)| c.snat) {
-                if let Some(ifname) = self.links.routable_if(first.ip).await {
-                    netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
-                        .map_err(|e| {
+            )
+            .await
+            .map_err(|e| err(net, "bridge", "ADD", e))?;
+            // The gateway addresses on the bridge and forwarding, IPv4 first.
+            if plan.is_gateway {
+                for v6 in [false, true] {
+                    let gws: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
+                    for a in &gws {
+                        self.links
+                            .ensure_bridge_addr(&br, a.gateway, a.prefix)
+                            .await
+                            .map_err(bridge_err)?;
+                    }
+                    if !gws.is_empty() {
+                        let key = if v6 {
+                            "net/ipv6/conf/all/forwarding"
+                        } else {
+                            "net/ipv4/ip_forward"
+                        };
+                        netlink::sysctl(key, "1").map_err(|e| {
                             err(
                                 net,
-                                "portmap",
+                                "bridge",
                                 "ADD",
-                                format!("unable to enable route_localnet: {e}"),
+                                format!("failed to enable forwarding: {e}"),
                             )
                         })?;
+                    }
                 }
             }
-            if plan.portmap.is_some() {
+            Ok::<_, CniError>(container_mac)
+        };
+        // ipMasq and portmap: one restore per family.
+        let rules = async {
+            for v6 in [false, true] {
+                let fam: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
+                let Some(first) = fam.first() else { continue };
+                let rules = PodRules {
+                    network: net.clone(),
+                    container_id: rt.container_id.clone(),
+                    v6,
+                    masq: if plan.ip_masq {
+                        fam.iter().map(|a| (a.ip, a.prefix)).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    ports: plan
+                        .portmap
+                        .as_ref()
+                        .map(|(conf, _)| (conf.clone(), maps.clone(), first.ip, first.prefix)),
+                };
+                if rules.is_empty() {
+                    continue;
+                }
+                let current = if rules.needs_current() {
+                    Some(
+                        iptables::save_nat(v6, &self.path_env)
+                            .await
+                            .map_err(|e| err(net, "portmap", "ADD", e))?,
+                    )
+                } else {
+                    None
+                };
+                iptables::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
+                    .await
+                    .map_err(|e| err(net, "bridge", "ADD", e))?;
+            }
+            Ok::<_, CniError>(())
+        };
+        let (container_mac, ()) = tokio::try_join!(pod_side, rules)?;
+        mark("pod, gateway, iptables", &mut steps);
+
+        // portmap's last steps, once the bridge routes to the pod.
+        if let Some((conf, _)) = &plan.portmap {
+            for v6 in [false, true] {
+                let Some(first) = allocs.iter().find(|a| a.ip.is_ipv6() == v6) else {
+                    continue;
+                };
+                // With SNAT, 127/8 may cross into the pod's link (route_localnet).
+                if !v6 && !maps.is_empty() && conf.snat {
+                    if let Some(ifname) = self.links.routable_if(first.ip).await {
+                        netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
+                            .map_err(|e| {
+                                err(
+                                    net,
+                                    "portmap",
+                                    "ADD",
+                                    format!("unable to enable route_localnet: {e}"),
+                                )
+                            })?;
+                    }
+                }
                 delete_stale_udp_flows(net, &rt.container_id, &maps, v6).await;
             }
         }
@@ -706,7 +719,7 @@ impl FastPath {
             .map_err(|e| err(net, "bridge", "ADD", e))?;
         let parsed = parse_result(&list.cni_version, json.to_string().as_bytes())
             .map_err(|e| err(net, "bridge", "ADD", e))?;
-        mark("iptables", &mut steps);
+        mark("portmap, result", &mut steps);
         entry.result = Some(json);
         save(cache, &entry)?;
         mark("cache", &mut steps);
