@@ -6,7 +6,8 @@
 //! ```text
 //! cargo test --release --test fastpath_bench -- --ignored --nocapture
 //! ```
-//! `FASTPATH_BENCH_ROUNDS` (default 50) sets the sequential rounds.
+//! `FASTPATH_BENCH_ROUNDS` (default 50) sets the sequential rounds; `FASTPATH_BENCH_GAP_MS`
+//! (default 0) a pause before each sequential Run.
 
 mod common;
 
@@ -69,7 +70,16 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
     stop_pod(&mut client, &id).await;
     remove_pod(&mut client, &id).await;
     let (mut run, mut stop) = (Vec::new(), Vec::new());
+    let gap = Duration::from_millis(
+        std::env::var("FASTPATH_BENCH_GAP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     for i in 0..rounds {
+        // A pause before each Run (none by default): pods rarely start within milliseconds
+        // of another's Stop, and the kernel finishes the previous teardown meanwhile.
+        tokio::time::sleep(gap).await;
         let t = Instant::now();
         let id = run_pod(&mut client, node.pod_config(&format!("seq-{i}"))).await;
         run.push(t.elapsed());
@@ -120,8 +130,9 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
         for l in node
             .log()
             .lines()
-            .filter(|l| l.contains("fast path ADD done"))
-            .take(5)
+            .filter(|l| l.contains("fast path ADD done") || l.contains("sandbox created"))
+            .skip(20)
+            .take(8)
         {
             println!("  {l}");
         }

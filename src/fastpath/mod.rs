@@ -512,13 +512,9 @@ impl FastPath {
             capability_args: rt.capability_args.clone(),
             result: None,
         };
-        let started = std::time::Instant::now();
-        let mut steps: Vec<(&'static str, u128)> = Vec::new();
-        let mark = |step: &'static str, steps: &mut Vec<(&'static str, u128)>| {
-            steps.push((step, started.elapsed().as_micros()));
-        };
+        let mut steps = crate::telemetry::Steps::start();
         save(cache, &entry)?;
-        mark("cache", &mut steps);
+        steps.mark("cache");
         let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
             err(
                 &plan.network,
@@ -541,7 +537,7 @@ impl FastPath {
             .add_veth(&netns, &rt.ifname, plan.mtu, &br, plan.hairpin)
             .await
             .map_err(bridge_err)?;
-        mark("links", &mut steps);
+        steps.mark("links");
 
         // host-local.
         let store = Store::new(&plan.data_dir, net);
@@ -555,7 +551,7 @@ impl FastPath {
             .await
             .map_err(|e| err(net, "host-local", "ADD", e))?
             .map_err(|e| err(net, "host-local", "ADD", e))?;
-        mark("host-local", &mut steps);
+        steps.mark("host-local");
 
         // The pod's side: addresses, up, routes (+ the default route isDefaultGateway adds).
         let mut routes = plan.routes.clone();
@@ -664,7 +660,7 @@ impl FastPath {
             Ok::<_, CniError>(())
         };
         let (container_mac, ()) = tokio::try_join!(pod_side, rules)?;
-        mark("pod, gateway, iptables", &mut steps);
+        steps.mark("pod, gateway, iptables");
 
         // portmap's last steps, once the bridge routes to the pod.
         if let Some((conf, _)) = &plan.portmap {
@@ -719,13 +715,13 @@ impl FastPath {
             .map_err(|e| err(net, "bridge", "ADD", e))?;
         let parsed = parse_result(&list.cni_version, json.to_string().as_bytes())
             .map_err(|e| err(net, "bridge", "ADD", e))?;
-        mark("portmap, result", &mut steps);
+        steps.mark("portmap, result");
         entry.result = Some(json);
         save(cache, &entry)?;
-        mark("cache", &mut steps);
+        steps.mark("cache");
         tracing::debug!(
             network = %net, container_id = %rt.container_id,
-            steps_us = ?steps, "CNI fast path ADD done"
+            steps_us = ?steps.marks(), "CNI fast path ADD done"
         );
         Ok(parsed)
     }

@@ -342,6 +342,7 @@ impl SandboxManager {
         id: &str,
         spec: SandboxSpec,
     ) -> std::result::Result<(), (Error, bool)> {
+        let mut steps = crate::telemetry::Steps::start();
         let network = if spec.host_network {
             None
         } else {
@@ -358,6 +359,7 @@ impl SandboxManager {
                 }
             }
         };
+        steps.mark("conf");
         let mut sandbox = Sandbox {
             id: id.to_string(),
             netns_path: network.as_ref().map(|_| self.netns.path_for(id)),
@@ -381,6 +383,7 @@ impl SandboxManager {
                 None => None,
             }
         });
+        steps.mark("record, netns");
         if let Err(e) = saved {
             if let (Some(path), Some(Ok(()))) = (&netns_path, &created) {
                 if let Err(remove) = netns::remove(path) {
@@ -411,6 +414,7 @@ impl SandboxManager {
                     return Err(self.roll_back(sandbox, err).await);
                 }
             }
+            steps.mark("cni add");
             // After ADD, as runc applies them once the namespace is wired (eth0 exists).
             if !sandbox.spec.sysctls.is_empty() {
                 let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
@@ -431,10 +435,13 @@ impl SandboxManager {
         if let Err(err) = written {
             return Err(self.roll_back(sandbox, err).await);
         }
+        steps.mark("files");
         sandbox.state = SandboxState::Ready;
         if let Err(err) = self.save(&sandbox).await {
             return Err(self.roll_back(sandbox, err).await);
         }
+        steps.mark("record");
+        tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
         self.emit(EventKind::Created, &sandbox);
         self.emit(EventKind::Started, &sandbox);
         self.index
