@@ -251,6 +251,30 @@ fn now_nanos() -> i64 {
         .unwrap_or(1)
 }
 
+/// Where one operation's time went: cumulative microseconds at each named step, for a debug
+/// line an operator (or `FASTPATH_BENCH_STEPS`) reads.
+pub struct Steps {
+    started: std::time::Instant,
+    marks: Vec<(&'static str, u128)>,
+}
+
+impl Steps {
+    pub fn start() -> Self {
+        Steps {
+            started: std::time::Instant::now(),
+            marks: Vec::new(),
+        }
+    }
+
+    pub fn mark(&mut self, step: &'static str) {
+        self.marks.push((step, self.started.elapsed().as_micros()));
+    }
+
+    pub fn marks(&self) -> &[(&'static str, u128)] {
+        &self.marks
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,29 +307,5 @@ mod tests {
             .is_empty());
         t.forget("abc");
         assert!(t.last_ops("abc").is_none());
-    }
-}
-
-/// Where one operation's time went: cumulative microseconds at each named step, for a debug
-/// line an operator (or `FASTPATH_BENCH_STEPS`) reads.
-pub struct Steps {
-    started: std::time::Instant,
-    marks: Vec<(&'static str, u128)>,
-}
-
-impl Steps {
-    pub fn start() -> Self {
-        Steps {
-            started: std::time::Instant::now(),
-            marks: Vec::new(),
-        }
-    }
-
-    pub fn mark(&mut self, step: &'static str) {
-        self.marks.push((step, self.started.elapsed().as_micros()));
-    }
-
-    pub fn marks(&self) -> &[(&'static str, u128)] {
-        &self.marks
     }
 }
