@@ -130,7 +130,11 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
         for l in node
             .log()
             .lines()
-            .filter(|l| l.contains("fast path ADD done") || l.contains("sandbox created"))
+            .filter(|l| {
+                l.contains("fast path ADD done")
+                    || l.contains("sandbox created")
+                    || l.contains("sandbox torn down")
+            })
             .skip(20)
             .take(8)
         {

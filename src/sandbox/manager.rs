@@ -477,16 +477,24 @@ impl SandboxManager {
     /// "not_ready". On failure the record stays NOT_READY with the error and what is still
     /// held, so the next Stop/Remove (or a restart) retries.
     async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
+        let mut steps = crate::telemetry::Steps::start();
         sandbox.state = SandboxState::Stopping;
         self.save(sandbox).await?;
-        let result = self.release(sandbox).await;
+        steps.mark("record");
+        let result = self.release(sandbox, &mut steps).await;
         sandbox.state = SandboxState::NotReady;
         sandbox.last_error = result.as_ref().err().map(|e| e.to_string());
         self.save(sandbox).await?;
+        steps.mark("record");
+        tracing::debug!(sandbox_id = %sandbox.id, steps_us = ?steps.marks(), "sandbox torn down");
         result
     }
 
-    async fn release(&self, sandbox: &mut Sandbox) -> Result<()> {
+    async fn release(
+        &self,
+        sandbox: &mut Sandbox,
+        steps: &mut crate::telemetry::Steps,
+    ) -> Result<()> {
         if let Some(attachment) = sandbox.network.clone() {
             // DEL still runs when the namespace is gone, so IPAM frees the address.
             let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
@@ -499,6 +507,7 @@ impl SandboxManager {
                     source: Box::new(source),
                 })?;
             sandbox.network = None;
+            steps.mark("cni del");
         }
         if let Some(path) = sandbox.netns_path.clone() {
             netns::remove(&path).map_err(|source| Error::Netns {
@@ -508,6 +517,7 @@ impl SandboxManager {
                 source,
             })?;
             sandbox.netns_path = None;
+            steps.mark("netns");
         }
         Ok(())
     }
