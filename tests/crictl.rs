@@ -815,12 +815,7 @@ async fn kubelet_pod_lifecycle() {
         ip.parse::<IpAddr>()
             .unwrap_or_else(|_| panic!("unparsable IP {ip:?} means no pod IPs at all"));
     }
-    let mode = st
-        .linux
-        .as_ref()
-        .and_then(|l| l.namespaces.as_ref())
-        .and_then(|n| n.options.as_ref())
-        .map(|o| o.network);
+    let mode = network_mode(&st);
     assert_eq!(
         mode,
         Some(NamespaceMode::Pod as i32),

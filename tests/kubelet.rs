@@ -5,10 +5,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::*;
-use futures::StreamExt;
 use k8s_cri::v1 as cri;
 use tonic::Code;
 
@@ -117,16 +115,6 @@ async fn image_fs_info(node: &Node) {
         "timestamp in ns"
     );
     assert!(!first.fs_id.as_ref().expect("fs_id").mountpoint.is_empty());
-}
-
-async fn next_event(
-    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
-) -> cri::ContainerEventResponse {
-    tokio::time::timeout(Duration::from_secs(30), events.next())
-        .await
-        .expect("an event within 30 s")
-        .expect("stream open")
-        .expect("event")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,12 +233,7 @@ async fn kubelet_calls_in_order() {
         .parse()
         .expect("IP");
     assert!(ip.is_ipv4());
-    let mode = st
-        .linux
-        .as_ref()
-        .and_then(|l| l.namespaces.as_ref())
-        .and_then(|n| n.options.as_ref())
-        .map(|o| o.network);
+    let mode = network_mode(&st);
     assert_eq!(
         mode,
         Some(NamespaceMode::Pod as i32),

@@ -11,7 +11,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use futures::StreamExt;
 use k8s_cri::v1 as cri;
 use serde_json::Value;
 use tonic::Code;
@@ -205,16 +204,6 @@ async fn subscribe(node: &Node) -> tonic::Streaming<cri::ContainerEventResponse>
         .await
         .expect("GetContainerEvents")
         .into_inner()
-}
-
-async fn next_event(
-    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
-) -> cri::ContainerEventResponse {
-    tokio::time::timeout(Duration::from_secs(30), events.next())
-        .await
-        .expect("an event within 30 s")
-        .expect("stream open")
-        .expect("event")
 }
 
 /// Run, Stop, Remove give CREATED, STARTED, STOPPED, DELETED with the sandbox id as container

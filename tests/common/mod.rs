@@ -610,6 +610,49 @@ pub async fn run_pod(
     id
 }
 
+/// RunPodSandbox must fail with `code` and a message holding every piece of `says`.
+pub async fn run_fails_with(
+    client: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+    code: tonic::Code,
+    says: &[&str],
+) -> tonic::Status {
+    let err = client
+        .run_pod_sandbox(run_req(config))
+        .await
+        .expect_err("RunPodSandbox must fail");
+    assert_eq!(err.code(), code, "{err:?}");
+    for piece in says {
+        assert!(
+            err.message().contains(piece),
+            "message lacks {piece:?}: {}",
+            err.message()
+        );
+    }
+    err
+}
+
+/// The next event of a GetContainerEvents stream (panics after 30 s without one).
+pub async fn next_event(
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+) -> cri::ContainerEventResponse {
+    tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(events))
+        .await
+        .expect("an event within 30 s")
+        .expect("stream open")
+        .expect("event")
+}
+
+/// The network namespace mode a sandbox status reports (kubelet recreates a pod sandbox
+/// whose mode is not POD).
+pub fn network_mode(st: &cri::PodSandboxStatus) -> Option<i32> {
+    st.linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .map(|o| o.network)
+}
+
 /// PodSandboxStatus (panics on error); returns the status and the info map.
 pub async fn status(
     client: &mut RuntimeServiceClient<Channel>,
