@@ -26,7 +26,13 @@ pub const IPPROTO_UDP: u8 = 17;
 pub fn delete_udp_to_port(family: u8, port: u16) -> io::Result<usize> {
     let socket = NfSocket::open()?;
     let stale: Vec<Vec<u8>> = socket
-        .dump(message(IPCTNL_MSG_CT_GET, NLM_F_DUMP, family, Vec::new()))?
+        .dump(Message::request(
+            NFNL_SUBSYS_CTNETLINK,
+            IPCTNL_MSG_CT_GET,
+            NLM_F_DUMP,
+            family,
+            Vec::new(),
+        ))?
         .into_iter()
         .filter(|attrs| orig_proto_and_dst_port(attrs) == Some((IPPROTO_UDP, port)))
         .collect();
@@ -34,7 +40,13 @@ pub fn delete_udp_to_port(family: u8, port: u16) -> io::Result<usize> {
     for attrs in stale {
         // Sent back as the dump gave it (as the plugin does): the kernel finds the entry by
         // its original tuple and zone, and checks its id.
-        let seqs = socket.send(&[message(IPCTNL_MSG_CT_DELETE, NLM_F_ACK, family, attrs)])?;
+        let seqs = socket.send(&[Message::request(
+            NFNL_SUBSYS_CTNETLINK,
+            IPCTNL_MSG_CT_DELETE,
+            NLM_F_ACK,
+            family,
+            attrs,
+        )])?;
         match socket.acks(&seqs, &[]) {
             Ok(()) => deleted += 1,
             // Gone by itself (timed out) between the dump and the delete.
@@ -43,16 +55,6 @@ pub fn delete_udp_to_port(family: u8, port: u16) -> io::Result<usize> {
         }
     }
     Ok(deleted)
-}
-
-fn message(command: u16, flags: u16, family: u8, attrs: Vec<u8>) -> Message {
-    Message {
-        kind: (NFNL_SUBSYS_CTNETLINK << 8) | command,
-        flags,
-        family,
-        res_id: 0,
-        attrs,
-    }
 }
 
 /// The protocol number and destination port of an entry's original tuple.

@@ -41,6 +41,19 @@ pub struct Message {
     pub attrs: Vec<u8>,
 }
 
+impl Message {
+    /// A request to one of `subsystem`'s commands.
+    pub fn request(subsystem: u16, command: u16, flags: u16, family: u8, attrs: Vec<u8>) -> Self {
+        Message {
+            kind: (subsystem << 8) | command,
+            flags,
+            family,
+            res_id: 0,
+            attrs,
+        }
+    }
+}
+
 impl NfSocket {
     pub fn open() -> io::Result<Self> {
         let fd = socket(

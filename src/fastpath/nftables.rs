@@ -92,7 +92,13 @@ fn plan(
 ) -> io::Result<(Vec<(String, u64)>, Vec<String>)> {
     let mut attrs = Vec::new();
     put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
-    let rules = socket.dump(message(NFT_MSG_GETRULE, NLM_F_DUMP, family, attrs))?;
+    let rules = socket.dump(Message::request(
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_GETRULE,
+        NLM_F_DUMP,
+        family,
+        attrs,
+    ))?;
     let mut jumps = Vec::new();
     for rule in &rules {
         let (Some(chain), Some(handle)) = (
@@ -111,7 +117,13 @@ fn plan(
     let mut attrs = Vec::new();
     put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
     let existing = socket
-        .dump(message(NFT_MSG_GETCHAIN, NLM_F_DUMP, family, attrs))?
+        .dump(Message::request(
+            NFNL_SUBSYS_NFTABLES,
+            NFT_MSG_GETCHAIN,
+            NLM_F_DUMP,
+            family,
+            attrs,
+        ))?
         .iter()
         .filter(|c| str_attribute(c, NFTA_CHAIN_TABLE) == Some(NAT))
         .filter_map(|c| str_attribute(c, NFTA_CHAIN_NAME))
@@ -152,28 +164,30 @@ fn commit(
         put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
         put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
         put_attr(&mut attrs, NFTA_RULE_HANDLE, &handle.to_be_bytes());
-        batch.push(message(NFT_MSG_DELRULE, NLM_F_ACK, family, attrs));
+        batch.push(Message::request(
+            NFNL_SUBSYS_NFTABLES,
+            NFT_MSG_DELRULE,
+            NLM_F_ACK,
+            family,
+            attrs,
+        ));
     }
     for chain in chains {
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
         put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
-        batch.push(message(NFT_MSG_DELCHAIN, NLM_F_ACK, family, attrs));
+        batch.push(Message::request(
+            NFNL_SUBSYS_NFTABLES,
+            NFT_MSG_DELCHAIN,
+            NLM_F_ACK,
+            family,
+            attrs,
+        ));
     }
     batch.push(batch_marker(NFNL_MSG_BATCH_END));
     let seqs = socket.send(&batch)?;
     let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
     socket.acks(&seqs[1..seqs.len() - 1], &[first, last])
-}
-
-fn message(command: u16, flags: u16, family: u8, attrs: Vec<u8>) -> Message {
-    Message {
-        kind: (NFNL_SUBSYS_NFTABLES << 8) | command,
-        flags,
-        family,
-        res_id: 0,
-        attrs,
-    }
 }
 
 fn batch_marker(kind: u16) -> Message {
