@@ -43,53 +43,42 @@ const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 const NAT: &str = "nat";
 
-/// What one teardown removed.
+/// What a teardown deletes: the rules (chain, handle) outside the pod's chains that jump into
+/// them, and those of the pod's chains that exist.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Removed {
-    pub jumps: usize,
-    pub chains: usize,
+pub struct Found {
+    pub jumps: Vec<(String, u64)>,
+    pub chains: Vec<String>,
 }
 
 /// Deletes, in one transaction, every rule of the family's `nat` table that jumps to one of
-/// `chains`, then those chains with their rules. Nothing there (no nat table, no such chain)
-/// is success. A dump interrupted by a concurrent change is retried.
-pub fn delete_chains(socket: &NfSocket, v6: bool, chains: &[String]) -> io::Result<Removed> {
+/// `chains`, then those chains with their rules; returns what it deleted. Nothing there (no
+/// nat table, no such chain) is success. A dump interrupted by a concurrent change, or a
+/// transaction that finds something already gone, is tried again (up to 5 times).
+pub fn delete_chains(socket: &NfSocket, v6: bool, chains: &[String]) -> io::Result<Found> {
     let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
     let mut tries = 0;
     loop {
         tries += 1;
-        match plan(socket, family, chains) {
+        let found = match find(socket, family, chains) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < 5 => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Removed::default()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::default()),
             Err(e) => return Err(e),
-            Ok((jumps, existing)) => {
-                let removed = Removed {
-                    jumps: jumps.len(),
-                    chains: existing.len(),
-                };
-                if jumps.is_empty() && existing.is_empty() {
-                    return Ok(removed);
-                }
-                match commit(socket, family, &jumps, &existing) {
-                    // A rule or chain went meanwhile (another teardown of the same pod):
-                    // look again.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) && tries < 5 => continue,
-                    Err(e) => return Err(e),
-                    Ok(()) => return Ok(removed),
-                }
-            }
+            Ok(found) => found,
+        };
+        if found.jumps.is_empty() && found.chains.is_empty() {
+            return Ok(found);
+        }
+        match commit(socket, family, &found) {
+            // A rule or chain went meanwhile (another teardown of the same pod): look again.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && tries < 5 => continue,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(found),
         }
     }
 }
 
-/// The (chain, handle) of each rule outside `chains` that jumps into them, and which of
-/// `chains` exist.
-#[allow(clippy::type_complexity)]
-fn plan(
-    socket: &NfSocket,
-    family: u8,
-    chains: &[String],
-) -> io::Result<(Vec<(String, u64)>, Vec<String>)> {
+fn find(socket: &NfSocket, family: u8, chains: &[String]) -> io::Result<Found> {
     let mut attrs = Vec::new();
     put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
     let rules = socket.dump(Message::request(
@@ -130,7 +119,10 @@ fn plan(
         .filter(|name| chains.iter().any(|c| c == name))
         .map(str::to_string)
         .collect();
-    Ok((jumps, existing))
+    Ok(Found {
+        jumps,
+        chains: existing,
+    })
 }
 
 /// The chains a rule's `immediate` expressions jump or go to.
@@ -152,14 +144,9 @@ fn be64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// One batch: the jumps by handle, then each chain (its rules go with it).
-fn commit(
-    socket: &NfSocket,
-    family: u8,
-    jumps: &[(String, u64)],
-    chains: &[String],
-) -> io::Result<()> {
+fn commit(socket: &NfSocket, family: u8, found: &Found) -> io::Result<()> {
     let mut batch = vec![batch_marker(NFNL_MSG_BATCH_BEGIN)];
-    for (chain, handle) in jumps {
+    for (chain, handle) in &found.jumps {
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
         put_str(&mut attrs, NFTA_RULE_CHAIN, chain);
@@ -172,7 +159,7 @@ fn commit(
             attrs,
         ));
     }
-    for chain in chains {
+    for chain in &found.chains {
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
         put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
