@@ -19,6 +19,7 @@ pub mod cni;
 pub mod config;
 pub mod error;
 pub mod fastpath;
+pub mod heap;
 pub mod netns;
 pub mod sandbox;
 pub mod server;

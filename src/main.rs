@@ -18,7 +18,7 @@ use crisp::server::{self, Shared};
 use crisp::telemetry::{self, PluginTelemetry};
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    crisp::heap::limit_arenas();
     let config = match Config::resolve(Cli::parse()) {
         Ok(config) => config,
         Err(e) => {
@@ -47,19 +47,6 @@ fn main() -> ExitCode {
             eprintln!("crisp: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// One glibc malloc arena instead of up to 8 per core: with one arena per thread that ever
-/// allocated (tokio workers, blocking pool, namespace threads), memory freed after sandboxes
-/// are removed stayed spread over arenas and RSS grew by ~15 MiB for every 1,000 sandboxes
-/// created and removed (make bench); with one arena the second round grows ~1 MiB, at the same
-/// Status/List latency. Called first in main, before any other thread exists.
-fn limit_malloc_arenas() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; no other thread is running yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

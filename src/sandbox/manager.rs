@@ -110,6 +110,8 @@ pub struct SandboxManager {
     events: broadcast::Sender<SandboxEvent>,
     /// Sandboxes being created and not yet indexed: their attachments are live for GC.
     creating: Mutex<HashSet<String>>,
+    /// Gives the heap back to the kernel after many removals.
+    heap: crate::heap::Trimmer,
 }
 
 /// What start-up recovery found and did.
@@ -137,6 +139,7 @@ impl SandboxManager {
             names: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENT_BUFFER).0,
             creating: Mutex::new(HashSet::new()),
+            heap: crate::heap::Trimmer::default(),
         }
     }
 
@@ -577,6 +580,7 @@ impl SandboxManager {
         }
         drop(names);
         self.emit(EventKind::Deleted, &sandbox);
+        self.heap.sandbox_removed();
         Ok(())
     }
 
