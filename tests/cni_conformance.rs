@@ -129,6 +129,26 @@ fn conflist(version: &str, name: &str, plugins: &[Value]) -> String {
     .expect("json")
 }
 
+/// A node started with `args`, the recording stand-ins installed and `plugins` (a list of
+/// `version`) loaded as `10-rec.conflist`: the node, the recorders' call log, a client.
+async fn recording_node(
+    args: &[&str],
+    version: &str,
+    plugins: &[Value],
+) -> (Node, PathBuf, RuntimeServiceClient<Channel>) {
+    let node = Node::start_with_args(Conf::Empty, args).await;
+    let record = install_recorders(&node);
+    let mut client = node.client().await;
+    use_conf(
+        &node,
+        &mut client,
+        "10-rec.conflist",
+        &conflist(version, NETWORK, plugins),
+    )
+    .await;
+    (node, record, client)
+}
+
 async fn runtime_status(client: &mut RuntimeServiceClient<Channel>) -> cri::StatusResponse {
     client
         .status(cri::StatusRequest { verbose: true })
@@ -524,18 +544,10 @@ async fn teardown_uses_the_cached_config_after_the_conf_dir_changed_and_a_restar
 
 #[tokio::test]
 async fn cache_entries_of_unknown_sandboxes_are_torn_down_at_start() {
-    let mut node = Node::start_with(Conf::Empty).await;
-    let record = install_recorders(&node);
-    let mut client = node.client().await;
     let p040 = json!({"type": "rec-040"});
     let p110 = json!({"type": "rec-110"});
-    use_conf(
-        &node,
-        &mut client,
-        "10-rec.conflist",
-        &conflist("1.1.0", NETWORK, &[p040.clone(), p110.clone()]),
-    )
-    .await;
+    let (mut node, record, mut client) =
+        recording_node(&[], "1.1.0", &[p040.clone(), p110.clone()]).await;
     let kept = run_pod(&mut client, node.pod_config("kept")).await;
     let lost = run_pod(&mut client, node.pod_config("lost")).await;
     let base = json!({"name": NETWORK, "cniVersion": "1.1.0"});
@@ -608,16 +620,8 @@ async fn cache_entries_of_unknown_sandboxes_are_torn_down_at_start() {
 
 #[tokio::test]
 async fn a_version_the_plugin_does_not_speak_is_reported_as_such() {
-    let node = Node::start_with(Conf::Empty).await;
-    let record = install_recorders(&node);
-    let mut client = node.client().await;
-    use_conf(
-        &node,
-        &mut client,
-        "10-rec.conflist",
-        &conflist("1.1.0", NETWORK, &[json!({"type": "rec-old"})]),
-    )
-    .await;
+    let (node, record, mut client) =
+        recording_node(&[], "1.1.0", &[json!({"type": "rec-old"})]).await;
     run_fails_with(
         &mut client,
         node.pod_config("old"),
@@ -671,18 +675,10 @@ fn hang_processes(node: &Node) -> Vec<String> {
 
 #[tokio::test]
 async fn a_hung_plugin_is_killed_the_sandbox_rolled_back_and_crisp_keeps_serving() {
-    let node = Node::start_with_args(Conf::Empty, &["--cni-plugin-timeout", "2"]).await;
-    let record = install_recorders(&node);
-    let mut client = node.client().await;
-    use_conf(
-        &node,
-        &mut client,
-        "10-rec.conflist",
-        &conflist(
-            "1.1.0",
-            NETWORK,
-            &[json!({"type": "rec-110"}), json!({"type": "rec-hang"})],
-        ),
+    let (node, record, mut client) = recording_node(
+        &["--cni-plugin-timeout", "2"],
+        "1.1.0",
+        &[json!({"type": "rec-110"}), json!({"type": "rec-hang"})],
     )
     .await;
     run_fails_with(
@@ -721,18 +717,10 @@ async fn a_hung_plugin_is_killed_the_sandbox_rolled_back_and_crisp_keeps_serving
 
 #[tokio::test]
 async fn error_json_and_garbage_become_structured_errors() {
-    let node = Node::start_with(Conf::Empty).await;
-    let record = install_recorders(&node);
-    let mut client = node.client().await;
-    use_conf(
-        &node,
-        &mut client,
-        "10-rec.conflist",
-        &conflist(
-            "1.0.0",
-            NETWORK,
-            &[json!({"type": "rec-040"}), json!({"type": "fail-add"})],
-        ),
+    let (node, record, mut client) = recording_node(
+        &[],
+        "1.0.0",
+        &[json!({"type": "rec-040"}), json!({"type": "fail-add"})],
     )
     .await;
     run_fails_with(
