@@ -1087,3 +1087,69 @@ async fn stale_udp_flows_to_a_new_host_port_are_deleted_by_both_paths() {
         assert_nothing_left(&node, what).await;
     }
 }
+
+/// The ipMasq case's node state after two pods: `iptables-save -t nat` and the nat table's
+/// nf_tables expressions (`nft --debug=netlink`, rule handles dropped), normalised.
+async fn two_masq_pods(args: &[&str]) -> (String, String, String) {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "ipmasq")
+        .expect("the ipmasq case");
+    let node = start_node(&case, args).await;
+    let first = run_case_pod(&node, &case, "first").await;
+    let second = run_case_pod(&node, &case, "second").await;
+    let ids = |text: String| text.replace(&first, "<ID1>").replace(&second, "<ID2>");
+    let saved = ids(save(&node, "iptables-save", "nat"));
+    let expressions = ids(run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &node.netns_name,
+        "nft",
+        "--debug=netlink",
+        "list",
+        "table",
+        "ip",
+        "nat",
+    ])));
+    // The header line of each rule ends with its handle (and the position it was added at).
+    let expressions: Vec<String> = expressions
+        .lines()
+        .map(|l| match l.strip_prefix("ip nat ") {
+            Some(rest) => format!("ip nat {}", rest.split(' ').next().unwrap_or("")),
+            None => l.to_string(),
+        })
+        .collect();
+    let expressions = normalise(&expressions.join("\n"), &node, "<no id>");
+    let saved = normalise(&saved, &node, "<no id>");
+    let mut client = node.client().await;
+    for id in [&first, &second] {
+        stop_pod(&mut client, id).await;
+        remove_pod(&mut client, id).await;
+    }
+    assert_nothing_left(&node, "two masq pods").await;
+    (saved, expressions, node.log())
+}
+
+/// ipMasq's rules written over netlink (on iptables-nft, every pod after the first on a node:
+/// the first one's iptables-restore makes the nat table) are what the bridge plugin leaves:
+/// two pods by exec and two by the fast path give the same nat table, in `iptables-save` and in
+/// its nf_tables expressions (payload, cmp, bitwise, the comment match, counter, verdict, the
+/// MASQUERADE target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmasq_rules_over_netlink_are_the_plugins() {
+    let (exec_saved, exec_exprs, _) = two_masq_pods(&[]).await;
+    let (fast_saved, fast_exprs, fast_log) = two_masq_pods(FAST).await;
+    assert_eq!(fast_saved, exec_saved);
+    assert_eq!(fast_exprs, exec_exprs);
+    assert!(exec_saved.contains("MASQUERADE"), "{exec_saved}");
+    let version = run(Command::new("iptables-restore").arg("-V"));
+    if version.contains("(nf_tables)") {
+        assert_eq!(
+            fast_log
+                .matches("ipMasq rules written over netlink")
+                .count(),
+            1,
+            "the second pod's rules went over netlink"
+        );
+    }
+}

@@ -134,6 +134,7 @@ async fn measure(args: &[&str], ip_masq: bool, rounds: usize) -> String {
                 l.contains("fast path ADD done")
                     || l.contains("sandbox created")
                     || l.contains("sandbox torn down")
+                    || l.contains("over netlink")
             })
             .skip(20)
             .take(8)

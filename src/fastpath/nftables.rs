@@ -1,30 +1,36 @@
-//! The teardown of a pod's nat rules (ipMasq's `CNI-…` chain, portmap's `CNI-DN-…` chain and
-//! every rule jumping to them) as one nf_tables transaction over netlink, for nodes whose
-//! iptables is the nf_tables variant (Debian's default): the rules iptables-nft wrote are
-//! nf_tables rules, and a jump is an `immediate` expression naming the chain.
+//! A pod's nat rules over nf_tables netlink, for nodes whose iptables is the nf_tables variant
+//! (Debian's default), where the rules iptables-nft writes are nf_tables rules:
+//! - [`delete_chains`]: the teardown of ipMasq's `CNI-…` chain, portmap's `CNI-DN-…` chain and
+//!   every rule jumping to them (a jump is an `immediate` expression naming the chain), in one
+//!   transaction;
+//! - [`add_masq_v4`]: ipMasq's IPv4 rules, encoded exactly as iptables-nft encodes the
+//!   `iptables-restore` lines of [`super::iptables::PodRules`] (checked against it by
+//!   `tests/fastpath.rs`); portmap's rules and IPv6 stay with `iptables-restore`.
 //!
-//! Why not `iptables-restore` as on ADD: besides its process start (~3 ms), the
-//! iptables-nft process pays for the deletion when it closes its netlink socket (the kernel
-//! finishes the transaction's cleanup there: 10–16 ms measured on this machine's 6.18 kernel,
-//! `strace -T` showing `close` of the socket), while crisp keeps one socket open and
-//! returns as soon as the transaction is acknowledged. Building rules (ADD) needs
-//! iptables-nft's exact encoding of matches and targets, so ADD stays with
-//! `iptables-restore`; deleting only needs rule handles and chain names.
+//! Why not `iptables-restore`: its process start (~3 ms), and an iptables-nft process that
+//! deleted rules pays for the kernel's cleanup of the transaction when it closes its netlink
+//! socket (10–16 ms measured on this machine's 6.18 kernel, `strace -T` showing `close`),
+//! while crisp keeps one socket open and returns as soon as the transaction is acknowledged.
+//! The kernel still does that cleanup after an RCU grace period, and the next transaction
+//! that comes before it is done waits for it (measured: ~9 ms for an ADD right after a
+//! DEL, 0.2 ms 60 ms later).
 //!
 //! Blocking: call it from a blocking thread.
 
 use std::io;
 
 use super::nfnetlink::{
-    attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLM_F_ACK,
-    NLM_F_DUMP,
+    attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLA_F_NESTED,
+    NLM_F_ACK, NLM_F_DUMP,
 };
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -36,7 +42,43 @@ const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
+const NFTA_MATCH_NAME: u16 = 1;
+const NFTA_MATCH_REV: u16 = 2;
+const NFTA_MATCH_INFO: u16 = 3;
+const NFTA_TARGET_NAME: u16 = 1;
+const NFTA_TARGET_REV: u16 = 2;
+const NFTA_TARGET_INFO: u16 = 3;
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NF_ACCEPT: i32 = 1;
+const NFT_JUMP: i32 = -3;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+/// `struct xt_comment_info`: the comment, NUL-padded.
+const XT_COMMENT_INFO_LEN: usize = 256;
+/// `struct nf_nat_ipv4_multi_range_compat` (20 bytes) aligned to 8, as iptables passes it.
+const XT_MASQUERADE_V4_INFO_LEN: usize = 24;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFPROTO_IPV4: u8 = 2;
@@ -139,6 +181,202 @@ fn jump_targets(rule: &[u8]) -> impl Iterator<Item = &str> {
         })
 }
 
+/// ipMasq's rules for a pod's IPv4 addresses (the bridge plugin's `SetupIPMasq`), written
+/// in one transaction exactly as iptables-nft writes the `iptables-restore` lines
+/// [`super::iptables::PodRules`] makes: the pod's chain with, per address, an ACCEPT for its
+/// subnet and one MASQUERADE for everything but multicast, then POSTROUTING's jump per
+/// address. Each rule is what `nft --debug=netlink` shows for iptables-nft's: payload and
+/// cmp (a bitwise mask only for a prefix that is not whole bytes), the `comment` match, a
+/// counter, then the verdict or the MASQUERADE target. Needs the `nat` table and its
+/// POSTROUTING chain (the first pod's `iptables-restore` makes them): without them the
+/// transaction fails with nothing applied.
+pub fn add_masq_v4(
+    socket: &NfSocket,
+    chain: &str,
+    comment: &str,
+    addrs: &[(std::net::Ipv4Addr, u8)],
+) -> io::Result<()> {
+    if comment.len() >= XT_COMMENT_INFO_LEN {
+        return Err(io::Error::other("comment longer than iptables allows"));
+    }
+    let family = NFPROTO_IPV4;
+    let mut batch = vec![batch_marker(NFNL_MSG_BATCH_BEGIN)];
+    let mut attrs = Vec::new();
+    put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
+    put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
+    batch.push(Message::request(
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_NEWCHAIN,
+        NLM_F_ACK | NLM_F_CREATE,
+        family,
+        attrs,
+    ));
+    let multicast = ([224, 0, 0, 0], 4);
+    let mut in_chain: Vec<Vec<u8>> = Vec::new();
+    let mut jumps: Vec<Vec<u8>> = Vec::new();
+    for (addr, prefix) in addrs {
+        let subnet = masked_v4(addr.octets(), *prefix);
+        let accept = [
+            v4_match(16, subnet, *prefix, NFT_CMP_EQ),
+            vec![comment_match(comment), counter(), verdict(NF_ACCEPT, None)],
+        ]
+        .concat()
+        .concat();
+        let masquerade = [
+            v4_match(16, multicast.0, multicast.1, NFT_CMP_NEQ),
+            vec![comment_match(comment), counter(), masquerade_v4()],
+        ]
+        .concat()
+        .concat();
+        let jump = [
+            v4_match(12, addr.octets(), 32, NFT_CMP_EQ),
+            vec![
+                comment_match(comment),
+                counter(),
+                verdict(NFT_JUMP, Some(chain)),
+            ],
+        ]
+        .concat()
+        .concat();
+        // AppendUnique, as the plugin: a second address adds only what is new.
+        push_unique(&mut in_chain, accept);
+        push_unique(&mut in_chain, masquerade);
+        push_unique(&mut jumps, jump);
+    }
+    for (target, exprs) in in_chain
+        .iter()
+        .map(|e| (chain, e))
+        .chain(jumps.iter().map(|e| ("POSTROUTING", e)))
+    {
+        let mut attrs = Vec::new();
+        put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
+        put_str(&mut attrs, NFTA_RULE_CHAIN, target);
+        put_attr(&mut attrs, NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, exprs);
+        batch.push(Message::request(
+            NFNL_SUBSYS_NFTABLES,
+            NFT_MSG_NEWRULE,
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+            family,
+            attrs,
+        ));
+    }
+    batch.push(batch_marker(NFNL_MSG_BATCH_END));
+    let seqs = socket.send(&batch)?;
+    let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+    socket.acks(&seqs[1..seqs.len() - 1], &[first, last])
+}
+
+fn push_unique(rules: &mut Vec<Vec<u8>>, rule: Vec<u8>) {
+    if !rules.contains(&rule) {
+        rules.push(rule);
+    }
+}
+
+fn masked_v4(octets: [u8; 4], prefix: u8) -> [u8; 4] {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    (u32::from_be_bytes(octets) & mask).to_be_bytes()
+}
+
+/// iptables-nft's `add_addr` for an IPv4 address at `offset` in the network header: load
+/// as many bytes as the prefix fills whole, or all four and a bitwise mask when it does not.
+fn v4_match(offset: u32, addr: [u8; 4], prefix: u8, op: u32) -> Vec<Vec<u8>> {
+    let mask = masked_v4([0xff; 4], prefix);
+    let whole = mask.iter().take_while(|b| **b == 0xff).count();
+    let bitwise = mask[whole..].iter().any(|b| *b != 0);
+    let len = if bitwise { 4 } else { whole };
+    let mut exprs = Vec::new();
+    let mut payload = Vec::new();
+    put_attr(&mut payload, NFTA_PAYLOAD_DREG, &NFT_REG_1.to_be_bytes());
+    put_attr(
+        &mut payload,
+        NFTA_PAYLOAD_BASE,
+        &NFT_PAYLOAD_NETWORK_HEADER.to_be_bytes(),
+    );
+    put_attr(&mut payload, NFTA_PAYLOAD_OFFSET, &offset.to_be_bytes());
+    put_attr(&mut payload, NFTA_PAYLOAD_LEN, &(len as u32).to_be_bytes());
+    exprs.push(expression("payload", &payload));
+    if bitwise {
+        let mut data = Vec::new();
+        put_attr(&mut data, NFTA_BITWISE_SREG, &NFT_REG_1.to_be_bytes());
+        put_attr(&mut data, NFTA_BITWISE_DREG, &NFT_REG_1.to_be_bytes());
+        put_attr(&mut data, NFTA_BITWISE_LEN, &(len as u32).to_be_bytes());
+        put_attr(&mut data, NFTA_BITWISE_MASK | NLA_F_NESTED, &value(&mask));
+        put_attr(&mut data, NFTA_BITWISE_XOR | NLA_F_NESTED, &value(&[0; 4]));
+        exprs.push(expression("bitwise", &data));
+    }
+    let mut cmp = Vec::new();
+    put_attr(&mut cmp, NFTA_CMP_SREG, &NFT_REG_1.to_be_bytes());
+    put_attr(&mut cmp, NFTA_CMP_OP, &op.to_be_bytes());
+    put_attr(&mut cmp, NFTA_CMP_DATA | NLA_F_NESTED, &value(&addr[..len]));
+    exprs.push(expression("cmp", &cmp));
+    exprs
+}
+
+fn value(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_attr(&mut out, NFTA_DATA_VALUE, bytes);
+    out
+}
+
+fn comment_match(comment: &str) -> Vec<u8> {
+    let mut info = comment.as_bytes().to_vec();
+    info.resize(XT_COMMENT_INFO_LEN, 0);
+    let mut data = Vec::new();
+    put_str(&mut data, NFTA_MATCH_NAME, "comment");
+    put_attr(&mut data, NFTA_MATCH_REV, &0u32.to_be_bytes());
+    put_attr(&mut data, NFTA_MATCH_INFO, &info);
+    expression("match", &data)
+}
+
+fn counter() -> Vec<u8> {
+    let mut data = Vec::new();
+    put_attr(&mut data, NFTA_COUNTER_BYTES, &0u64.to_be_bytes());
+    put_attr(&mut data, NFTA_COUNTER_PACKETS, &0u64.to_be_bytes());
+    expression("counter", &data)
+}
+
+/// MASQUERADE revision 0 for IPv4: one range, everything else zero (libipt_MASQUERADE's
+/// defaults).
+fn masquerade_v4() -> Vec<u8> {
+    let mut info = vec![0u8; XT_MASQUERADE_V4_INFO_LEN];
+    info[..4].copy_from_slice(&1u32.to_ne_bytes());
+    let mut data = Vec::new();
+    put_str(&mut data, NFTA_TARGET_NAME, "MASQUERADE");
+    put_attr(&mut data, NFTA_TARGET_REV, &0u32.to_be_bytes());
+    put_attr(&mut data, NFTA_TARGET_INFO, &info);
+    expression("target", &data)
+}
+
+fn verdict(code: i32, chain: Option<&str>) -> Vec<u8> {
+    let mut verdict = Vec::new();
+    put_attr(&mut verdict, NFTA_VERDICT_CODE, &code.to_be_bytes());
+    if let Some(chain) = chain {
+        put_str(&mut verdict, NFTA_VERDICT_CHAIN, chain);
+    }
+    let mut data = Vec::new();
+    put_attr(&mut data, NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict);
+    let mut immediate = Vec::new();
+    put_attr(
+        &mut immediate,
+        NFTA_IMMEDIATE_DREG,
+        &NFT_REG_VERDICT.to_be_bytes(),
+    );
+    put_attr(&mut immediate, NFTA_IMMEDIATE_DATA | NLA_F_NESTED, &data);
+    expression("immediate", &immediate)
+}
+
+/// One element of a rule's expression list.
+fn expression(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut expr = Vec::new();
+    put_str(&mut expr, NFTA_EXPR_NAME, name);
+    put_attr(&mut expr, NFTA_EXPR_DATA | NLA_F_NESTED, data);
+    let mut elem = Vec::new();
+    put_attr(&mut elem, NFTA_LIST_ELEM | NLA_F_NESTED, &expr);
+    elem
+}
+
 fn be64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
@@ -190,7 +428,6 @@ fn batch_marker(kind: u16) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastpath::nfnetlink::NLA_F_NESTED;
 
     fn nested(kind: u16, inner: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -228,6 +465,34 @@ mod tests {
         assert_eq!(str_attribute(&jump, NFTA_RULE_CHAIN), Some("POSTROUTING"));
         assert_eq!(attribute(&jump, NFTA_RULE_HANDLE).and_then(be64), Some(7));
         assert_eq!(jump_targets(&rule("POSTROUTING", 8, None)).count(), 0);
+    }
+
+    /// The payload length and whether a bitwise mask is needed, as iptables-nft's `add_addr`.
+    #[test]
+    fn addresses_load_the_bytes_their_prefix_fills() {
+        let shape = |prefix| {
+            let exprs = v4_match(16, [10, 99, 0, 0], prefix, NFT_CMP_EQ);
+            let names: Vec<String> = exprs
+                .iter()
+                .filter_map(|e| {
+                    let expr = attribute(e, NFTA_LIST_ELEM)?;
+                    str_attribute(expr, NFTA_EXPR_NAME).map(str::to_string)
+                })
+                .collect();
+            let payload = attribute(&exprs[0], NFTA_LIST_ELEM)
+                .and_then(|e| attribute(e, NFTA_EXPR_DATA))
+                .and_then(|d| attribute(d, NFTA_PAYLOAD_LEN))
+                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]));
+            (payload, names.join(","))
+        };
+        assert_eq!(shape(24), (Some(3), "payload,cmp".into()));
+        assert_eq!(shape(16), (Some(2), "payload,cmp".into()));
+        assert_eq!(shape(32), (Some(4), "payload,cmp".into()));
+        assert_eq!(shape(20), (Some(4), "payload,bitwise,cmp".into()));
+        assert_eq!(shape(4), (Some(4), "payload,bitwise,cmp".into()));
+        assert_eq!(masked_v4([10, 99, 7, 5], 24), [10, 99, 7, 0]);
+        assert_eq!(masked_v4([224, 1, 2, 3], 4), [224, 0, 0, 0]);
+        assert_eq!(masked_v4([10, 0, 0, 1], 0), [0, 0, 0, 0]);
     }
 
     #[test]
