@@ -1119,8 +1119,19 @@ async fn two_masq_pods(args: &[&str]) -> (String, String, String) {
             None => l.to_string(),
         })
         .collect();
-    let expressions = normalise(&expressions.join("\n"), &node, "<no id>");
+    // iptables-save orders the pods' chains by name (a hash of the id): order its lines by the
+    // pod they belong to, keeping each pod's rule order. The expression listing has no ids:
+    // compare its rule blocks as a sorted set, each block keeping its expression order.
     let saved = normalise(&saved, &node, "<no id>");
+    let mut lines: Vec<&str> = saved.lines().collect();
+    lines.sort_by_key(|l| (l.contains("<ID1>"), l.contains("<ID2>")));
+    let saved = lines.join("\n");
+    let expressions = normalise(&expressions.join("\n"), &node, "<no id>")
+        .replace("<CHAIN0>", "<CHAIN>")
+        .replace("<CHAIN1>", "<CHAIN>");
+    let mut blocks: Vec<&str> = expressions.split("\n\n").collect();
+    blocks.sort_unstable();
+    let expressions = blocks.join("\n\n");
     let mut client = node.client().await;
     for id in [&first, &second] {
         stop_pod(&mut client, id).await;
