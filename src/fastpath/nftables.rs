@@ -200,7 +200,7 @@ pub fn add_masq_v4(
         return Err(io::Error::other("comment longer than iptables allows"));
     }
     let family = NFPROTO_IPV4;
-    let mut batch = vec![batch_marker(NFNL_MSG_BATCH_BEGIN)];
+    let mut batch = Vec::new();
     let mut attrs = Vec::new();
     put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
     put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
@@ -260,10 +260,7 @@ pub fn add_masq_v4(
             attrs,
         ));
     }
-    batch.push(batch_marker(NFNL_MSG_BATCH_END));
-    let seqs = socket.send(&batch)?;
-    let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
-    socket.acks(&seqs[1..seqs.len() - 1], &[first, last])
+    transaction(socket, batch)
 }
 
 fn push_unique(rules: &mut Vec<Vec<u8>>, rule: Vec<u8>) {
@@ -383,7 +380,7 @@ fn be64(bytes: &[u8]) -> Option<u64> {
 
 /// One batch: the jumps by handle, then each chain (its rules go with it).
 fn commit(socket: &NfSocket, family: u8, found: &Found) -> io::Result<()> {
-    let mut batch = vec![batch_marker(NFNL_MSG_BATCH_BEGIN)];
+    let mut batch = Vec::new();
     for (chain, handle) in &found.jumps {
         let mut attrs = Vec::new();
         put_str(&mut attrs, NFTA_RULE_TABLE, NAT);
@@ -409,6 +406,15 @@ fn commit(socket: &NfSocket, family: u8, found: &Found) -> io::Result<()> {
             attrs,
         ));
     }
+    transaction(socket, batch)
+}
+
+/// Sends `messages` as one nf_tables transaction (between a batch's begin and end) and waits
+/// for each one's acknowledgement: all of it applies, or none.
+fn transaction(socket: &NfSocket, messages: Vec<Message>) -> io::Result<()> {
+    let mut batch = Vec::with_capacity(messages.len() + 2);
+    batch.push(batch_marker(NFNL_MSG_BATCH_BEGIN));
+    batch.extend(messages);
     batch.push(batch_marker(NFNL_MSG_BATCH_END));
     let seqs = socket.send(&batch)?;
     let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
