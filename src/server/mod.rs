@@ -2,6 +2,7 @@
 //! reflection and health. Handlers only translate and delegate to `sandbox/`; each call is
 //! logged once here with its outcome.
 
+pub mod authority;
 mod convert;
 mod image;
 mod inflight;
@@ -72,6 +73,9 @@ pub async fn serve(
     let calls = inflight::InFlight::default();
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        // The limits the authority adapter enforces are the ones h2 advertises.
+        .http2_max_header_list_size(authority::LIMITS.max_header_list_size as u32)
+        .max_frame_size(authority::LIMITS.max_frame_size as u32)
         .layer(calls.layer())
         .layer(tower::util::MapResponseLayer::new(
             oversize::as_resource_exhausted::<tonic::body::Body>,
@@ -81,7 +85,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(health)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(accepted(listener), async {
             let _ = stopped.await;
         });
     tokio::pin!(server);
@@ -99,6 +103,15 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Each accepted connection, wrapped so that any `:authority` is accepted.
+fn accepted(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityAdapter<tokio::net::UnixStream>>>
+{
+    use futures::TryStreamExt;
+    UnixListenerStream::new(listener).map_ok(authority::AuthorityAdapter::new)
 }
 
 /// Keeps the sandbox gauges current and forgets the plugin timings of removed sandboxes.
