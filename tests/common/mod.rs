@@ -35,6 +35,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use cri::{NamespaceMode, PodSandboxState};
 
+pub mod http2;
+
 /// The CNI network name used by every test conf.
 pub const NETWORK: &str = "crisp-test";
 /// The pod subnet. Each node has its own network namespace, so the same range can be reused.
