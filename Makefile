@@ -59,7 +59,7 @@ torture: deps ## kill -9 crisp at random instants in TORTURE_ROUNDS (200) rounds
 	CRISP_TORTURE_ROUNDS=$(TORTURE_ROUNDS) $(CARGO) test --locked --test torture -- --nocapture
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := cni_result cni_conf ids run_request
+FUZZ_TARGETS := cni_result cni_conf ids run_request authority
 fuzz: ## Run each cargo-fuzz target for FUZZ_SECONDS (60) s; needs nightly (installs cargo-fuzz if missing)
 	@$(CARGO) +nightly --version >/dev/null 2>&1 || { echo "make fuzz needs a nightly toolchain (rustup toolchain install nightly)"; exit 1; }
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
