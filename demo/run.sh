@@ -186,10 +186,8 @@ wait_pids() {
 }
 
 # --- the CRI client: every call printed; answers land in $ANSWER --------------------------------
-# grpcurl before 1.8.10 sends the socket path as :authority, which the HTTP/2 layer under tonic
-# (h2) rejects with PROTOCOL_ERROR (fullstorydev/grpcurl#442); "localhost" is what crictl, the
-# kubelet and newer grpcurl send over a Unix socket.
-GRPCURL=(grpcurl -plaintext -emit-defaults -authority localhost -unix)
+# grpcurl as it ships, no -authority: crisp accepts the socket path it sends as :authority.
+GRPCURL=(grpcurl -plaintext -emit-defaults -unix)
 grpc() { # NODE METHOD BODY
     local sock=${SOCK[$1]}
     cmd "${GRPCURL[*]} -d '$3' $sock runtime.v1.RuntimeService/$2"

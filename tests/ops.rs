@@ -426,9 +426,6 @@ async fn health_check_with_grpcurl() {
         let body = format!("{{\"service\":\"{service}\"}}");
         let out = run(Command::new("grpcurl").args([
             "-plaintext",
-            // grpcurl would send the socket path as :authority, which HTTP/2 refuses.
-            "-authority",
-            "localhost",
             "-unix",
             "-d",
             &body,

@@ -999,7 +999,7 @@ fn user_view(node: &Node, cycles: usize) -> Res<Option<UserView>> {
     let call = |method: &str, body: &str| -> Res<(Duration, String)> {
         let t = Instant::now();
         let mut child = Command::new(&tool)
-            .args(["-plaintext", "-authority", "localhost", "-unix", "-d", "@"])
+            .args(["-plaintext", "-unix", "-d", "@"])
             .arg(&node.socket)
             .arg(format!("runtime.v1.RuntimeService/{method}"))
             .stdin(Stdio::piped())
