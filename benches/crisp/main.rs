@@ -11,9 +11,17 @@
 //! in the concurrency run, default 4, at least 32 in all), CRISP_BENCH_USER (grpcurl cycles,
 //! default 20).
 //!
+//! The HTTP/2 authority adapter's cost (a socket-path `:authority` client against a `localhost`
+//! one, idle connections) is measured on its own crisp: see authority.rs.
+//!
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says how to run it.
 
+mod authority;
 mod floor;
+// The tests' raw HTTP/2 client; the bench uses only part of it.
+#[allow(dead_code)]
+#[path = "../../tests/common/http2.rs"]
+mod http2;
 mod node;
 mod report;
 
@@ -177,6 +185,11 @@ async fn bench(s: Settings) -> Res<()> {
     // ---- as a user sees it: one grpcurl process per call ----
     eprintln!("[3/5] grpcurl: {} cycles, one process per call", s.user);
     let user = user_view(&chain, s.user)?;
+    eprintln!(
+        "[3b/5] HTTP/2 authority adapter: {} status calls per client",
+        s.n
+    );
+    let adapter = authority::measure(s.n).await?;
     drop(chain);
     drop(floor_node);
 
@@ -385,6 +398,8 @@ async fn bench(s: Settings) -> Res<()> {
         print!("{}", t.render());
     }
 
+    print!("{}", adapter.table());
+
     let mut t = Table::new(
         &format!(
             "Fast path (--cni-fast-path auto) beside the exec path, same network, N={}",
@@ -474,6 +489,11 @@ async fn bench(s: Settings) -> Res<()> {
             format!("{} ms", scale.recovery_log_ms),
         ),
         (
+            "socket-path :authority Status p50 within 20 µs of localhost".into(),
+            adapter.p50_delta_us() <= 20.0,
+            format!("{:.1} µs", adapter.p50_delta_us()),
+        ),
+        (
             "32 clients: no errors".into(),
             c32.is_some_and(|(_, c, _)| c.errors == 0),
             c32.map(|(_, c, _)| format!("{} errors", c.errors))
@@ -545,6 +565,7 @@ async fn bench(s: Settings) -> Res<()> {
             "tool": u.tool, "run": u.run.json(), "stop": u.stop.json(), "remove": u.remove.json(),
             "version": u.version.json(),
         })),
+        "authority_adapter": adapter.json(),
         "targets": targets.iter().map(|(n, m, v)| json!({"target": n, "met": m, "measured": v})).collect::<Vec<_>>(),
         "bench_seconds": round3(wall.elapsed().as_secs_f64()),
     });
