@@ -16,6 +16,7 @@ pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin:/usr/lib/cni";
 pub const DEFAULT_CNI_PLUGIN_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_CNI_GC_INTERVAL_SECS: u64 = 600;
+pub const DEFAULT_CNI_CHECK_INTERVAL_SECS: u64 = 60;
 
 /// The command line. Every value is optional here so that a value given nowhere can fall
 /// back to the config file, then to the default (flags > env > file > defaults).
@@ -47,6 +48,14 @@ pub struct Cli {
     /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start [default: 600]
     #[arg(long, env = "CRISP_CNI_GC_INTERVAL", value_name = "SECS")]
     pub cni_gc_interval: Option<u64>,
+    /// Seconds between background network checks of READY pods (CNI CHECK, and that the
+    /// namespace and the pod's addresses are still there); 0 = no checks [default: 60]
+    #[arg(long, env = "CRISP_CNI_CHECK_INTERVAL", value_name = "SECS")]
+    pub cni_check_interval: Option<u64>,
+    /// The cgroup driver RuntimeConfig reports to kubelet (which then uses it instead of
+    /// its own cgroupDriver); unset, kubelet keeps its own [default: unset]
+    #[arg(long, env = "CRISP_CGROUP_DRIVER", value_name = "DRIVER")]
+    pub cgroup_driver: Option<CgroupDriver>,
     /// Run the default bridge + host-local (+ portmap) network in process instead of
     /// exec'ing the plugins, when the loaded network list is one crisp implements
     /// completely (same end state; see docs/fastpath.md) [default: off]
@@ -76,6 +85,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// A cgroup driver, as RuntimeConfig names it to kubelet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    Systemd,
+    Cgroupfs,
+}
+
 /// Whether the in-process CNI fast path may be used.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default, serde::Serialize,
@@ -100,6 +117,8 @@ struct FileConfig {
     cni_bin_dir: Option<String>,
     cni_plugin_timeout: Option<u64>,
     cni_gc_interval: Option<u64>,
+    cni_check_interval: Option<u64>,
+    cgroup_driver: Option<CgroupDriver>,
     cni_fast_path: Option<FastPathMode>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
@@ -119,6 +138,11 @@ pub struct Config {
     /// `None`: GC only once, after start-up.
     #[serde(serialize_with = "opt_as_secs")]
     pub cni_gc_interval: Option<Duration>,
+    /// `None`: the background network checker is off.
+    #[serde(serialize_with = "opt_as_secs")]
+    pub cni_check_interval: Option<Duration>,
+    /// What RuntimeConfig answers; `None` leaves kubelet's own setting in force.
+    pub cgroup_driver: Option<CgroupDriver>,
     pub cni_fast_path: FastPathMode,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -208,6 +232,14 @@ impl Config {
             )
             .filter(|s| *s > 0)
             .map(Duration::from_secs),
+            cni_check_interval: Some(
+                cli.cni_check_interval
+                    .or(file.cni_check_interval)
+                    .unwrap_or(DEFAULT_CNI_CHECK_INTERVAL_SECS),
+            )
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+            cgroup_driver: cli.cgroup_driver.or(file.cgroup_driver),
             cni_fast_path: cli.cni_fast_path.or(file.cni_fast_path).unwrap_or_default(),
             log_level: cli
                 .log_level
@@ -323,6 +355,30 @@ mod tests {
             config.metrics_addr,
             Some("127.0.0.1:9325".parse().expect("addr"))
         );
+    }
+
+    #[test]
+    fn check_interval_defaults_to_60_s_and_0_turns_it_off() {
+        let config = Config::resolve(Cli::default()).expect("defaults");
+        assert_eq!(config.cni_check_interval, Some(Duration::from_secs(60)));
+        assert_eq!(config.cgroup_driver, None);
+        let file = write("cni-check-interval = 0\ncgroup-driver = \"systemd\"\n");
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("resolves");
+        assert_eq!(config.cni_check_interval, None);
+        assert_eq!(config.cgroup_driver, Some(CgroupDriver::Systemd));
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            cni_check_interval: Some(5),
+            cgroup_driver: Some(CgroupDriver::Cgroupfs),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("resolves");
+        assert_eq!(config.cni_check_interval, Some(Duration::from_secs(5)));
+        assert_eq!(config.cgroup_driver, Some(CgroupDriver::Cgroupfs));
     }
 
     #[test]

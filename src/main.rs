@@ -106,6 +106,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         plugins,
     });
     tokio::spawn(collect_garbage(shared.clone()));
+    if let Some(every) = shared.config.cni_check_interval {
+        let shared = shared.clone();
+        tokio::spawn(async move { crisp::sandbox::checker::run(&shared.manager, every).await });
+    }
     // Connections queue on the bound socket from here on, so systemd may start kubelet.
     let notify_socket = std::env::var("NOTIFY_SOCKET").ok();
     if let Err(e) = crisp::systemd::notify_ready(notify_socket.as_deref()) {

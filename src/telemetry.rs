@@ -25,6 +25,9 @@ pub const TEARDOWN_PENDING: &str = "crisp_sandboxes_teardown_pending";
 pub const RECOVERY_REPAIRS: &str = "crisp_recovery_repairs_total";
 pub const EVENTS_SKIPPED: &str = "crisp_container_events_skipped_total";
 pub const BUILD_INFO: &str = "crisp_build_info";
+pub const NETWORK_LOST: &str = "crisp_sandboxes_network_lost_total";
+pub const CHECK_ROUND: &str = "crisp_network_check_round_seconds";
+pub const CHECK_OVERRUNS: &str = "crisp_network_check_overruns_total";
 
 /// Histogram buckets in seconds: 100 µs (a List) up to the plugin timeout range.
 const BUCKETS: &[f64] = &[
@@ -72,6 +75,32 @@ fn describe() {
         "Container events a slow GetContainerEvents subscriber missed"
     );
     describe_gauge!(BUILD_INFO, "crisp's version");
+    describe_counter!(
+        NETWORK_LOST,
+        "READY sandboxes the live check moved to NOT_READY, by reason (netns_gone, address_gone)"
+    );
+    describe_histogram!(
+        CHECK_ROUND,
+        Unit::Seconds,
+        "Background network check rounds, by phase (live, check)"
+    );
+    describe_counter!(
+        CHECK_OVERRUNS,
+        "Network check rounds that took longer than --cni-check-interval"
+    );
+}
+
+/// A sandbox whose network the live check found gone.
+pub fn record_network_lost(reason: &'static str) {
+    metrics::counter!(NETWORK_LOST, "reason" => reason).increment(1);
+}
+
+/// One phase of a background network check round.
+pub fn record_check_round(phase: &'static str, elapsed: Duration, overran: bool) {
+    metrics::histogram!(CHECK_ROUND, "phase" => phase).record(elapsed.as_secs_f64());
+    if overran {
+        metrics::counter!(CHECK_OVERRUNS).increment(1);
+    }
 }
 
 /// One finished CRI call.
@@ -231,12 +260,16 @@ impl Observer for PluginTelemetry {
             outcome,
             cni_code,
         };
+        // Only ADD and DEL are kept (a CHECK must not bring back a removed sandbox's entry).
+        if !matches!(run.command, "ADD" | "DEL") {
+            return;
+        }
         let mut last = self.lock();
         let entry = last.entry(run.container_id.to_string()).or_default();
-        let op = match run.command {
-            "ADD" => &mut entry.add,
-            "DEL" => &mut entry.del,
-            _ => return,
+        let op = if run.command == "ADD" {
+            &mut entry.add
+        } else {
+            &mut entry.del
         };
         if let Some(op) = op {
             op.plugins.push(timing);

@@ -1,5 +1,6 @@
 //! Hostile and malformed requests through the real socket. Each case asserts the exact gRPC
-//! code, that the message names the offending field, and that nothing was created: no
+//! code (OK for a Stop or Remove of an id that names no sandbox, as CRI requires), that the
+//! message names the offending field, and that nothing was created: no
 //! sandbox listed, no netns pin, no host-local IP, no record, no CNI cache entry, no link in
 //! the node namespace. Afterwards crisp still serves a valid pod.
 
@@ -343,31 +344,44 @@ fn cases(node: &Node) -> Vec<Case> {
             },
         ),
     ];
-    // --- ids that are not ids, for Stop, Status and Remove ---
-    for (what, id, says) in [
-        ("../../etc", "../../etc".to_string(), "not a sandbox id"),
-        ("10 kB", long.clone(), "not a sandbox id"),
-        ("empty", String::new(), "pod_sandbox_id"),
-        ("65 hex chars", "a".repeat(65), "not a sandbox id"),
-        ("NUL", "abc\0".to_string(), "not a sandbox id"),
+    // --- ids that name no sandbox: Stop and Remove succeed, Status is NotFound ---
+    for (what, id) in [
+        ("../../etc", "../../etc".to_string()),
+        ("10 kB", long.clone()),
+        ("65 hex chars", "a".repeat(65)),
+        ("NUL", "abc\0".to_string()),
+        ("a UUID", "9ab1a92c-4f87-4937-8c9c-a6eb0dd81887".to_string()),
     ] {
         v.push(Case {
             what: Box::leak(format!("Stop with id {what}").into_boxed_str()),
             call: Call::Stop(id.clone()),
-            code: Invalid,
-            says,
+            code: Code::Ok,
+            says: "",
         });
         v.push(Case {
             what: Box::leak(format!("Status with id {what}").into_boxed_str()),
             call: Call::Status(id.clone()),
-            code: Invalid,
-            says,
+            code: Code::NotFound,
+            says: "not found",
         });
         v.push(Case {
             what: Box::leak(format!("Remove with id {what}").into_boxed_str()),
             call: Call::Remove(id),
+            code: Code::Ok,
+            says: "",
+        });
+    }
+    // --- an empty id is not an id at all ---
+    for call in [
+        Call::Stop(String::new()),
+        Call::Status(String::new()),
+        Call::Remove(String::new()),
+    ] {
+        v.push(Case {
+            what: "an empty id",
+            call,
             code: Invalid,
-            says,
+            says: "pod_sandbox_id",
         });
     }
     v.push(Case {
@@ -377,6 +391,99 @@ fn cases(node: &Node) -> Vec<Case> {
         says: "not found",
     });
     v
+}
+
+/// Every path under the root and netns dirs with its size and mtime: what "nothing on disk
+/// changed" compares.
+fn state_listing(node: &Node) -> Vec<(std::path::PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![node.root.clone(), node.netns_dir.clone()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((path, meta.len(), meta.mtime(), meta.mtime_nsec()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// With a pod running, Stop and Remove of ids that name no sandbox (a UUID as cri-tools sends,
+/// a traversal, 10 kB, an unknown 64-hex id) answer OK and change nothing on disk; Status of
+/// each is NotFound; an empty id is InvalidArgument for all three; the pod stays READY.
+#[tokio::test]
+async fn ids_that_name_no_sandbox_are_success_and_touch_nothing() {
+    let node = Node::start().await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, base(&node)).await;
+    let unknown = if id.starts_with('0') { "1" } else { "0" }.repeat(64);
+    let before = state_listing(&node);
+    for other in [
+        "9ab1a92c-4f87-4937-8c9c-a6eb0dd81887".to_string(),
+        "../../x".to_string(),
+        "x".repeat(10 * 1024),
+        unknown,
+    ] {
+        let shown = &other[..other.len().min(40)];
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: other.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Stop {shown}: {e:?}"));
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: other.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Remove {shown}: {e:?}"));
+        let err = c
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: other.clone(),
+                verbose: false,
+            })
+            .await
+            .expect_err("no such sandbox");
+        assert_eq!(err.code(), Code::NotFound, "Status {shown}: {err:?}");
+        assert!(err.message().len() < 300, "the id is cut in the message");
+        assert_eq!(
+            state_listing(&node),
+            before,
+            "{shown}: something on disk changed"
+        );
+    }
+    let empty = [
+        c.stop_pod_sandbox(cri::StopPodSandboxRequest::default())
+            .await
+            .map(|_| ()),
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest::default())
+            .await
+            .map(|_| ()),
+        c.pod_sandbox_status(cri::PodSandboxStatusRequest::default())
+            .await
+            .map(|_| ()),
+    ];
+    for got in empty {
+        let err = got.expect_err("an empty id is refused");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("pod_sandbox_id"), "{err:?}");
+    }
+    let (st, _) = status(&mut c, &id, false).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert!(node
+        .log()
+        .contains("the id named no sandbox: nothing to do"));
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
 fn assert_nothing_created(node: &Node, what: &str) {
@@ -418,6 +525,7 @@ async fn hostile_requests_get_exact_codes_and_create_nothing() {
                 .map(|_| ()),
         };
         match got {
+            Ok(()) if case.code == Code::Ok => {}
             Ok(()) => failures.push(format!("{}: accepted", case.what)),
             Err(e) if e.code() != case.code || !e.message().contains(case.says) => {
                 failures.push(format!(

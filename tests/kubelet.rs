@@ -129,14 +129,18 @@ async fn kubelet_calls_in_order() {
     .await
     .expect("connect-time Version: any error and kubelet exits");
     image_fs_info(&node).await;
-    // KubeletCgroupDriverFromCRI (on from 1.31): three tries; Unimplemented keeps the
-    // driver from kubelet's own config and is the one error it accepts.
+    // KubeletCgroupDriverFromCRI (on from 1.31): three tries, none may fail; with no
+    // --cgroup-driver, `linux` is unset, so kubelet keeps the driver from its own config.
     for _ in 0..3 {
-        let err = c
+        let answer = c
             .runtime_config(cri::RuntimeConfigRequest {})
             .await
-            .expect_err("crisp manages no cgroups");
-        assert_eq!(err.code(), Code::Unimplemented, "{}", err.message());
+            .expect("RuntimeConfig: any error but Unimplemented and kubelet exits")
+            .into_inner();
+        assert_eq!(
+            answer.linux, None,
+            "no driver unless --cgroup-driver is set"
+        );
     }
     let v = c
         .version(cri::VersionRequest {
@@ -385,4 +389,54 @@ async fn kubelet_calls_in_order() {
     .expect("Remove of a removed sandbox is OK");
     assert!(relist(&mut c).await.is_empty());
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// RuntimeConfig (kubelet ≥ 1.31 replaces its cgroupDriver with the answer): no `linux` by
+/// default, the configured driver with `--cgroup-driver` (or CRISP_CGROUP_DRIVER), which
+/// verbose Status also shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_config_answers_the_configured_cgroup_driver() {
+    for (args, env, want) in [
+        (vec![], None, None),
+        (
+            vec!["--cgroup-driver", "systemd"],
+            None,
+            Some(cri::CgroupDriver::Systemd),
+        ),
+        (vec![], Some("cgroupfs"), Some(cri::CgroupDriver::Cgroupfs)),
+    ] {
+        let mut node = Node::prepared(Conf::Default);
+        let mut cmd = node.daemon_command();
+        cmd.args(&args);
+        if let Some(driver) = env {
+            cmd.env("CRISP_CGROUP_DRIVER", driver);
+        }
+        node.start_daemon_with(cmd).await;
+        let mut c = node.client().await;
+        let answer = c
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .expect("RuntimeConfig answers OK")
+            .into_inner();
+        assert_eq!(
+            answer.linux.map(|l| l.cgroup_driver),
+            want.map(|d| d as i32),
+            "{args:?} {env:?}"
+        );
+        let info = c
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .expect("Status")
+            .into_inner()
+            .info;
+        let shown = info
+            .get("cgroupDriver")
+            .expect("cgroupDriver in verbose Status");
+        let want_shown = match want {
+            None => "null",
+            Some(cri::CgroupDriver::Systemd) => "\"systemd\"",
+            Some(cri::CgroupDriver::Cgroupfs) => "\"cgroupfs\"",
+        };
+        assert_eq!(shown, want_shown);
+    }
 }

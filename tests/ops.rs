@@ -257,29 +257,6 @@ async fn events_follow_the_sandbox_lifecycle() {
     drop(events);
 }
 
-/// GETs a URL from inside the node namespace with curl (loopback only).
-fn curl_in_node(node: &Node, url: &str) -> String {
-    run(Command::new("ip").args([
-        "netns",
-        "exec",
-        &node.netns_name,
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "20",
-        url,
-    ]))
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// `/metrics` over HTTP: RPC latency by method and code, plugin exec latency by plugin and
 /// command, sandboxes by state, recovery repairs; verbose status shows each plugin's timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

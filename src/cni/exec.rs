@@ -91,6 +91,8 @@ pub async fn run(
             source,
         })?;
     let pgid = child.id();
+    // If this future is dropped (a CHECK that Stop cancels), the whole group dies with it.
+    let mut group = GroupGuard(pgid);
     let (Some(mut child_stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -115,6 +117,7 @@ pub async fn run(
         // Reap the direct child so no zombie stays; the group is already killed.
         let _ = child.wait().await;
     }
+    group.disarm();
     // The pipe closes once every holder of it is gone; bound the wait for stragglers.
     let stderr_tail = match tokio::time::timeout(Duration::from_secs(1), stderr_task).await {
         Ok(Ok(Ok(tail))) => tail,
@@ -205,6 +208,22 @@ fn find_strays(container_ids: &std::collections::HashSet<String>) -> Vec<Stray> 
             })
         })
         .collect()
+}
+
+/// Kills a plugin's process group when dropped before [`GroupGuard::disarm`]: tokio's
+/// `kill_on_drop` ends the plugin itself, not the children it started.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
 }
 
 fn kill_group(pgid: Option<u32>) {
@@ -336,6 +355,48 @@ mod tests {
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(!marker.exists(), "the plugin's child survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child_pid = dir.path().join("child.pid");
+        let bin = script(
+            dir.path(),
+            "hang",
+            &format!("sleep 60 & echo $! > {}; wait", child_pid.display()),
+        );
+        let inv = inv();
+        let running = run(&bin, &inv, b"", "/usr/bin:/bin", Duration::from_secs(60));
+        tokio::select! {
+            _ = running => panic!("the plugin cannot finish"),
+            _ = async {
+                while std::fs::read_to_string(&child_pid).map_or(true, |s| s.trim().is_empty()) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            } => {}
+        }
+        // The run future is gone: its plugin's child must die too (the group is killed).
+        let pid = std::fs::read_to_string(&child_pid).expect("pid");
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proc_dir.exists() && !is_zombie(&proc_dir) {
+            assert!(
+                Instant::now() < deadline,
+                "the plugin's child outlived the dropped run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn is_zombie(proc_dir: &std::path::Path) -> bool {
+        std::fs::read_to_string(proc_dir.join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
     }
 
     #[tokio::test]

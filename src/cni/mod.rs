@@ -193,6 +193,46 @@ fn join_paths(dirs: &[PathBuf]) -> String {
 }
 
 impl CniError {
+    /// The plugin the failure names, when it is about one plugin.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            CniError::PluginNotFound { plugin, .. }
+            | CniError::Exec { plugin, .. }
+            | CniError::BadResult { plugin, .. }
+            | CniError::InProcess { plugin, .. }
+            | CniError::Incompatible { plugin, .. }
+            | CniError::BadVersion { plugin, .. } => Some(plugin),
+            CniError::Plugin(failure) => Some(&failure.plugin),
+            CniError::InvalidName { .. }
+            | CniError::Cache { .. }
+            | CniError::NoConfig { .. }
+            | CniError::NoCachedResult { .. } => None,
+        }
+    }
+
+    /// The spec's error code, when a plugin printed one.
+    pub fn cni_code(&self) -> Option<u64> {
+        match self {
+            CniError::Plugin(failure) => failure.code,
+            _ => None,
+        }
+    }
+
+    /// The plugin's own message (the spec's `msg` and `details`) when it printed one, else
+    /// the whole error.
+    pub fn message(&self) -> String {
+        match self {
+            CniError::Plugin(failure) if !failure.msg.is_empty() => {
+                if failure.details.is_empty() {
+                    failure.msg.clone()
+                } else {
+                    format!("{} ({})", failure.msg, failure.details)
+                }
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> CniErrorKind {
         match self {
             // The node's CNI setup is wrong: a plugin is missing or speaks other versions.

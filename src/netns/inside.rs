@@ -6,7 +6,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::net::IpAddr;
+
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
 
 use super::{run_in, with_netlink};
@@ -49,6 +52,30 @@ pub async fn interface_stats(netns: &Path) -> io::Result<Vec<InterfaceStats>> {
                         }
                     }
                     stats
+                })
+                .collect())
+        })
+    })
+    .await
+}
+
+/// Every address any interface holds in the namespace pinned at `netns` (one address dump).
+pub async fn addresses(netns: &Path) -> io::Result<Vec<IpAddr>> {
+    run_in(netns, || {
+        with_netlink(|handle| async move {
+            let addresses: Vec<_> = handle
+                .address()
+                .get()
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| io::Error::other(format!("listing addresses over netlink: {e}")))?;
+            Ok(addresses
+                .iter()
+                .flat_map(|a| &a.attributes)
+                .filter_map(|attr| match attr {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
                 })
                 .collect())
         })

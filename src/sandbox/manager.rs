@@ -18,10 +18,12 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
-use crate::cni::{Attachment, CheckOutcome};
+use crate::cni::Attachment;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::files;
+use crate::sandbox::health::Health;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
@@ -51,13 +53,23 @@ pub struct SandboxEvent {
     pub at: i64,
 }
 
-struct Entry {
-    /// Serialises Run/Stop/Remove of this sandbox.
-    op: tokio::sync::Mutex<()>,
+pub(super) struct Entry {
+    /// Serialises Run/Stop/Remove of this sandbox (and the start of a background CHECK).
+    pub(super) op: tokio::sync::Mutex<()>,
     /// The last committed state, for readers.
     snapshot: RwLock<Arc<Sandbox>>,
     /// Set when Remove has taken the sandbox out of the index.
-    removed: AtomicBool,
+    pub(super) removed: AtomicBool,
+    /// What the background checks last found.
+    pub(super) health: Mutex<Health>,
+    /// The background CHECK running now, which Stop and Remove cancel.
+    pub(super) checking: Mutex<Option<RunningCheck>>,
+}
+
+/// A background CHECK in flight: `abort` ends it, `done` closes once its plugins are killed.
+pub(super) struct RunningCheck {
+    pub(super) abort: futures::future::AbortHandle,
+    pub(super) done: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Entry {
@@ -66,18 +78,38 @@ impl Entry {
             op: tokio::sync::Mutex::new(()),
             snapshot: RwLock::new(Arc::new(sandbox)),
             removed: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
+            checking: Mutex::new(None),
         })
     }
 
-    fn current(&self) -> Arc<Sandbox> {
+    pub(super) fn current(&self) -> Arc<Sandbox> {
         self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn publish(&self, sandbox: &Sandbox) {
+    pub(super) fn publish(&self, sandbox: &Sandbox) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(sandbox.clone());
+    }
+
+    pub(super) fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kills a background CHECK of this sandbox and discards its result; returns once its
+    /// plugin processes are killed. Called with `op` held, so none can start meanwhile.
+    async fn cancel_check(&self) {
+        let running = self
+            .checking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(running) = running {
+            running.abort.abort();
+            let _ = running.done.await;
+        }
     }
 }
 
@@ -103,8 +135,8 @@ pub struct ListFilter {
 pub struct SandboxManager {
     store: Store,
     netns: NetnsDir,
-    network: PodNetwork,
-    index: RwLock<BTreeMap<String, Arc<Entry>>>,
+    pub(super) network: PodNetwork,
+    pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     names: Mutex<HashMap<String, Reservation>>,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
     events: broadcast::Sender<SandboxEvent>,
@@ -112,6 +144,8 @@ pub struct SandboxManager {
     creating: Mutex<HashSet<String>>,
     /// Gives the heap back to the kernel after many removals.
     heap: crate::heap::Trimmer,
+    /// The background network checker's rounds so far.
+    pub(super) checker: Mutex<CheckerStatus>,
 }
 
 /// What start-up recovery found and did.
@@ -140,6 +174,7 @@ impl SandboxManager {
             events: broadcast::channel(EVENT_BUFFER).0,
             creating: Mutex::new(HashSet::new()),
             heap: crate::heap::Trimmer::default(),
+            checker: Mutex::new(CheckerStatus::default()),
         }
     }
 
@@ -148,7 +183,7 @@ impl SandboxManager {
         self.events.subscribe()
     }
 
-    fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
+    pub(super) fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
         // An error only means nobody listens.
         let _ = self.events.send(SandboxEvent {
             kind,
@@ -231,35 +266,6 @@ impl SandboxManager {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-
-    /// CNI CHECK of a ready sandbox's network, with what was cached at ADD. `Ok(None)` when
-    /// there is nothing to check (no network, not ready) or another operation on the
-    /// sandbox is in flight (CHECK never waits for it).
-    pub async fn check_network(&self, id_or_prefix: &str) -> Result<Option<CheckOutcome>> {
-        let Some(entry) = self.find(id_or_prefix)? else {
-            return Err(Error::SandboxNotFound {
-                id: id_or_prefix.to_string(),
-            });
-        };
-        let Ok(_op) = entry.op.try_lock() else {
-            return Ok(None);
-        };
-        let sandbox = entry.current();
-        let (Some(attachment), Some(netns), true) =
-            (&sandbox.network, &sandbox.netns_path, sandbox.is_ready())
-        else {
-            return Ok(None);
-        };
-        self.network
-            .check(&sandbox, &attachment.network_name, netns)
-            .await
-            .map(Some)
-            .map_err(|source| Error::Cni {
-                sandbox: sandbox.id.clone(),
-                step: "checking the pod network (CNI CHECK)",
-                source: Box::new(source),
-            })
     }
 
     pub fn network(&self) -> &PodNetwork {
@@ -525,12 +531,14 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// StopPodSandbox: idempotent; an unknown id is success.
+    /// StopPodSandbox: idempotent; an id that names no sandbox is success.
     pub async fn stop(&self, id_or_prefix: &str) -> Result<()> {
         let Some(entry) = self.find(id_or_prefix)? else {
+            names_no_sandbox("StopPodSandbox", id_or_prefix);
             return Ok(());
         };
         let _op = entry.op.lock().await;
+        entry.cancel_check().await;
         if entry.removed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -551,9 +559,11 @@ impl SandboxManager {
     /// sandbox whose teardown fails is not removed: the error is returned and it is kept.
     pub async fn remove(&self, id_or_prefix: &str) -> Result<()> {
         let Some(entry) = self.find(id_or_prefix)? else {
+            names_no_sandbox("RemovePodSandbox", id_or_prefix);
             return Ok(());
         };
         let _op = entry.op.lock().await;
+        entry.cancel_check().await;
         if entry.removed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -584,13 +594,22 @@ impl SandboxManager {
         Ok(())
     }
 
-    /// PodSandboxStatus: the last committed state; NotFound when unknown.
+    /// PodSandboxStatus: the last committed state; NotFound when the id names no sandbox.
     pub fn status(&self, id_or_prefix: &str) -> Result<Arc<Sandbox>> {
         self.find(id_or_prefix)?
             .map(|e| e.current())
             .ok_or_else(|| Error::SandboxNotFound {
-                id: id_or_prefix.to_string(),
+                id: shown_id(id_or_prefix),
             })
+    }
+
+    /// What the background checks last found for a sandbox (by full id); default when none.
+    pub fn health(&self, id: &str) -> Health {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .get(id)
+            .map(|e| e.health().clone())
+            .unwrap_or_default()
     }
 
     /// ListPodSandbox. An id filter is a prefix like every other id; an unknown or ambiguous
@@ -620,20 +639,15 @@ impl SandboxManager {
         out
     }
 
-    /// Resolves a full id or a unique prefix. Unknown → `Ok(None)`; not an id at all or
+    /// Resolves a full id or a unique prefix. An id that names no sandbox (unknown, or not
+    /// shaped like an id at all: such a string is never looked up) → `Ok(None)`; empty or
     /// ambiguous → an InvalidArgument-class error.
     fn find(&self, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
         if id_or_prefix.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "empty"));
         }
         if !is_id_prefix(id_or_prefix) {
-            return Err(Error::invalid(
-                "pod_sandbox_id",
-                format!(
-                    "{:?} is not a sandbox id (1 to 64 lowercase hex characters)",
-                    truncate(id_or_prefix, 80)
-                ),
-            ));
+            return Ok(None);
         }
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         let mut matches = index
@@ -654,7 +668,7 @@ impl SandboxManager {
         })
     }
 
-    async fn save(&self, sandbox: &Sandbox) -> Result<()> {
+    pub(super) async fn save(&self, sandbox: &Sandbox) -> Result<()> {
         let store = self.store.clone();
         let sandbox = sandbox.clone();
         tokio::task::spawn_blocking(move || store.save(&sandbox))
@@ -911,7 +925,7 @@ pub fn public_state(state: SandboxState) -> SandboxState {
     }
 }
 
-fn now_nanos() -> i64 {
+pub(super) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -941,6 +955,21 @@ fn sysctl_error(id: &str, e: netns::inside::SysctlError) -> Error {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+/// An id as errors and logs show it: a client may send 10 kB, the log line gets 80 chars.
+pub fn shown_id(id: &str) -> String {
+    const MAX: usize = 80;
+    if id.chars().count() <= MAX {
+        id.to_string()
+    } else {
+        format!("{}…", id.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// Stop and Remove of an id that names no sandbox succeed (CRI: "must not fail"), and say so.
+fn names_no_sandbox(method: &'static str, id: &str) {
+    tracing::info!(
+        method,
+        sandbox_id = %shown_id(id),
+        "the id named no sandbox: nothing to do"
+    );
 }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use k8s_cri::v1 as cri;
 
+use crate::config::CgroupDriver;
 use crate::error::{Error, Result};
 use crate::netns::inside::InterfaceStats;
 use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
@@ -464,6 +465,7 @@ pub fn verbose_info(
     files_dir: &std::path::Path,
     runtime_spec: serde_json::Value,
     last_ops: Option<crate::telemetry::LastOps>,
+    health: &crate::sandbox::health::Health,
 ) -> HashMap<String, String> {
     let netns_closed = sandbox
         .netns_path
@@ -484,8 +486,22 @@ pub fn verbose_info(
         "runtimeSpec": runtime_spec,
         "filesDir": files_dir.display().to_string(),
         "cniPluginTimings": last_ops.unwrap_or_default(),
+        "networkCheck": health.network_check,
+        "liveCheck": health.live_check,
     });
     HashMap::from([("info".to_string(), info.to_string())])
+}
+
+/// RuntimeConfig's answer: the configured cgroup driver, or no `linux` at all.
+pub fn runtime_config(driver: Option<CgroupDriver>) -> cri::RuntimeConfigResponse {
+    cri::RuntimeConfigResponse {
+        linux: driver.map(|d| cri::LinuxRuntimeConfiguration {
+            cgroup_driver: match d {
+                CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+                CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            } as i32,
+        }),
+    }
 }
 
 fn usage(i: &InterfaceStats) -> cri::NetworkInterfaceUsage {

@@ -157,16 +157,10 @@ impl RuntimeService for RuntimeApi {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_else(|| oci::runtime_spec_json(&sandbox, &dir));
             let last_ops = self.shared.plugins.last_ops(&sandbox.id);
-            let mut info = convert::verbose_info(&sandbox, &dir, spec, last_ops);
-            // Verbose only (crictl inspectp): CHECK runs the plugins, kubelet's plain
-            // PodSandboxStatus never waits on one.
-            let check = match manager.check_network(&sandbox.id).await {
-                Ok(Some(outcome)) => format!("{outcome:?}"),
-                Ok(None) => "Skipped".to_string(),
-                Err(e) => format!("Failed: {e}"),
-            };
-            info.insert("networkCheck".to_string(), check);
-            info
+            // From memory and the sandbox's files: the background checker's last outcomes,
+            // never a plugin run on this call's path.
+            let health = manager.health(&sandbox.id);
+            convert::verbose_info(&sandbox, &dir, spec, last_ops, &health)
         } else {
             Default::default()
         };
@@ -250,6 +244,15 @@ impl RuntimeService for RuntimeApi {
                 "recovery".to_string(),
                 serde_json::to_string(&self.shared.recovery).unwrap_or_default(),
             );
+            info.insert(
+                "networkChecker".to_string(),
+                serde_json::to_string(&self.shared.manager.checker()).unwrap_or_default(),
+            );
+            // null: RuntimeConfig leaves `linux` unset and kubelet keeps its own driver.
+            info.insert(
+                "cgroupDriver".to_string(),
+                serde_json::json!(config.cgroup_driver).to_string(),
+            );
         }
         call.finish(Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -284,11 +287,12 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::RuntimeConfigRequest>,
     ) -> Reply<cri::RuntimeConfigResponse> {
-        // crisp manages no cgroups: Unimplemented makes kubelet keep its own cgroupDriver.
-        unimplemented(
-            "RuntimeConfig",
-            "RuntimeConfig (crisp manages no cgroups; kubelet keeps its cgroupDriver)",
-        )
+        // crisp creates no cgroups: by default `linux` stays unset and kubelet (≥ 1.31, which
+        // replaces its own cgroupDriver with the answer) keeps its setting; --cgroup-driver
+        // makes kubelet follow the operator's choice for the node.
+        Call::read("RuntimeConfig").finish(Ok(convert::runtime_config(
+            self.shared.config.cgroup_driver,
+        )))
     }
 
     async fn list_containers(

@@ -814,6 +814,29 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// GETs a URL from inside the node namespace with curl (loopback only).
+pub fn curl_in_node(node: &Node, url: &str) -> String {
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &node.netns_name,
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "20",
+        url,
+    ]))
+}
+
+/// The value of the first Prometheus sample whose line starts with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Polls `f` every 100 ms until it returns Some, for at most `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
 where
