@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod fastpath;
 pub mod heap;
+pub mod modes;
 pub mod netns;
 pub mod sandbox;
 pub mod server;

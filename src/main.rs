@@ -1,5 +1,6 @@
-//! The crisp daemon: read the command line and config, set up logging, take the root's
-//! lock, recover sandboxes left by a previous run, then serve CRI until SIGTERM/SIGINT.
+//! The crisp daemon: read the command line and config, set up logging, tighten the modes an
+//! older crisp left, take the root's lock, recover sandboxes left by a previous run, then serve
+//! CRI until SIGTERM/SIGINT.
 //! Pods are left as they are on exit and found again on the next start.
 
 use std::io::Write;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use clap::Parser;
 use crisp::cni::{Cni, ConfDir, DEFAULT_SYSTEM_PATH};
 use crisp::config::{Cli, Config, LogFormat};
+use crisp::modes;
 use crisp::netns::NetnsDir;
 use crisp::sandbox::network::PodNetwork;
 use crisp::sandbox::store::Store;
@@ -65,7 +67,9 @@ fn init_logging(config: &Config) -> Result<(), Box<dyn std::error::Error + Send 
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    std::fs::create_dir_all(&config.root)
+    // Before the root and its lock are created, so a dir crisp never used is left as found.
+    modes::tighten(&config.root);
+    modes::create_dir_all(&config.root, modes::PRIVATE_DIR)
         .map_err(|e| format!("creating root dir {}: {e}", config.root.display()))?;
     let _lock = lock_root(&config.root)?;
     let store = Store::open(&config.root)?;
@@ -142,12 +146,14 @@ async fn collect_garbage(shared: Arc<Shared>) {
 /// released when it dies.
 fn lock_root(root: &Path) -> Result<std::fs::File, String> {
     use nix::fcntl::{fcntl, FcntlArg};
+    use std::os::unix::fs::OpenOptionsExt;
     let path = root.join("crisp.lock");
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(modes::PRIVATE_FILE)
         .open(&path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
     let whole_file = |kind: libc::c_short| libc::flock {

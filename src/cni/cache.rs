@@ -2,14 +2,17 @@
 //! ifname), the exact network list used, CNI_ARGS, the capability args and, once ADD has
 //! succeeded, the result. It is written *before* ADD runs, so teardown always knows the
 //! config that setup used, even after a crash or a change of the conf dir. Unlike libcni,
-//! the config is stored as JSON, not base64, so an operator can read it.
+//! the config is stored as JSON, not base64, so an operator can read it (as root: the
+//! directories are 0700 and the entries 0600, see `crate::modes`).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::modes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -48,7 +51,7 @@ impl Cache {
     }
 
     pub fn save(&self, entry: &CacheEntry) -> std::io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        modes::create_dir_all(&self.dir, modes::PRIVATE_DIR)?;
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
@@ -56,7 +59,7 @@ impl Cache {
         // the caller makes its own intent durable before ADD, and after a power cut the pod
         // namespaces are gone, so teardown needs only the network's name and config.
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
+            let mut file = modes::create_file(&tmp, modes::PRIVATE_FILE)?;
             file.write_all(&bytes)?;
             fs::rename(&tmp, &path)
         };
@@ -139,6 +142,10 @@ mod tests {
             result: None,
         };
         cache.save(&entry).expect("save");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(cache.dir()), 0o700);
+        assert_eq!(mode(&cache.path("net", "abc", "eth0")), 0o600);
         assert_eq!(
             cache.load("net", "abc", "eth0").expect("load"),
             Some(entry.clone())

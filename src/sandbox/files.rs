@@ -2,17 +2,23 @@
 //! `<root>/sandboxes/<id>/` beside the record `<root>/sandboxes/<id>.json`: `hostname`,
 //! `hosts`, `resolv.conf` and the sandbox's OCI runtime spec `config.json`. The record store
 //! removes the directory with the record, so Remove, a rolled-back Run and recovery clean it.
+//!
+//! The three mounted files are 0644, since a container runtime mounts them for whatever user a
+//! container runs as; `config.json` carries the pod's annotations and is 0600. The directory is
+//! 0711 (as containerd's sandbox dirs): the mounted files open by path, the dir is not listable.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::modes;
 use crate::sandbox::model::Sandbox;
 use crate::sandbox::oci;
 
 /// Writes every file of `sandbox` into `dir` (created if needed), each atomically.
 pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<()> {
-    fs::create_dir_all(dir)
+    modes::create_dir_all(dir, modes::FILES_DIR)
         .map_err(|e| Error::io(format!("creating sandbox dir {}", dir.display()), e))?;
     let spec = oci::runtime_spec(sandbox, dir).map_err(|reason| Error::Record {
         path: dir.join("config.json"),
@@ -22,20 +28,20 @@ pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<()> {
         path: dir.join("config.json"),
         reason: format!("encoding the OCI runtime spec: {e}"),
     })?;
-    write(
-        dir,
-        "hostname",
-        format!("{}\n", oci::hostname(sandbox)).as_bytes(),
-    )?;
-    write(dir, "hosts", hosts(sandbox).as_bytes())?;
-    write(dir, "resolv.conf", &resolv_conf(sandbox))?;
-    write(dir, "config.json", &spec_json)
+    let hostname = format!("{}\n", oci::hostname(sandbox));
+    write(dir, "hostname", hostname.as_bytes(), modes::MOUNTED_FILE)?;
+    write(dir, "hosts", hosts(sandbox).as_bytes(), modes::MOUNTED_FILE)?;
+    let resolv = resolv_conf(sandbox);
+    write(dir, "resolv.conf", &resolv, modes::MOUNTED_FILE)?;
+    write(dir, "config.json", &spec_json, modes::PRIVATE_FILE)
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Writes `name` atomically, its temp file created with `mode` (which the rename keeps).
+fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, bytes)
+    modes::create_file(&tmp, mode)
+        .and_then(|mut file| file.write_all(bytes))
         .and_then(|()| fs::rename(&tmp, &path))
         .map_err(|e| {
             let _ = fs::remove_file(&tmp);

@@ -12,12 +12,16 @@
 //!   namespaces are gone anyway, so any later record that a power cut rolls back (ready,
 //!   stopping, not_ready, or a deleted record coming back) is repaired by recovery: a sandbox
 //!   whose namespace is gone is torn down with CNI DEL, which plugins must tolerate twice.
+//!
+//! Records hold the pod's labels, annotations and config: `sandboxes/` is 0700 and each
+//! record is created 0600 (see `crate::modes`).
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::modes;
 use crate::sandbox::model::{is_id_prefix, Sandbox, SandboxState};
 
 #[derive(Debug, Clone)]
@@ -29,7 +33,7 @@ impl Store {
     /// Opens (creating if needed) the record directory under `root`.
     pub fn open(root: &Path) -> Result<Store> {
         let dir = root.join("sandboxes");
-        fs::create_dir_all(&dir)
+        modes::create_dir_all(&dir, modes::PRIVATE_DIR)
             .map_err(|e| Error::io(format!("creating state dir {}", dir.display()), e))?;
         Ok(Store { dir })
     }
@@ -59,7 +63,7 @@ impl Store {
             reason: format!("encoding: {e}"),
         })?;
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
+            let mut file = modes::create_file(&tmp, modes::PRIVATE_FILE)?;
             file.write_all(&bytes)?;
             if durable {
                 file.sync_all()?;
