@@ -218,3 +218,37 @@ async fn grpcurl_health_and_version() {
         );
     }
 }
+
+/// What `crictl runtime-config` and cri-tools' idempotence checks send, from grpcurl 1.8.6 as
+/// shipped: RuntimeConfig answers OK (no `linux`: no --cgroup-driver), and Stop/Remove of a
+/// UUID that names no sandbox answer OK while Status of it is NotFound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_runtime_config_and_unknown_ids() {
+    let node = Node::start().await;
+    let rc = grpcurl_json(
+        &node,
+        &[],
+        &["runtime.v1.RuntimeService/RuntimeConfig"],
+        None,
+    );
+    assert!(rc.get("linux").is_none(), "{rc}");
+    let uuid = r#"{"pod_sandbox_id": "9ab1a92c-4f87-4937-8c9c-a6eb0dd81887"}"#;
+    for method in ["StopPodSandbox", "RemovePodSandbox"] {
+        grpcurl_json(
+            &node,
+            &["-d", "@"],
+            &[&format!("runtime.v1.RuntimeService/{method}")],
+            Some(uuid),
+        );
+    }
+    let out = grpcurl(
+        &node,
+        &["-d", "@"],
+        &["runtime.v1.RuntimeService/PodSandboxStatus"],
+        Some(uuid),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NotFound"), "{err}");
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}

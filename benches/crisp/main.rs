@@ -12,11 +12,15 @@
 //! default 20).
 //!
 //! The HTTP/2 authority adapter's cost (a socket-path `:authority` client against a `localhost`
-//! one, idle connections) is measured on its own crisp: see authority.rs.
+//! one, idle connections) is measured on its own crisp: see authority.rs; the background
+//! network checker (a live-check and a CHECK round over CRISP_BENCH_SCALE real pods, plain vs
+//! verbose PodSandboxStatus) on another: see checker.rs. CRISP_BENCH_ONLY=checker runs only
+//! that part.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says how to run it.
 
 mod authority;
+mod checker;
 mod floor;
 // The tests' raw HTTP/2 client; the bench uses only part of it.
 #[allow(dead_code)]
@@ -118,6 +122,16 @@ async fn bench(s: Settings) -> Res<()> {
         s.n, s.scale, s.levels
     );
 
+    if std::env::var("CRISP_BENCH_ONLY").is_ok_and(|v| v == "checker") {
+        eprintln!(
+            "checker only: {} READY sandboxes on the real chain",
+            s.scale
+        );
+        let figures = checker::measure(s.scale).await?;
+        print!("{}", figures.table());
+        return Ok(());
+    }
+
     // ---- crisp on the real chain, and the floor, interleaved ----
     let mut chain = Node::new("chain")?;
     let list = chain_list(&chain.ipam_dir)?;
@@ -196,6 +210,11 @@ async fn bench(s: Settings) -> Res<()> {
     // ---- scale: 1,000 live sandboxes on the noop stand-in plugin ----
     eprintln!("[4/5] scale: {} live sandboxes (noop plugin)", s.scale);
     let scale = scale_run(s.scale).await?;
+    eprintln!(
+        "[4b/5] network checker: {} READY sandboxes on the real chain",
+        s.scale
+    );
+    let checks = checker::measure(s.scale).await?;
 
     // ---- report ----
     eprintln!("[5/5] report");
@@ -399,6 +418,7 @@ async fn bench(s: Settings) -> Res<()> {
     }
 
     print!("{}", adapter.table());
+    print!("{}", checks.table());
 
     let mut t = Table::new(
         &format!(
@@ -506,6 +526,19 @@ async fn bench(s: Settings) -> Res<()> {
                 .unwrap_or_default(),
         ),
     ];
+    let targets = [
+        targets,
+        vec![(
+            "verbose PodSandboxStatus ≤ 0.3 ms p50 (no plugin run)".into(),
+            checks.verbose_p50() <= 0.3,
+            format!(
+                "{} ms (plain {} ms)",
+                ms(checks.verbose_p50()),
+                ms(checks.plain_p50())
+            ),
+        )],
+    ]
+    .concat();
     let mut t = Table::new("Targets", &["target", "measured", "met"]);
     for (name, met, measured) in &targets {
         t.row(vec![
@@ -566,6 +599,7 @@ async fn bench(s: Settings) -> Res<()> {
             "version": u.version.json(),
         })),
         "authority_adapter": adapter.json(),
+        "network_checker": checks.json(),
         "targets": targets.iter().map(|(n, m, v)| json!({"target": n, "met": m, "measured": v})).collect::<Vec<_>>(),
         "bench_seconds": round3(wall.elapsed().as_secs_f64()),
     });
