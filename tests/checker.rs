@@ -393,3 +393,31 @@ async fn host_network_pods_are_never_marked() {
     remove_pod(&mut c, &id).await;
     assert_nothing_leaked(&node);
 }
+
+/// A pod the fast path set up is checked by the real plugins (its state is theirs): CHECK of
+/// bridge, host-local and portmap passes against what crisp built in process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_path_pod_is_checked_by_the_real_plugins() {
+    let node = Node::start_with_args(
+        Conf::Default,
+        &["--cni-fast-path", "auto", "--cni-check-interval", "1"],
+    )
+    .await;
+    let mut c = node.client().await;
+    let id = run_pod(&mut c, node.pod_config("fast")).await;
+    assert_eq!(verbose_info(&mut c, &id).await["networkPath"], "fast");
+    let info = eventually(WAIT, || {
+        let mut c = c.clone();
+        let id = id.clone();
+        async move {
+            let info = verbose_info(&mut c, &id).await;
+            (!info["networkCheck"].is_null()).then_some(info)
+        }
+    })
+    .await
+    .expect("a CHECK round reached the pod");
+    assert_eq!(info["networkCheck"]["outcome"], "passed", "{info}");
+    stop_pod(&mut c, &id).await;
+    remove_pod(&mut c, &id).await;
+    assert_nothing_leaked(&node);
+}

@@ -64,6 +64,8 @@ pub(super) struct Entry {
     pub(super) health: Mutex<Health>,
     /// The background CHECK running now, which Stop and Remove cancel.
     pub(super) checking: Mutex<Option<RunningCheck>>,
+    /// `config.json` as first read for verbose status (it never changes after Run).
+    runtime_spec: std::sync::OnceLock<Arc<str>>,
 }
 
 /// A background CHECK in flight: `abort` ends it, `done` closes once its plugins are killed.
@@ -80,6 +82,7 @@ impl Entry {
             removed: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             checking: Mutex::new(None),
+            runtime_spec: std::sync::OnceLock::new(),
         })
     }
 
@@ -601,6 +604,37 @@ impl SandboxManager {
             .ok_or_else(|| Error::SandboxNotFound {
                 id: shown_id(id_or_prefix),
             })
+    }
+
+    /// The sandbox's OCI runtime spec as JSON text: its `config.json`, read once and then kept
+    /// in memory (crisp writes it at Run and never again), or rebuilt when the file is gone.
+    pub async fn runtime_spec(&self, sandbox: &Sandbox) -> Arc<str> {
+        let entry = self
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sandbox.id)
+            .cloned();
+        if let Some(spec) = entry.as_ref().and_then(|e| e.runtime_spec.get()) {
+            return spec.clone();
+        }
+        let dir = self.store.files_dir(&sandbox.id);
+        let read = tokio::fs::read_to_string(dir.join("config.json"))
+            .await
+            .ok()
+            .filter(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok());
+        match read {
+            Some(text) => {
+                let spec: Arc<str> = text.into();
+                match entry {
+                    Some(e) => e.runtime_spec.get_or_init(|| spec).clone(),
+                    None => spec,
+                }
+            }
+            None => crate::sandbox::oci::runtime_spec_json(sandbox, &dir)
+                .to_string()
+                .into(),
+        }
     }
 
     /// What the background checks last found for a sandbox (by full id); default when none.

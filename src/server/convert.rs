@@ -459,37 +459,63 @@ pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
 
 /// Verbose status: one key, `info`, holding a JSON object (containerd's layout, so tools
 /// that read `info.config`, `info.cniResult` or `info.runtimeSpec` find them), plus crisp's
-/// own: where the sandbox's files are and how each plugin of the last ADD/DEL fared.
+/// own: where the sandbox's files are, how each plugin of the last ADD/DEL fared, and what the
+/// background checks last found. Everything is borrowed and the spec is embedded as the text it
+/// is (no parse and re-encode): this is what every `crictl inspectp` and poller pays for.
 pub fn verbose_info(
     sandbox: &Sandbox,
     files_dir: &std::path::Path,
-    runtime_spec: serde_json::Value,
+    runtime_spec: &str,
     last_ops: Option<crate::telemetry::LastOps>,
     health: &crate::sandbox::health::Health,
 ) -> HashMap<String, String> {
-    let netns_closed = sandbox
-        .netns_path
-        .as_deref()
-        .is_none_or(|p| !crate::netns::is_pinned(p));
-    let info = serde_json::json!({
-        "sandboxId": sandbox.id,
-        "state": sandbox.state,
-        "runtimeHandler": sandbox.spec.runtime_handler,
-        "hostNetwork": sandbox.spec.host_network,
-        "netnsPath": sandbox.netns_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        "netNamespaceClosed": netns_closed,
-        "network": sandbox.network.as_ref().map(|n| &n.network_name),
-        "cniResult": sandbox.network.as_ref().map(|n| &n.result),
-        "networkPath": sandbox.network.as_ref().map(|n| &n.path),
-        "lastError": sandbox.last_error,
-        "config": sandbox.spec.raw_config,
-        "runtimeSpec": runtime_spec,
-        "filesDir": files_dir.display().to_string(),
-        "cniPluginTimings": last_ops.unwrap_or_default(),
-        "networkCheck": health.network_check,
-        "liveCheck": health.live_check,
-    });
-    HashMap::from([("info".to_string(), info.to_string())])
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info<'a> {
+        sandbox_id: &'a str,
+        state: SandboxState,
+        runtime_handler: &'a str,
+        host_network: bool,
+        netns_path: String,
+        net_namespace_closed: bool,
+        network: Option<&'a str>,
+        cni_result: Option<&'a serde_json::Value>,
+        network_path: Option<&'a str>,
+        last_error: Option<&'a str>,
+        config: &'a serde_json::Value,
+        runtime_spec: Option<&'a serde_json::value::RawValue>,
+        files_dir: String,
+        cni_plugin_timings: crate::telemetry::LastOps,
+        network_check: Option<&'a crate::sandbox::health::NetworkCheck>,
+        live_check: Option<&'a crate::sandbox::health::LiveCheck>,
+    }
+    let info = Info {
+        sandbox_id: &sandbox.id,
+        state: sandbox.state,
+        runtime_handler: &sandbox.spec.runtime_handler,
+        host_network: sandbox.spec.host_network,
+        netns_path: sandbox
+            .netns_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        net_namespace_closed: sandbox
+            .netns_path
+            .as_deref()
+            .is_none_or(|p| !crate::netns::is_pinned(p)),
+        network: sandbox.network.as_ref().map(|n| n.network_name.as_str()),
+        cni_result: sandbox.network.as_ref().map(|n| &n.result),
+        network_path: sandbox.network.as_ref().map(|n| n.path.as_str()),
+        last_error: sandbox.last_error.as_deref(),
+        config: &sandbox.spec.raw_config,
+        runtime_spec: serde_json::from_str(runtime_spec).ok(),
+        files_dir: files_dir.display().to_string(),
+        cni_plugin_timings: last_ops.unwrap_or_default(),
+        network_check: health.network_check.as_ref(),
+        live_check: health.live_check.as_ref(),
+    };
+    let text = serde_json::to_string(&info).unwrap_or_default();
+    HashMap::from([("info".to_string(), text)])
 }
 
 /// RuntimeConfig's answer: the configured cgroup driver, or no `linux` at all.

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::{convert, Call, Shared};
 use crate::error::Error;
 use crate::sandbox::manager::SandboxEvent;
-use crate::sandbox::{oci, stats, ListFilter, SandboxState};
+use crate::sandbox::{stats, ListFilter, SandboxState};
 
 pub struct RuntimeApi {
     shared: Arc<Shared>,
@@ -150,17 +150,13 @@ impl RuntimeService for RuntimeApi {
         };
         let info = if req.verbose {
             let dir = manager.files_dir(&sandbox.id);
-            // The spec exactly as written for runtimes; rebuilt if the file is gone.
-            let spec = tokio::fs::read(dir.join("config.json"))
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_else(|| oci::runtime_spec_json(&sandbox, &dir));
+            // The spec exactly as written for runtimes (kept in memory once read).
+            let spec = manager.runtime_spec(&sandbox).await;
             let last_ops = self.shared.plugins.last_ops(&sandbox.id);
             // From memory and the sandbox's files: the background checker's last outcomes,
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
-            convert::verbose_info(&sandbox, &dir, spec, last_ops, &health)
+            convert::verbose_info(&sandbox, &dir, &spec, last_ops, &health)
         } else {
             Default::default()
         };

@@ -814,6 +814,22 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// kubelet's start-up RuntimeConfig (gate KubeletCgroupDriverFromCRI, on from 1.31): three
+/// tries, none may fail; with no --cgroup-driver `linux` is unset, so kubelet keeps its own.
+pub async fn kubelet_runtime_config(client: &mut RuntimeServiceClient<Channel>) {
+    for _ in 0..3 {
+        let answer = client
+            .runtime_config(cri::RuntimeConfigRequest {})
+            .await
+            .expect("RuntimeConfig: any error but Unimplemented and kubelet exits")
+            .into_inner();
+        assert_eq!(
+            answer.linux, None,
+            "no driver unless --cgroup-driver is set"
+        );
+    }
+}
+
 /// GETs a URL from inside the node namespace with curl (loopback only).
 pub fn curl_in_node(node: &Node, url: &str) -> String {
     run(Command::new("ip").args([
