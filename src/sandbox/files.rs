@@ -16,8 +16,9 @@ use crate::modes;
 use crate::sandbox::model::Sandbox;
 use crate::sandbox::oci;
 
-/// Writes every file of `sandbox` into `dir` (created if needed), each atomically.
-pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<()> {
+/// Writes every file of `sandbox` into `dir` (created if needed), each atomically. Returns the
+/// runtime spec as compact JSON, for verbose status to serve from memory.
+pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<String> {
     modes::create_dir_all(dir, modes::FILES_DIR)
         .map_err(|e| Error::io(format!("creating sandbox dir {}", dir.display()), e))?;
     let spec = oci::runtime_spec(sandbox, dir).map_err(|reason| Error::Record {
@@ -33,7 +34,11 @@ pub fn write_all(dir: &Path, sandbox: &Sandbox) -> Result<()> {
     write(dir, "hosts", hosts(sandbox).as_bytes(), modes::MOUNTED_FILE)?;
     let resolv = resolv_conf(sandbox);
     write(dir, "resolv.conf", &resolv, modes::MOUNTED_FILE)?;
-    write(dir, "config.json", &spec_json, modes::PRIVATE_FILE)
+    write(dir, "config.json", &spec_json, modes::PRIVATE_FILE)?;
+    serde_json::to_string(&spec).map_err(|e| Error::Record {
+        path: dir.join("config.json"),
+        reason: format!("encoding the OCI runtime spec: {e}"),
+    })
 }
 
 /// Writes `name` atomically, its temp file created with `mode` (which the rename keeps).

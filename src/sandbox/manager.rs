@@ -64,7 +64,8 @@ pub(super) struct Entry {
     pub(super) health: Mutex<Health>,
     /// The background CHECK running now, which Stop and Remove cancel.
     pub(super) checking: Mutex<Option<RunningCheck>>,
-    /// `config.json` as first read for verbose status (it never changes after Run).
+    /// `config.json` as compact JSON for verbose status: kept from Run, or read at the first
+    /// verbose status after a restart (it never changes after Run).
     runtime_spec: std::sync::OnceLock<Arc<str>>,
 }
 
@@ -444,9 +445,10 @@ impl SandboxManager {
                 .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
                 .and_then(|r| r)
         };
-        if let Err(err) = written {
-            return Err(self.roll_back(sandbox, err).await);
-        }
+        let spec_text = match written {
+            Ok(text) => text,
+            Err(err) => return Err(self.roll_back(sandbox, err).await),
+        };
         steps.mark("files");
         sandbox.state = SandboxState::Ready;
         if let Err(err) = self.save(&sandbox).await {
@@ -456,10 +458,12 @@ impl SandboxManager {
         tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
         self.emit(EventKind::Created, &sandbox);
         self.emit(EventKind::Started, &sandbox);
+        let entry = Entry::new(sandbox);
+        let _ = entry.runtime_spec.set(spec_text.into());
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), Entry::new(sandbox));
+            .insert(id.to_string(), entry);
         Ok(())
     }
 
@@ -606,8 +610,9 @@ impl SandboxManager {
             })
     }
 
-    /// The sandbox's OCI runtime spec as JSON text: its `config.json`, read once and then kept
-    /// in memory (crisp writes it at Run and never again), or rebuilt when the file is gone.
+    /// The sandbox's OCI runtime spec as JSON text, from memory: what Run wrote to its
+    /// `config.json` (which never changes). After a restart the file is read at the first
+    /// verbose status, or the spec rebuilt when the file is gone.
     pub async fn runtime_spec(&self, sandbox: &Sandbox) -> Arc<str> {
         let entry = self
             .index
