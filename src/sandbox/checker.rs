@@ -79,16 +79,8 @@ pub async fn run(manager: &SandboxManager, interval: Duration) {
         let report = manager.check_round().await;
         let took = started.elapsed();
         let overran = took >= interval;
-        crate::telemetry::record_check_round(
-            "live",
-            Duration::from_secs_f64(report.live_millis / 1000.0),
-            false,
-        );
-        crate::telemetry::record_check_round(
-            "check",
-            Duration::from_secs_f64(report.check_millis / 1000.0),
-            overran,
-        );
+        crate::telemetry::record_check_round("live", report.live_millis);
+        crate::telemetry::record_check_round("check", report.check_millis);
         tracing::debug!(
             sandboxes = report.sandboxes,
             live_failed = report.live_failed,
@@ -104,6 +96,7 @@ pub async fn run(manager: &SandboxManager, interval: Duration) {
             status.last_round = Some(report);
         }
         wait = if overran {
+            crate::telemetry::record_check_overrun();
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
                 interval_s = interval.as_secs(),
@@ -116,24 +109,24 @@ pub async fn run(manager: &SandboxManager, interval: Duration) {
     }
 }
 
-fn jittered(d: Duration) -> Duration {
+fn random_u64() -> Option<u64> {
     let mut bytes = [0u8; 8];
-    let unit = match getrandom::fill(&mut bytes) {
-        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    };
+    getrandom::fill(&mut bytes).ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+fn jittered(d: Duration) -> Duration {
+    let unit = random_u64().map_or(0.5, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
     d.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
 }
 
 /// A random order, so that the same sandboxes are not always checked first.
 fn shuffle<T>(items: &mut [T]) {
     for i in (1..items.len()).rev() {
-        let mut bytes = [0u8; 8];
-        if getrandom::fill(&mut bytes).is_err() {
+        let Some(r) = random_u64() else {
             return;
-        }
-        let j = (u64::from_le_bytes(bytes) % (i as u64 + 1)) as usize;
-        items.swap(i, j);
+        };
+        items.swap(i, (r % (i as u64 + 1)) as usize);
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 
 use crate::cni::Attachment;
@@ -66,7 +67,7 @@ pub(super) struct Entry {
     pub(super) checking: Mutex<Option<RunningCheck>>,
     /// `config.json` as compact JSON for verbose status: kept from Run, or read at the first
     /// verbose status after a restart (it never changes after Run).
-    runtime_spec: std::sync::OnceLock<Arc<str>>,
+    runtime_spec: std::sync::OnceLock<Arc<RawValue>>,
 }
 
 /// A background CHECK in flight: `abort` ends it, `done` closes once its plugins are killed.
@@ -459,7 +460,9 @@ impl SandboxManager {
         self.emit(EventKind::Created, &sandbox);
         self.emit(EventKind::Started, &sandbox);
         let entry = Entry::new(sandbox);
-        let _ = entry.runtime_spec.set(spec_text.into());
+        if let Ok(spec) = RawValue::from_string(spec_text) {
+            let _ = entry.runtime_spec.set(Arc::from(spec));
+        }
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -613,7 +616,7 @@ impl SandboxManager {
     /// The sandbox's OCI runtime spec as JSON text, from memory: what Run wrote to its
     /// `config.json` (which never changes). After a restart the file is read at the first
     /// verbose status, or the spec rebuilt when the file is gone.
-    pub async fn runtime_spec(&self, sandbox: &Sandbox) -> Arc<str> {
+    pub async fn runtime_spec(&self, sandbox: &Sandbox) -> Option<Arc<RawValue>> {
         let entry = self
             .index
             .read()
@@ -621,24 +624,21 @@ impl SandboxManager {
             .get(&sandbox.id)
             .cloned();
         if let Some(spec) = entry.as_ref().and_then(|e| e.runtime_spec.get()) {
-            return spec.clone();
+            return Some(spec.clone());
         }
         let dir = self.store.files_dir(&sandbox.id);
         let read = tokio::fs::read_to_string(dir.join("config.json"))
             .await
             .ok()
-            .filter(|text| serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok());
-        match read {
-            Some(text) => {
-                let spec: Arc<str> = text.into();
-                match entry {
-                    Some(e) => e.runtime_spec.get_or_init(|| spec).clone(),
-                    None => spec,
-                }
-            }
-            None => crate::sandbox::oci::runtime_spec_json(sandbox, &dir)
-                .to_string()
-                .into(),
+            .and_then(|text| RawValue::from_string(text).ok());
+        match (read, entry) {
+            (Some(spec), Some(e)) => Some(e.runtime_spec.get_or_init(|| Arc::from(spec)).clone()),
+            (Some(spec), None) => Some(Arc::from(spec)),
+            (None, _) => serde_json::value::to_raw_value(&crate::sandbox::oci::runtime_spec_json(
+                sandbox, &dir,
+            ))
+            .ok()
+            .map(Arc::from),
         }
     }
 

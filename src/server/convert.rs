@@ -465,7 +465,7 @@ pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
 pub fn verbose_info(
     sandbox: &Sandbox,
     files_dir: &std::path::Path,
-    runtime_spec: &str,
+    runtime_spec: Option<&serde_json::value::RawValue>,
     last_ops: Option<crate::telemetry::LastOps>,
     health: &crate::sandbox::health::Health,
 ) -> HashMap<String, String> {
@@ -508,7 +508,7 @@ pub fn verbose_info(
         network_path: sandbox.network.as_ref().map(|n| n.path.as_str()),
         last_error: sandbox.last_error.as_deref(),
         config: &sandbox.spec.raw_config,
-        runtime_spec: serde_json::from_str(runtime_spec).ok(),
+        runtime_spec,
         files_dir: files_dir.display().to_string(),
         cni_plugin_timings: last_ops.unwrap_or_default(),
         network_check: health.network_check.as_ref(),

@@ -156,7 +156,7 @@ impl RuntimeService for RuntimeApi {
             // From memory and the sandbox's files: the background checker's last outcomes,
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
-            convert::verbose_info(&sandbox, &dir, &spec, last_ops, &health)
+            convert::verbose_info(&sandbox, &dir, spec.as_deref(), last_ops, &health)
         } else {
             Default::default()
         };
