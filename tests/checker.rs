@@ -65,13 +65,9 @@ async fn state_of(
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
 const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
-fn assert_nothing_leaked(node: &Node) {
+async fn assert_nothing_leaked(node: &Node) {
     assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
-    let veths: Vec<String> = node
-        .node_links()
-        .into_iter()
-        .filter(|l| l.starts_with("veth"))
-        .collect();
+    let veths = node.veths_left_after_teardown().await;
     assert!(veths.is_empty(), "host-side veths left: {veths:?}");
 }
 
@@ -90,7 +86,7 @@ async fn verbose_status_never_runs_a_plugin() {
     assert_eq!(check_starts(&probe, &id), 0, "{:?}", probe_log(&probe));
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
 }
 
 /// Every second, CHECK runs for each READY sandbox, again and again, and never between the
@@ -142,7 +138,7 @@ async fn check_runs_in_rounds_and_never_during_run_or_stop() {
         stop_pod(&mut c, id).await;
         remove_pod(&mut c, id).await;
     }
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -196,7 +192,7 @@ async fn a_hung_check_delays_nothing_and_stop_kills_it() {
         "the cancelled CHECK's result was discarded: {info}"
     );
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -267,7 +263,7 @@ async fn a_failed_check_is_reported_and_the_sandbox_stays_ready() {
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -341,7 +337,7 @@ async fn lost_network_makes_the_sandbox_not_ready(breakage: Breakage, says: &str
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +387,7 @@ async fn host_network_pods_are_never_marked() {
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
 }
 
 /// A pod the fast path set up is checked by the real plugins (its state is theirs): CHECK of
@@ -419,5 +415,5 @@ async fn a_fast_path_pod_is_checked_by_the_real_plugins() {
     assert_eq!(info["networkCheck"]["outcome"], "passed", "{info}");
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node);
+    assert_nothing_leaked(&node).await;
 }

@@ -146,11 +146,8 @@ async fn vanished_netns_becomes_notready_after_restart() {
     assert!(left.is_empty(), "{left:?}");
     // The test unpinned the namespace itself: the kernel removes the veth with it, in its
     // own time (asynchronous namespace teardown).
-    let veth_gone = eventually(Duration::from_secs(20), || async {
-        (!node.node_links().iter().any(|l| l.starts_with("veth"))).then_some(())
-    })
-    .await;
-    assert!(veth_gone.is_some(), "{:?}", node.node_links());
+    let veths = node.veths_left_after_teardown().await;
+    assert!(veths.is_empty(), "{veths:?}");
 }
 
 fn network_condition(st: &cri::StatusResponse) -> cri::RuntimeCondition {

@@ -657,15 +657,10 @@ async fn assert_nothing_left(node: &Node, what: &str) {
             "{what}: {prog} still has per-pod chains:\n{nat}"
         );
     }
-    let links = eventually(Duration::from_secs(20), || async {
-        let l = node.node_links();
-        (!l.iter().any(|n| n.starts_with("veth"))).then_some(l)
-    })
-    .await;
+    let veths = node.veths_left_after_teardown().await;
     assert!(
-        links.is_some(),
-        "{what}: veths still in the node: {:?}",
-        node.node_links()
+        veths.is_empty(),
+        "{what}: veths still in the node: {veths:?}"
     );
 }
 

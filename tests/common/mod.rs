@@ -430,6 +430,27 @@ impl Node {
         links_in(&["-n", &self.netns_name])
     }
 
+    /// The node's host-side veths that are still there after their pods' namespaces had
+    /// 20 s to go: a veth left to the namespace goes with it when the kernel's asynchronous
+    /// namespace teardown runs, not at once.
+    pub async fn veths_left_after_teardown(&self) -> Vec<String> {
+        let veths = || -> Vec<String> {
+            self.node_links()
+                .into_iter()
+                .filter(|l| l.starts_with("veth"))
+                .collect()
+        };
+        let gone = eventually(Duration::from_secs(20), || async {
+            veths().is_empty().then_some(())
+        })
+        .await;
+        if gone.is_some() {
+            Vec::new()
+        } else {
+            veths()
+        }
+    }
+
     /// Runs `ip` with `args` inside the node namespace and returns stdout.
     pub fn ip_in_node(&self, args: &[&str]) -> String {
         let mut full = vec!["-n", &self.netns_name];
