@@ -18,10 +18,11 @@
 pub mod cni;
 pub mod config;
 pub mod error;
-pub mod fastpath;
 pub mod heap;
 pub mod modes;
+pub mod netlink;
 pub mod netns;
+pub mod network;
 pub mod sandbox;
 pub mod server;
 pub mod systemd;

@@ -13,7 +13,7 @@ use crisp::cni::{Cni, ConfDir, DEFAULT_SYSTEM_PATH};
 use crisp::config::{Cli, Config, LogFormat};
 use crisp::modes;
 use crisp::netns::NetnsDir;
-use crisp::sandbox::network::PodNetwork;
+use crisp::network::PodNetwork;
 use crisp::sandbox::store::Store;
 use crisp::sandbox::SandboxManager;
 use crisp::server::{self, Shared};

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::netns;
-use crate::sandbox::health::{LiveCheck, NetworkCheck};
+use crate::network::health::{LiveCheck, NetworkCheck};
 use crate::sandbox::manager::{EventKind, RunningCheck, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
 

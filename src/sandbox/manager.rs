@@ -22,13 +22,13 @@ use tokio::sync::{broadcast, watch};
 use crate::cni::Attachment;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::network::health::Health;
+use crate::network::{GcReport, NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::files;
-use crate::sandbox::health::Health;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
-use crate::sandbox::network::{GcReport, NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::store::Store;
 
 /// How many sandboxes recovery repairs at once.

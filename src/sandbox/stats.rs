@@ -38,7 +38,7 @@ pub async fn network_stats(sandbox: &Sandbox) -> Result<Option<NetworkStats>> {
         .network
         .as_ref()
         .map(|n| n.ifname.as_str())
-        .unwrap_or(crate::sandbox::network::POD_IFNAME);
+        .unwrap_or(crate::network::POD_IFNAME);
     let interfaces: Vec<InterfaceStats> = all.into_iter().filter(|i| i.name != "lo").collect();
     Ok(Some(NetworkStats {
         timestamp,

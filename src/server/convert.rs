@@ -74,7 +74,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
     let dns = dns_config(config.dns_config.as_ref())?;
     let annotations = sorted(&config.annotations);
     // Refused here, not at CNI ADD, so the client learns which annotation is wrong.
-    crate::sandbox::network::bandwidth(&annotations)
+    crate::network::bandwidth(&annotations)
         .map_err(|why| Error::invalid("config.annotations", why))?;
     let raw_config = serde_json::to_value(&config)
         .map_err(|e| Error::invalid("config", format!("cannot be recorded: {e}")))?;
@@ -467,7 +467,7 @@ pub fn verbose_info(
     files_dir: &std::path::Path,
     runtime_spec: Option<&serde_json::value::RawValue>,
     last_ops: Option<crate::telemetry::LastOps>,
-    health: &crate::sandbox::health::Health,
+    health: &crate::network::health::Health,
 ) -> HashMap<String, String> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -486,8 +486,8 @@ pub fn verbose_info(
         runtime_spec: Option<&'a serde_json::value::RawValue>,
         files_dir: String,
         cni_plugin_timings: crate::telemetry::LastOps,
-        network_check: Option<&'a crate::sandbox::health::NetworkCheck>,
-        live_check: Option<&'a crate::sandbox::health::LiveCheck>,
+        network_check: Option<&'a crate::network::health::NetworkCheck>,
+        live_check: Option<&'a crate::network::health::LiveCheck>,
     }
     let info = Info {
         sandbox_id: &sandbox.id,

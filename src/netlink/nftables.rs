@@ -4,7 +4,7 @@
 //!   every rule jumping to them (a jump is an `immediate` expression naming the chain), in one
 //!   transaction;
 //! - [`add_masq_v4`]: ipMasq's IPv4 rules, encoded exactly as iptables-nft encodes the
-//!   `iptables-restore` lines of [`super::iptables::PodRules`] (checked against it by
+//!   `iptables-restore` lines of [`crate::network::fast::rules::PodRules`] (checked against it by
 //!   `tests/fastpath.rs`); portmap's rules and IPv6 stay with `iptables-restore`.
 //!
 //! Why not `iptables-restore`: its process start (~3 ms), and an iptables-nft process that
@@ -19,7 +19,7 @@
 
 use std::io;
 
-use super::nfnetlink::{
+use super::netfilter::{
     attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLA_F_NESTED,
     NLM_F_ACK, NLM_F_DUMP,
 };
@@ -183,7 +183,7 @@ fn jump_targets(rule: &[u8]) -> impl Iterator<Item = &str> {
 
 /// ipMasq's rules for a pod's IPv4 addresses (the bridge plugin's `SetupIPMasq`), written
 /// in one transaction exactly as iptables-nft writes the `iptables-restore` lines
-/// [`super::iptables::PodRules`] makes: the pod's chain with, per address, an ACCEPT for its
+/// [`crate::network::fast::rules::PodRules`] makes: the pod's chain with, per address, an ACCEPT for its
 /// subnet and one MASQUERADE for everything but multicast, then POSTROUTING's jump per
 /// address. Each rule is what `nft --debug=netlink` shows for iptables-nft's: payload and
 /// cmp (a bitwise mask only for a prefix that is not whole bytes), the `comment` match, a

@@ -10,7 +10,7 @@
 
 use std::io;
 
-use super::nfnetlink::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
+use super::netfilter::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -68,7 +68,7 @@ fn orig_proto_and_dst_port(attrs: &[u8]) -> Option<(u8, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastpath::nfnetlink::{put_attr, NLA_F_NESTED as NESTED};
+    use crate::netlink::netfilter::{put_attr, NLA_F_NESTED as NESTED};
 
     fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

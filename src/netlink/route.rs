@@ -308,7 +308,7 @@ impl NodeLinks {
             .get()
             .set_link_index_filter(bridge.index)
             .execute();
-        let want = crate::fastpath::hostlocal::to_int(gw);
+        let want = crate::network::fast::hostlocal::to_int(gw);
         while let Some(a) = addrs
             .try_next()
             .await
@@ -324,7 +324,7 @@ impl NodeLinks {
                 continue;
             }
             let have_prefix = a.header.prefix_len;
-            if crate::fastpath::hostlocal::to_int(ip) == want && have_prefix == prefix {
+            if crate::network::fast::hostlocal::to_int(ip) == want && have_prefix == prefix {
                 return Ok(());
             }
             let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
@@ -414,8 +414,8 @@ fn same_net(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
         !((1u128 << shift) - 1)
     };
     let (a, b) = (
-        crate::fastpath::hostlocal::to_int(net),
-        crate::fastpath::hostlocal::to_int(ip),
+        crate::network::fast::hostlocal::to_int(net),
+        crate::network::fast::hostlocal::to_int(ip),
     );
     a & mask == b & mask
 }

@@ -1,7 +1,7 @@
 //! The one seam between a sandbox and its network: attach a sandbox's namespace to the pod
 //! network, detach it, and say whether the node can do that now. This runs the CNI chain
 //! of the conf dir, or — with `--cni-fast-path auto` and a network list it implements
-//! completely — crisp's in-process fast path ([`crate::fastpath`]), which leaves the same
+//! completely — crisp's in-process fast path ([`crate::network::fast`]), which leaves the same
 //! state, result and cache entry; the manager never knows which one ran. Kubernetes terms
 //! become CNI terms here and nowhere else.
 //!
@@ -12,6 +12,9 @@
 //!
 //! GC ([`PodNetwork::collect_garbage`]) holds a gate that every ADD holds shared, so the
 //! set of valid attachments it sends cannot miss an attachment being made meanwhile.
+
+pub mod fast;
+pub mod health;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,7 +29,7 @@ use crate::cni::{
     StaleReport,
 };
 use crate::config::FastPathMode;
-use crate::fastpath::{self, FastPath, FastPlan, Unsupported};
+use crate::network::fast::{self as fastpath, FastPath, FastPlan, Unsupported};
 use crate::sandbox::model::{NetworkAttachment, Sandbox};
 
 /// `NetworkAttachment::path` values.

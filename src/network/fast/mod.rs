@@ -17,12 +17,10 @@
 //! portmap's removal of stale UDP conntrack entries for the host ports is done, over
 //! ctnetlink ([`conntrack`]), after the rules as in the plugin.
 
-pub mod conntrack;
 pub mod hostlocal;
-pub mod iptables;
-pub mod netlink;
-pub mod nfnetlink;
-pub mod nftables;
+pub mod rules;
+
+use crate::netlink::{conntrack, netfilter as nfnetlink, nftables, route as netlink};
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -33,7 +31,7 @@ use serde_json::{json, Map, Value};
 use crate::cni::result::parse_result;
 use crate::cni::{Cache, CacheEntry, CniError, CniResult, NetworkConfigList, RuntimeConf};
 use hostlocal::{Range, RangeSet, Store};
-use iptables::{PodRules, PortMap, PortmapConf};
+use rules::{PodRules, PortMap, PortmapConf};
 
 /// Why a network list is left to the plugins.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -376,7 +374,7 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
                 Some(v) => return Err(no(format!("portmap: snat {v} is not a boolean"))),
             };
             let mark_bit = match p.raw.get("markMasqBit") {
-                None => iptables::DEFAULT_MARK_BIT,
+                None => rules::DEFAULT_MARK_BIT,
                 Some(v) => v
                     .as_u64()
                     .filter(|b| *b <= 31)
@@ -661,14 +659,14 @@ impl FastPath {
                 }
                 let current = if rules.needs_current() {
                     Some(
-                        iptables::save_nat(v6, &self.path_env)
+                        rules::save_nat(v6, &self.path_env)
                             .await
                             .map_err(|e| err(net, "portmap", "ADD", e))?,
                     )
                 } else {
                     None
                 };
-                iptables::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
+                rules::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
                     .await
                     .map_err(|e| err(net, "bridge", "ADD", e))?;
             }
@@ -812,7 +810,7 @@ impl FastPath {
             // The exact batch; if something in it was already gone, it fails as a whole and
             // the live table decides below.
             if let Some(rules) = exact {
-                if iptables::restore(v6, &rules.del_batch(), &self.path_env)
+                if rules::restore(v6, &rules.del_batch(), &self.path_env)
                     .await
                     .is_ok()
                 {
@@ -820,15 +818,14 @@ impl FastPath {
                 }
             }
             // Something was already gone (or nothing is known): delete what is there.
-            let nat = match iptables::save_nat(v6, &self.path_env).await {
+            let nat = match rules::save_nat(v6, &self.path_env).await {
                 Ok(nat) => nat,
                 // No ip6tables nat table support: nothing of ours can be there.
                 Err(_) if v6 => continue,
                 Err(e) => return Err(err(net, "bridge", "DEL", e)),
             };
-            let batch =
-                iptables::reconcile_del_batch(&nat, &iptables::pod_chains(net, &rt.container_id));
-            iptables::restore(v6, &batch, &self.path_env)
+            let batch = rules::reconcile_del_batch(&nat, &rules::pod_chains(net, &rt.container_id));
+            rules::restore(v6, &batch, &self.path_env)
                 .await
                 .map_err(|e| err(net, "bridge", "DEL", e))?;
         }
@@ -844,7 +841,7 @@ impl FastPath {
 impl FastPath {
     async fn uses_nf_tables(&self, v6: bool) -> bool {
         *self.nf_tables[usize::from(v6)]
-            .get_or_init(|| iptables::is_nf_tables(v6, &self.path_env))
+            .get_or_init(|| rules::is_nf_tables(v6, &self.path_env))
             .await
     }
 
@@ -856,8 +853,8 @@ impl FastPath {
         container_id: &str,
         masq: &[(IpAddr, u8)],
     ) -> std::io::Result<()> {
-        let chain = iptables::chain_name(network, container_id, "");
-        let comment = iptables::masq_comment(network, container_id);
+        let chain = rules::chain_name(network, container_id, "");
+        let comment = rules::masq_comment(network, container_id);
         let addrs: Vec<(std::net::Ipv4Addr, u8)> = masq
             .iter()
             .filter_map(|(ip, prefix)| match ip {
@@ -902,7 +899,7 @@ impl FastPath {
         container_id: &str,
         network: &str,
     ) -> std::io::Result<()> {
-        let chains = iptables::pod_chains(network, container_id);
+        let chains = rules::pod_chains(network, container_id);
         let removed = self
             .with_nat_socket(move |socket| nftables::delete_chains(socket, v6, &chains))
             .await?;
@@ -977,7 +974,7 @@ mod tests {
 
     #[test]
     fn the_default_network_is_supported() {
-        let l = list(include_str!("../../cni-conf/10-crisp.conflist"));
+        let l = list(include_str!("../../../cni-conf/10-crisp.conflist"));
         let plan = supports(&l).expect("supported");
         assert_eq!(plan.bridge, "crisp0");
         assert!(plan.ip_masq && plan.is_gateway && plan.hairpin);
