@@ -15,6 +15,7 @@
 //! Stop is the mirror (CNI DEL in reverse order with the cached result, then the
 //! namespace goes), Remove deletes the record, Status and List read the in-memory index.
 
+pub mod clock;
 pub mod cni;
 pub mod config;
 pub mod error;

@@ -15,7 +15,6 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde::Serialize;
 
 use crate::cni::{Observer, PluginRun, RunOutcome};
-use crate::sandbox::{RecoveryReport, Sandbox, SandboxState};
 
 pub const RPC_DURATION: &str = "crisp_rpc_duration_seconds";
 pub const PLUGIN_DURATION: &str = "crisp_cni_plugin_duration_seconds";
@@ -116,49 +115,35 @@ pub fn record_events_skipped(n: u64) {
     metrics::counter!(EVENTS_SKIPPED).increment(n);
 }
 
-/// Start-up recovery's repairs.
-pub fn record_recovery(report: &RecoveryReport) {
-    for (kind, n) in [
-        ("rolled_back", report.rolled_back),
-        ("stopped", report.stopped),
-        ("failed_repair", report.failed_repairs),
-        ("bad_record", report.bad_records),
-        ("orphan_netns_removed", report.orphan_netns_removed),
-    ] {
+/// Start-up recovery's repairs, by kind (`rolled_back`, `stopped`, ...).
+pub fn record_recovery(repairs: &[(&'static str, usize)]) {
+    for &(kind, n) in repairs {
         metrics::counter!(RECOVERY_REPAIRS, "kind" => kind).increment(n as u64);
     }
 }
 
-/// Sets the sandbox gauges from the whole current set.
-pub fn record_sandboxes(sandboxes: &[std::sync::Arc<Sandbox>]) {
-    let mut by_state: HashMap<&'static str, usize> = [
-        ("ready", 0),
-        ("not_ready", 0),
-        ("creating", 0),
-        ("stopping", 0),
-    ]
-    .into_iter()
-    .collect();
-    let mut pending = 0;
-    for s in sandboxes {
-        *by_state.entry(state_name(s.state)).or_default() += 1;
-        if s.state == SandboxState::NotReady && s.holds_resources() {
-            pending += 1;
-        }
-    }
-    for (state, n) in by_state {
-        metrics::gauge!(SANDBOXES, "state" => state).set(n as f64);
-    }
-    metrics::gauge!(TEARDOWN_PENDING).set(pending as f64);
+/// How many sandboxes are in each state, for the gauges.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxCounts {
+    pub ready: usize,
+    pub not_ready: usize,
+    pub creating: usize,
+    pub stopping: usize,
+    /// NOT_READY sandboxes that still hold a namespace or a network (a failed teardown).
+    pub teardown_pending: usize,
 }
 
-fn state_name(state: SandboxState) -> &'static str {
-    match state {
-        SandboxState::Creating => "creating",
-        SandboxState::Ready => "ready",
-        SandboxState::Stopping => "stopping",
-        SandboxState::NotReady => "not_ready",
+/// Sets the sandbox gauges from a count of the whole current set.
+pub fn record_sandboxes(counts: &SandboxCounts) {
+    for (state, n) in [
+        ("ready", counts.ready),
+        ("not_ready", counts.not_ready),
+        ("creating", counts.creating),
+        ("stopping", counts.stopping),
+    ] {
+        metrics::gauge!(SANDBOXES, "state" => state).set(n as f64);
     }
+    metrics::gauge!(TEARDOWN_PENDING).set(counts.teardown_pending as f64);
 }
 
 /// One plugin's part in a chain operation, as verbose status shows it.
@@ -224,7 +209,7 @@ impl Observer for PluginTelemetry {
     fn op_started(&self, network: &str, command: &'static str, container_id: &str) {
         let op = ChainOp {
             network: network.to_string(),
-            started_at: now_nanos(),
+            started_at: crate::clock::now_nanos(),
             plugins: Vec::new(),
         };
         let mut last = self.lock();
@@ -276,37 +261,6 @@ impl Observer for PluginTelemetry {
         if let Some(op) = op {
             op.plugins.push(timing);
         }
-    }
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(1)
-}
-
-/// Where one operation's time went: cumulative microseconds at each named step, for a debug
-/// line an operator (or `FASTPATH_BENCH_STEPS`) reads.
-pub struct Steps {
-    started: std::time::Instant,
-    marks: Vec<(&'static str, u128)>,
-}
-
-impl Steps {
-    pub fn start() -> Self {
-        Steps {
-            started: std::time::Instant::now(),
-            marks: Vec::new(),
-        }
-    }
-
-    pub fn mark(&mut self, step: &'static str) {
-        self.marks.push((step, self.started.elapsed().as_micros()));
-    }
-
-    pub fn marks(&self) -> &[(&'static str, u128)] {
-        &self.marks
     }
 }
 

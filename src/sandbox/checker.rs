@@ -271,7 +271,7 @@ impl SandboxManager {
                 Check::Skipped => report.checks_skipped += 1,
             }
         }
-        report.finished_at = super::manager::now_nanos();
+        report.finished_at = crate::clock::now_nanos();
         report
     }
 
@@ -288,7 +288,7 @@ impl SandboxManager {
             return Live::Skipped;
         }
         let outcome = look(&snapshot).await;
-        let at = super::manager::now_nanos();
+        let at = crate::clock::now_nanos();
         let (outcome_name, missing, error) = match &outcome {
             Live::Passed => ("passed", Vec::new(), None),
             Live::Lost { missing, .. } => ("failed", missing.clone(), None),
@@ -390,7 +390,7 @@ impl SandboxManager {
         }
         *slot = None;
         drop(slot);
-        let check = NetworkCheck::from_outcome(&outcome, super::manager::now_nanos());
+        let check = NetworkCheck::from_outcome(&outcome, crate::clock::now_nanos());
         let ran = match &outcome {
             Ok(crate::cni::CheckOutcome::Passed) => Check::Ran { failed: false },
             Ok(_) => Check::Skipped,

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 
+use crate::clock::{now_nanos, Steps};
 use crate::cni::Attachment;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
@@ -166,6 +167,19 @@ pub struct RecoveryReport {
     /// Plugin processes of a previous (killed) crisp still running for our sandboxes.
     pub stray_plugins_killed: usize,
     pub millis: u128,
+}
+
+impl RecoveryReport {
+    /// The repairs by kind, as the recovery metric counts them.
+    pub fn repairs(&self) -> [(&'static str, usize); 5] {
+        [
+            ("rolled_back", self.rolled_back),
+            ("stopped", self.stopped),
+            ("failed_repair", self.failed_repairs),
+            ("bad_record", self.bad_records),
+            ("orphan_netns_removed", self.orphan_netns_removed),
+        ]
+    }
 }
 
 impl SandboxManager {
@@ -356,7 +370,7 @@ impl SandboxManager {
         id: &str,
         spec: SandboxSpec,
     ) -> std::result::Result<(), (Error, bool)> {
-        let mut steps = crate::telemetry::Steps::start();
+        let mut steps = Steps::start();
         let network = if spec.host_network {
             None
         } else {
@@ -496,7 +510,7 @@ impl SandboxManager {
     /// "not_ready". On failure the record stays NOT_READY with the error and what is still
     /// held, so the next Stop/Remove (or a restart) retries.
     async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
-        let mut steps = crate::telemetry::Steps::start();
+        let mut steps = Steps::start();
         sandbox.state = SandboxState::Stopping;
         self.save(sandbox).await?;
         steps.mark("record");
@@ -509,11 +523,7 @@ impl SandboxManager {
         result
     }
 
-    async fn release(
-        &self,
-        sandbox: &mut Sandbox,
-        steps: &mut crate::telemetry::Steps,
-    ) -> Result<()> {
+    async fn release(&self, sandbox: &mut Sandbox, steps: &mut Steps) -> Result<()> {
         if let Some(attachment) = sandbox.network.clone() {
             // DEL still runs when the namespace is gone, so IPAM frees the address.
             let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
@@ -962,13 +972,6 @@ pub fn public_state(state: SandboxState) -> SandboxState {
         SandboxState::Ready => SandboxState::Ready,
         _ => SandboxState::NotReady,
     }
-}
-
-pub(super) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(1)
 }
 
 /// A sysctl the namespace refused: a key it does not have is the request's fault.

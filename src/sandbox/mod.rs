@@ -11,4 +11,4 @@ pub mod stats;
 pub mod store;
 
 pub use manager::{EventKind, ListFilter, RecoveryReport, SandboxEvent, SandboxManager};
-pub use model::{Sandbox, SandboxSpec, SandboxState};
+pub use model::{count_by_state, Sandbox, SandboxSpec, SandboxState};

@@ -153,6 +153,23 @@ impl Sandbox {
     }
 }
 
+/// How many sandboxes are in each state, for the telemetry gauges.
+pub fn count_by_state(sandboxes: &[std::sync::Arc<Sandbox>]) -> crate::telemetry::SandboxCounts {
+    let mut counts = crate::telemetry::SandboxCounts::default();
+    for s in sandboxes {
+        match s.state {
+            SandboxState::Creating => counts.creating += 1,
+            SandboxState::Ready => counts.ready += 1,
+            SandboxState::Stopping => counts.stopping += 1,
+            SandboxState::NotReady => counts.not_ready += 1,
+        }
+        if s.state == SandboxState::NotReady && s.holds_resources() {
+            counts.teardown_pending += 1;
+        }
+    }
+    counts
+}
+
 /// A fresh sandbox id: 64 hex characters from 32 random bytes, as containerd makes them.
 pub fn new_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];

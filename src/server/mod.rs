@@ -55,7 +55,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(CRI_DESCRIPTOR)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    telemetry::record_recovery(&shared.recovery);
+    telemetry::record_recovery(&shared.recovery.repairs());
     tokio::spawn(watch_sandboxes(shared.clone()));
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -122,7 +122,7 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
     let mut events = shared.manager.subscribe();
     loop {
         let sandboxes = shared.manager.list(&ListFilter::default());
-        telemetry::record_sandboxes(&sandboxes);
+        telemetry::record_sandboxes(&crate::sandbox::count_by_state(&sandboxes));
         let mut next = events.recv().await;
         loop {
             match next {

@@ -37,13 +37,6 @@ fn unimplemented<T>(method: &'static str, what: &'static str) -> Reply<T> {
     Call::read(method).finish(Err(Error::Unimplemented { what }))
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(1)
-}
-
 /// A lifecycle event as kubelet's evented PLEG reads it: the sandbox id as container id,
 /// and the sandbox's status with its metadata.
 fn container_event(event: &SandboxEvent) -> cri::ContainerEventResponse {
@@ -164,7 +157,7 @@ impl RuntimeService for RuntimeApi {
             status: Some(convert::pod_sandbox_status(&sandbox)),
             info,
             containers_statuses: Vec::new(),
-            timestamp: now_nanos(),
+            timestamp: crate::clock::now_nanos(),
         }))
     }
 

@@ -510,7 +510,7 @@ impl FastPath {
             capability_args: rt.capability_args.clone(),
             result: None,
         };
-        let mut steps = crate::telemetry::Steps::start();
+        let mut steps = crate::clock::Steps::start();
         save(cache, &entry)?;
         steps.mark("cache");
         let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
