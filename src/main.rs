@@ -94,8 +94,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     );
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
-    manager.network().watch_conf_dir();
-    manager.network().start_status_refresher();
+    manager.start_network_tasks();
     let listener = server::socket::bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(), root = %config.root.display(),

@@ -15,8 +15,9 @@
 
 pub mod fast;
 pub mod health;
+pub mod pod;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,9 +31,10 @@ use crate::cni::{
 };
 use crate::config::FastPathMode;
 use crate::network::fast::{self as fastpath, FastPath, FastPlan, Unsupported};
-use crate::sandbox::model::{NetworkAttachment, Sandbox};
+use crate::network::health::NetworkCheck;
+pub use crate::network::pod::{NetworkAttachment, Pod};
 
-/// `NetworkAttachment::path` values.
+/// `NetworkAttachment::datapath` values.
 pub const PATH_EXEC: &str = "exec";
 pub const PATH_FAST: &str = "fast";
 
@@ -56,6 +58,10 @@ pub struct NetworkReadiness {
     pub status: Option<StatusAnswer>,
     /// Which path new pods take: "fast", "exec" (fast path off), or "exec: <why not fast>".
     pub path: String,
+    /// Whether conf dir changes are seen at once (inotify) rather than at the next read.
+    pub conf_dir_watched: bool,
+    /// The pod CIDR from UpdateRuntimeConfig.
+    pub pod_cidr: Option<String>,
 }
 
 impl NetworkReadiness {
@@ -91,6 +97,27 @@ pub struct GcReport {
     /// Whether the plugins were sent GC (≥ 1.1.0 and not disableGC).
     pub plugins_asked: bool,
     pub plugin_errors: Vec<String>,
+}
+
+/// An attachment a sandbox holds or is acquiring, which GC must keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveAttachment {
+    /// `None` while the sandbox is being created: then it is live on any network.
+    pub network_name: Option<String>,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl LiveAttachment {
+    fn split(self) -> (String, Attachment) {
+        (
+            self.network_name.unwrap_or_default(),
+            Attachment {
+                container_id: self.container_id,
+                ifname: self.ifname,
+            },
+        )
+    }
 }
 
 /// The fast path's verdict on one loaded network list, kept so it is decided (and logged)
@@ -261,6 +288,8 @@ impl PodNetwork {
                 problem: load.error,
                 status: None,
                 path: PATH_EXEC.to_string(),
+                conf_dir_watched: self.conf_dir_watched(),
+                pod_cidr: self.pod_cidr(),
             },
             Some(list) => {
                 let problem = self.cni.check_plugins(&list).err().map(|e| e.to_string());
@@ -280,20 +309,18 @@ impl PodNetwork {
                     problem,
                     status,
                     path,
+                    conf_dir_watched: self.conf_dir_watched(),
+                    pod_cidr: self.pod_cidr(),
                 }
             }
         }
     }
 
     /// CNI CHECK of a sandbox's attachment with what was cached at ADD.
-    pub async fn check(
-        &self,
-        sandbox: &Sandbox,
-        network_name: &str,
-        netns: &Path,
-    ) -> Result<CheckOutcome, CniError> {
-        let rt = self.runtime_conf(sandbox, Some(netns));
-        self.cni.check(network_name, &rt).await
+    pub async fn check(&self, pod: &Pod<'_>, network_name: &str, netns: &Path) -> NetworkCheck {
+        let rt = self.runtime_conf(pod, Some(netns));
+        let outcome: Result<CheckOutcome, CniError> = self.cni.check(network_name, &rt).await;
+        NetworkCheck::from_outcome(&outcome, crate::clock::now_nanos())
     }
 
     /// One GC pass: tears down cached attachments no sandbox owns, then sends GC with the
@@ -305,13 +332,15 @@ impl PodNetwork {
     pub async fn collect_garbage<F, Fut>(&self, valid: F) -> GcReport
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Option<Vec<(String, Attachment)>>>,
+        Fut: Future<Output = Option<Vec<LiveAttachment>>>,
     {
         let _gate = self.gc_gate.write().await;
         let Some(valid) = valid().await else {
             tracing::warn!("CNI GC skipped: the set of live sandboxes is not known");
             return GcReport::default();
         };
+        let valid: Vec<(String, Attachment)> =
+            valid.into_iter().map(LiveAttachment::split).collect();
         let all: Vec<Attachment> = valid.iter().map(|(_, a)| a.clone()).collect();
         let mut report = GcReport {
             valid: all.len(),
@@ -351,11 +380,11 @@ impl PodNetwork {
     /// CNI ADD for the sandbox over `network`; the attachment to record comes back.
     pub async fn attach(
         &self,
-        sandbox: &Sandbox,
+        pod: &Pod<'_>,
         network: &NetworkConfigList,
         netns: &Path,
     ) -> Result<NetworkAttachment, CniError> {
-        let rt = self.runtime_conf(sandbox, Some(netns));
+        let rt = self.runtime_conf(pod, Some(netns));
         let (result, path) = {
             let _gate = self.gc_gate.read().await;
             match (&self.fast, self.plan_for(network)) {
@@ -374,7 +403,7 @@ impl PodNetwork {
             ifname: POD_IFNAME.to_string(),
             ips: result.pod_ips().iter().map(|ip| ip.to_string()).collect(),
             result: json,
-            path: path.to_string(),
+            datapath: path.to_string(),
         })
     }
 
@@ -382,11 +411,11 @@ impl PodNetwork {
     /// and it is the same network). `netns` is `None` when the namespace is already gone.
     pub async fn detach(
         &self,
-        sandbox: &Sandbox,
+        pod: &Pod<'_>,
         network_name: &str,
         netns: Option<&Path>,
     ) -> Result<(), CniError> {
-        let rt = self.runtime_conf(sandbox, netns);
+        let rt = self.runtime_conf(pod, netns);
         let current = self.current_load().await;
         if let Some(fast) = &self.fast {
             // Tear down with the config cached at ADD (whichever path made it), or the
@@ -417,29 +446,73 @@ impl PodNetwork {
             .await
     }
 
-    fn runtime_conf(&self, sandbox: &Sandbox, netns: Option<&Path>) -> RuntimeConf {
-        let meta = &sandbox.spec.metadata;
+    /// Netns paths the CNI cache entries name (none when the cache cannot be read): GC tears
+    /// those attachments down with their namespace, so their pins are not orphans yet.
+    pub async fn cached_netns_paths(&self) -> Vec<std::path::PathBuf> {
+        self.cached_entries()
+            .await
+            .into_iter()
+            .filter(|e| !e.netns.is_empty())
+            .map(|e| std::path::PathBuf::from(e.netns))
+            .collect()
+    }
+
+    /// Kills plugins a killed predecessor left running for any of `ids` or any attachment in
+    /// the CNI cache, before recovery tears those attachments down (a late ADD would otherwise
+    /// re-create what the DEL released). Returns how many were killed.
+    pub async fn kill_stray_plugins(&self, mut ids: HashSet<String>) -> usize {
+        ids.extend(
+            self.cached_entries()
+                .await
+                .into_iter()
+                .map(|e| e.container_id),
+        );
+        if ids.is_empty() {
+            return 0;
+        }
+        let killed = tokio::task::spawn_blocking(move || crate::cni::exec::kill_strays(&ids))
+            .await
+            .unwrap_or_default();
+        for stray in &killed {
+            tracing::warn!(
+                pid = stray.pid, container_id = %stray.container_id, command = %stray.command,
+                exe = %stray.exe,
+                "killed a CNI plugin process left running by the previous crisp"
+            );
+        }
+        killed.len()
+    }
+
+    /// Every CNI cache entry, read off the async workers; none when the cache is unreadable.
+    async fn cached_entries(&self) -> Vec<crate::cni::cache::CacheEntry> {
+        let cache = self.cni.cache().clone();
+        match tokio::task::spawn_blocking(move || cache.list()).await {
+            Ok(Ok(entries)) => entries,
+            _ => Vec::new(),
+        }
+    }
+
+    fn runtime_conf(&self, pod: &Pod<'_>, netns: Option<&Path>) -> RuntimeConf {
         RuntimeConf {
-            container_id: sandbox.id.clone(),
+            container_id: pod.id.to_string(),
             netns: netns.map(Path::to_path_buf),
             ifname: POD_IFNAME.to_string(),
             // containerd's CNI_ARGS, in its order.
             args: vec![
                 ("IgnoreUnknown".into(), "1".into()),
-                ("K8S_POD_NAMESPACE".into(), meta.namespace.clone()),
-                ("K8S_POD_NAME".into(), meta.name.clone()),
-                ("K8S_POD_INFRA_CONTAINER_ID".into(), sandbox.id.clone()),
-                ("K8S_POD_UID".into(), meta.uid.clone()),
+                ("K8S_POD_NAMESPACE".into(), pod.namespace.to_string()),
+                ("K8S_POD_NAME".into(), pod.name.to_string()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), pod.id.to_string()),
+                ("K8S_POD_UID".into(), pod.uid.to_string()),
             ],
-            capability_args: self.capability_args(sandbox),
+            capability_args: self.capability_args(pod),
         }
     }
 
     /// The runtimeConfig capabilities a sandbox offers; each plugin gets only those it declares.
-    fn capability_args(&self, sandbox: &Sandbox) -> Map<String, Value> {
-        let spec = &sandbox.spec;
+    fn capability_args(&self, pod: &Pod<'_>) -> Map<String, Value> {
         let mut caps = Map::new();
-        let ports: Vec<Value> = spec
+        let ports: Vec<Value> = pod
             .port_mappings
             .iter()
             .filter(|p| p.host_port > 0)
@@ -455,32 +528,32 @@ impl PodNetwork {
         if !ports.is_empty() {
             caps.insert("portMappings".into(), Value::Array(ports));
         }
-        if !spec.dns.servers.is_empty() || !spec.dns.searches.is_empty() {
+        if !pod.dns.servers.is_empty() || !pod.dns.searches.is_empty() {
             caps.insert(
                 "dns".into(),
                 json!({
-                    "servers": spec.dns.servers,
-                    "searches": spec.dns.searches,
-                    "options": spec.dns.options,
+                    "servers": pod.dns.servers,
+                    "searches": pod.dns.searches,
+                    "options": pod.dns.options,
                 }),
             );
         }
         if let Some(cidr) = self.pod_cidr() {
             caps.insert("ipRanges".into(), json!([[{ "subnet": cidr }]]));
         }
-        if !spec.cgroup_parent.is_empty() {
+        if !pod.cgroup_parent.is_empty() {
             caps.insert(
                 "cgroupPath".into(),
-                Value::String(spec.cgroup_parent.clone()),
+                Value::String(pod.cgroup_parent.to_string()),
             );
         }
         // Validated when the request was converted; an invalid value cannot get here.
-        if let Ok(Some(bandwidth)) = bandwidth(&spec.annotations) {
+        if let Ok(Some(bandwidth)) = bandwidth(&pod.annotations) {
             caps.insert("bandwidth".into(), bandwidth);
         }
         caps.insert(
             "io.kubernetes.cri.pod-annotations".into(),
-            json!(spec.annotations),
+            json!(pod.annotations),
         );
         caps
     }

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::netns;
-use crate::network::health::{LiveCheck, NetworkCheck};
+use crate::network::health::LiveCheck;
 use crate::sandbox::manager::{EventKind, RunningCheck, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
 
@@ -377,7 +377,7 @@ impl SandboxManager {
             // Dropped with the future: Stop's wait ends once the plugins are killed.
             let _done = done_tx;
             self.network
-                .check(&sandbox, &attachment.network_name, netns)
+                .check(&sandbox.as_pod(), &attachment.network_name, netns)
                 .await
         };
         let outcome = Abortable::new(check, registration).await;
@@ -390,19 +390,19 @@ impl SandboxManager {
         }
         *slot = None;
         drop(slot);
-        let check = NetworkCheck::from_outcome(&outcome, crate::clock::now_nanos());
-        let ran = match &outcome {
-            Ok(crate::cni::CheckOutcome::Passed) => Check::Ran { failed: false },
-            Ok(_) => Check::Skipped,
-            Err(e) => {
+        let check = outcome;
+        let ran = match check.outcome {
+            "passed" => Check::Ran { failed: false },
+            "failed" => {
                 tracing::warn!(
                     sandbox_id = %sandbox.id, network = %attachment.network_name,
                     plugin = check.plugin.as_deref().unwrap_or(""),
-                    cni_code = ?check.cni_code, error = %e,
+                    cni_code = ?check.cni_code, error = check.message.as_deref().unwrap_or(""),
                     "CNI CHECK failed; the sandbox stays READY"
                 );
                 Check::Ran { failed: true }
             }
+            _ => Check::Skipped,
         };
         entry.health().network_check = Some(check);
         ran

@@ -20,11 +20,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 
 use crate::clock::{now_nanos, Steps};
-use crate::cni::Attachment;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
 use crate::network::health::Health;
-use crate::network::{GcReport, NetworkReadiness, PodNetwork, POD_IFNAME};
+use crate::network::{GcReport, LiveAttachment, NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::files;
 use crate::sandbox::model::{
@@ -230,31 +229,23 @@ impl SandboxManager {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-                let mut valid: Vec<(String, Attachment)> = index
+                let mut valid: Vec<LiveAttachment> = index
                     .values()
                     .map(|e| e.current())
                     .filter_map(|s| {
-                        s.network.as_ref().map(|n| {
-                            (
-                                n.network_name.clone(),
-                                Attachment {
-                                    container_id: s.id.clone(),
-                                    ifname: n.ifname.clone(),
-                                },
-                            )
+                        s.network.as_ref().map(|n| LiveAttachment {
+                            network_name: Some(n.network_name.clone()),
+                            container_id: s.id.clone(),
+                            ifname: n.ifname.clone(),
                         })
                     })
                     .collect();
                 // A creation's network is not known here: it counts as live on any network.
-                for id in creating {
-                    valid.push((
-                        String::new(),
-                        Attachment {
-                            container_id: id,
-                            ifname: POD_IFNAME.to_string(),
-                        },
-                    ));
-                }
+                valid.extend(creating.into_iter().map(|id| LiveAttachment {
+                    network_name: None,
+                    container_id: id,
+                    ifname: POD_IFNAME.to_string(),
+                }));
                 Some(valid)
             })
             .await;
@@ -274,21 +265,16 @@ impl SandboxManager {
         creating.contains(id) || index.contains_key(id)
     }
 
-    /// Netns paths the CNI cache entries name (none when the cache cannot be read).
-    async fn pins_named_by_cni_cache(&self) -> Vec<PathBuf> {
-        let cache = self.network.cni().cache().clone();
-        match tokio::task::spawn_blocking(move || cache.list()).await {
-            Ok(Ok(entries)) => entries
-                .into_iter()
-                .filter(|e| !e.netns.is_empty())
-                .map(|e| PathBuf::from(e.netns))
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// Starts the network's background work (conf dir watching, CNI STATUS); after recovery,
+    /// so that its first round sees the repaired state.
+    pub fn start_network_tasks(&self) {
+        self.network.watch_conf_dir();
+        self.network.start_status_refresher();
     }
 
-    pub fn network(&self) -> &PodNetwork {
-        &self.network
+    /// The pod CIDR from UpdateRuntimeConfig, handed to the plugins as `ipRanges`.
+    pub fn set_pod_cidr(&self, cidr: Option<String>) {
+        self.network.set_pod_cidr(cidr);
     }
 
     pub async fn network_readiness(&self) -> NetworkReadiness {
@@ -431,7 +417,7 @@ impl SandboxManager {
                 };
                 return Err(self.roll_back(sandbox, err).await);
             }
-            match self.network.attach(&sandbox, list, &path).await {
+            match self.network.attach(&sandbox.as_pod(), list, &path).await {
                 Ok(attachment) => sandbox.network = Some(attachment),
                 Err(source) => {
                     let err = Error::Cni {
@@ -528,7 +514,11 @@ impl SandboxManager {
             // DEL still runs when the namespace is gone, so IPAM frees the address.
             let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
             self.network
-                .detach(sandbox, &attachment.network_name, netns.as_deref())
+                .detach(
+                    &sandbox.as_pod(),
+                    &attachment.network_name,
+                    netns.as_deref(),
+                )
                 .await
                 .map_err(|source| Error::Cni {
                     sandbox: sandbox.id.clone(),
@@ -751,7 +741,7 @@ impl SandboxManager {
             tracing::error!(error = %err, "unreadable sandbox record left in place for inspection");
         }
         let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
-        report.stray_plugins_killed = self.kill_stray_plugins(&ids).await;
+        report.stray_plugins_killed = self.network.kill_stray_plugins(ids).await;
         let mut known: Vec<PathBuf> = records
             .iter()
             .filter_map(|s| s.netns_path.clone())
@@ -759,7 +749,7 @@ impl SandboxManager {
         // A pin a CNI cache entry still names is left to the GC pass: its DEL needs the
         // namespace to remove the pod's end of the veth (and so the host end) at once; the
         // pass removes the pin after the DEL.
-        known.extend(self.pins_named_by_cni_cache().await);
+        known.extend(self.network.cached_netns_paths().await);
         let outcomes: Vec<Recovered> = futures::stream::iter(records)
             .map(|sandbox| self.recover_one(sandbox))
             .buffer_unordered(RECOVERY_CONCURRENCY)
@@ -861,31 +851,6 @@ impl SandboxManager {
             sandbox: Box::new(sandbox),
             repaired: Some(repaired),
         }
-    }
-
-    /// Kills plugins a killed predecessor left running for any sandbox on record or in the
-    /// CNI cache, before recovery tears those attachments down (a late ADD would otherwise
-    /// re-create what the DEL released).
-    async fn kill_stray_plugins(&self, ids: &std::collections::HashSet<String>) -> usize {
-        let mut ids = ids.clone();
-        let cache = self.network.cni().cache().clone();
-        if let Ok(Ok(entries)) = tokio::task::spawn_blocking(move || cache.list()).await {
-            ids.extend(entries.into_iter().map(|e| e.container_id));
-        }
-        if ids.is_empty() {
-            return 0;
-        }
-        let killed = tokio::task::spawn_blocking(move || crate::cni::exec::kill_strays(&ids))
-            .await
-            .unwrap_or_default();
-        for stray in &killed {
-            tracing::warn!(
-                pid = stray.pid, container_id = %stray.container_id, command = %stray.command,
-                exe = %stray.exe,
-                "killed a CNI plugin process left running by the previous crisp"
-            );
-        }
-        killed.len()
     }
 
     /// Removes `crisp-*` pins in the netns dir that no record names (a crash between

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+// The parts of a sandbox its network sees are the network's types.
+use crate::network::pod::Pod;
+pub use crate::network::pod::{DnsConfig, NetworkAttachment, PortMapping, Protocol};
+
 /// A sandbox's place in its life. `Creating` and `Stopping` are intents written before
 /// the side effects they announce, so a crash in between can be finished or undone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,40 +45,6 @@ impl PodMetadata {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub protocol: Protocol,
-    pub container_port: u16,
-    /// 0 means "no host port": the mapping is declared but not published.
-    pub host_port: u16,
-    pub host_ip: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsConfig {
-    pub servers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<String>,
-}
-
 /// What the client asked for, in the terms crisp acts on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -92,38 +62,6 @@ pub struct SandboxSpec {
     pub runtime_handler: String,
     /// The request's PodSandboxConfig exactly as sent (snake_case JSON), echoed in status.
     pub raw_config: serde_json::Value,
-}
-
-/// The network a sandbox was attached to, and what the plugins answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NetworkAttachment {
-    pub network_name: String,
-    pub ifname: String,
-    /// Pod IPs without prefix, IPv4 first, in CNI result order within a family.
-    pub ips: Vec<String>,
-    /// The final CNI result, in the network list's version.
-    pub result: serde_json::Value,
-    /// How the network was set up: "exec" (the plugins) or "fast" (in process). Records
-    /// written before this field existed were all exec.
-    #[serde(default = "exec_path")]
-    pub path: String,
-}
-
-fn exec_path() -> String {
-    "exec".to_string()
-}
-
-impl NetworkAttachment {
-    /// The intent recorded before setup: the network is named, nothing is known yet.
-    pub fn pending(network_name: &str, ifname: &str) -> Self {
-        NetworkAttachment {
-            network_name: network_name.to_string(),
-            ifname: ifname.to_string(),
-            ips: Vec::new(),
-            result: serde_json::Value::Null,
-            path: String::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +86,21 @@ impl Sandbox {
     }
 
     /// Whether anything is still held for this sandbox: a namespace or a network attachment.
+    /// What the network sees of this sandbox.
+    pub fn as_pod(&self) -> Pod<'_> {
+        let spec = &self.spec;
+        Pod {
+            id: &self.id,
+            name: &spec.metadata.name,
+            namespace: &spec.metadata.namespace,
+            uid: &spec.metadata.uid,
+            port_mappings: &spec.port_mappings,
+            dns: &spec.dns,
+            cgroup_parent: &spec.cgroup_parent,
+            annotations: &spec.annotations,
+        }
+    }
+
     pub fn holds_resources(&self) -> bool {
         self.netns_path.is_some() || self.network.is_some()
     }

@@ -505,7 +505,7 @@ pub fn verbose_info(
             .is_none_or(|p| !crate::netns::is_pinned(p)),
         network: sandbox.network.as_ref().map(|n| n.network_name.as_str()),
         cni_result: sandbox.network.as_ref().map(|n| &n.result),
-        network_path: sandbox.network.as_ref().map(|n| n.path.as_str()),
+        network_path: sandbox.network.as_ref().map(|n| n.datapath.as_str()),
         last_error: sandbox.last_error.as_deref(),
         config: &sandbox.spec.raw_config,
         runtime_spec,

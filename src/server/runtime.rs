@@ -223,9 +223,9 @@ impl RuntimeService for RuntimeApi {
                     "problem": problem,
                     "loaded": network,
                     "status": readiness.status,
-                    "confDirWatched": self.shared.manager.network().conf_dir_watched(),
+                    "confDirWatched": readiness.conf_dir_watched,
                     "path": readiness.path,
-                    "podCIDR": self.shared.manager.network().pod_cidr(),
+                    "podCIDR": readiness.pod_cidr,
                 })
                 .to_string(),
             );
@@ -268,7 +268,7 @@ impl RuntimeService for RuntimeApi {
             .map(|n| n.pod_cidr)
             .filter(|c| !c.is_empty());
         tracing::info!(pod_cidr = ?cidr, "pod CIDR set by UpdateRuntimeConfig");
-        self.shared.manager.network().set_pod_cidr(cidr);
+        self.shared.manager.set_pod_cidr(cidr);
         call.finish(Ok(cri::UpdateRuntimeConfigResponse {}))
     }
 
