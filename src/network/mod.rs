@@ -548,7 +548,7 @@ impl PodNetwork {
             );
         }
         // Validated when the request was converted; an invalid value cannot get here.
-        if let Ok(Some(bandwidth)) = bandwidth(&pod.annotations) {
+        if let Ok(Some(bandwidth)) = bandwidth(pod.annotations) {
             caps.insert("bandwidth".into(), bandwidth);
         }
         caps.insert(
