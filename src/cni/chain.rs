@@ -242,14 +242,6 @@ impl Cni {
         let started = std::time::Instant::now();
         let out = exec::run(&binary, &env, stdin, &self.system_path, self.timeout).await;
         if let Some(o) = &self.observer.0 {
-            let outcome = match &out {
-                Ok(out) if out.success => RunOutcome::Ok,
-                Ok(out) => RunOutcome::Failed {
-                    cni_code: plugin_error(&out.stdout).0,
-                },
-                Err(exec::ExecError::Timeout { .. }) => RunOutcome::TimedOut,
-                Err(_) => RunOutcome::ExecError,
-            };
             o.plugin_ran(&PluginRun {
                 network,
                 plugin,
@@ -258,7 +250,7 @@ impl Cni {
                 elapsed: out
                     .as_ref()
                     .map_or_else(|_| started.elapsed(), |o| o.elapsed),
-                outcome,
+                outcome: run_outcome(&out),
             });
         }
         let out = out.map_err(|source| CniError::Exec {
@@ -287,6 +279,18 @@ impl Cni {
             details,
             stderr_tail: out.stderr_tail,
         })))
+    }
+}
+
+/// How a plugin execution ended, as an observer is told.
+fn run_outcome(out: &Result<exec::Output, exec::ExecError>) -> RunOutcome {
+    match out {
+        Ok(out) if out.success => RunOutcome::Ok,
+        Ok(out) => RunOutcome::Failed {
+            cni_code: plugin_error(&out.stdout).0,
+        },
+        Err(exec::ExecError::Timeout { .. }) => RunOutcome::TimedOut,
+        Err(_) => RunOutcome::ExecError,
     }
 }
 

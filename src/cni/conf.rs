@@ -118,37 +118,10 @@ impl NetworkConfigList {
             Some(Value::Array(items)) => highest_spoken(items, &cni_version, obj)?,
             Some(_) => return Err(bad("\"cniVersions\" is not a list")),
         };
-        let flag = |key: &str| -> Result<bool, ConfError> {
-            match obj.get(key) {
-                None => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                // libcni also accepts the strings "true"/"false" for these.
-                Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-                Some(_) => Err(bad(format!("\"{key}\" is not a boolean"))),
-            }
-        };
-        let disable_check = flag("disableCheck")?;
-        let disable_gc = flag("disableGC")?;
-        let load_only_inlined_plugins = flag("loadOnlyInlinedPlugins")?;
-        let plugins = match obj.get("plugins") {
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    plugin_conf(p).map_err(|e| bad(format!("plugins[{i}]: {}", e.reason)))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(Value::Array(_)) => return Err(bad("\"plugins\" is empty")),
-            Some(_) => return Err(bad("\"plugins\" is not a list")),
-            // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
-            None if !load_only_inlined_plugins => Vec::new(),
-            None => {
-                return Err(bad(
-                    "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
-                ))
-            }
-        };
+        let disable_check = flag(obj, "disableCheck")?;
+        let disable_gc = flag(obj, "disableGC")?;
+        let load_only_inlined_plugins = flag(obj, "loadOnlyInlinedPlugins")?;
+        let plugins = inlined_plugins(obj, load_only_inlined_plugins)?;
         Ok(NetworkConfigList {
             name,
             cni_version,
@@ -206,6 +179,39 @@ impl NetworkConfigList {
             )));
         }
         Ok(list)
+    }
+}
+
+/// A boolean setting of the list; absent is false.
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<bool, ConfError> {
+    match obj.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        // libcni also accepts the strings "true"/"false" for these.
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(bad(format!("\"{key}\" is not a boolean"))),
+    }
+}
+
+/// The list's own `"plugins"`; none is allowed only when `<dir>/<name>/` may supply them.
+fn inlined_plugins(
+    obj: &Map<String, Value>,
+    load_only_inlined_plugins: bool,
+) -> Result<Vec<PluginConf>, ConfError> {
+    match obj.get("plugins") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| plugin_conf(p).map_err(|e| bad(format!("plugins[{i}]: {}", e.reason))))
+            .collect(),
+        Some(Value::Array(_)) => Err(bad("\"plugins\" is empty")),
+        Some(_) => Err(bad("\"plugins\" is not a list")),
+        // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
+        None if !load_only_inlined_plugins => Ok(Vec::new()),
+        None => Err(bad(
+            "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
+        )),
     }
 }
 

@@ -114,89 +114,107 @@ impl ConfDir {
     /// Needs a tokio runtime.
     pub fn watch(self: &Arc<Self>) -> bool {
         use notify::Watcher;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let me = Arc::downgrade(self);
         let root = self.dir.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Some(conf_dir) = me.upgrade() else { return };
-            match event {
-                // Opening or reading a file (crisp's own loads among them) changes nothing;
-                // reacting to it would make every load trigger the next.
-                Ok(event)
-                    if matches!(
-                        event.kind,
-                        notify::EventKind::Access(
-                            notify::event::AccessKind::Open(_)
-                                | notify::event::AccessKind::Read
-                                | notify::event::AccessKind::Close(
-                                    notify::event::AccessMode::Read
-                                        | notify::event::AccessMode::Execute
-                                        | notify::event::AccessMode::Any
-                                )
-                        )
-                    ) =>
-                {
-                    return;
-                }
-                Ok(event) => {
-                    // The dir itself going away ends the watch: fall back to polling.
-                    if matches!(event.kind, notify::EventKind::Remove(_))
-                        && event.paths.iter().any(|p| p == &root)
-                    {
-                        conf_dir.watching.store(false, Ordering::Release);
-                        tracing::warn!(dir = %root.display(), "CNI conf dir removed; watching stopped, checking it on every use instead");
-                    }
-                }
-                Err(e) => {
-                    conf_dir.watching.store(false, Ordering::Release);
-                    tracing::warn!(dir = %root.display(), error = %e, "CNI conf dir watch failed; checking it on every use instead");
-                }
+            if conf_dir.note_event(&root, event) {
+                let _ = tx.send(());
             }
-            conf_dir.events.fetch_add(1, Ordering::AcqRel);
-            let _ = tx.send(());
         };
-        let mut watcher = match notify::recommended_watcher(handler) {
+        let watching = notify::recommended_watcher(handler).and_then(|mut watcher| {
+            watcher
+                .watch(&self.dir, notify::RecursiveMode::Recursive)
+                .map(|()| watcher)
+        });
+        let watcher = match watching {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "cannot watch the CNI conf dir; checking it on every use instead");
                 return false;
             }
         };
-        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
-            return false;
-        }
         // Anything that happened before the watch started is caught by one fresh load.
         self.events.fetch_add(1, Ordering::AcqRel);
         self.watching.store(true, Ordering::Release);
         *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut previous: Option<Value> = None;
-            while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {}
-                let Some(conf_dir) = me.upgrade() else { return };
-                let reader = conf_dir.clone();
-                let Ok(load) = tokio::task::spawn_blocking(move || reader.current()).await else {
-                    continue;
-                };
-                let now = load.network.as_ref().map(|n| n.json.clone());
-                if now != previous {
-                    match &load.network {
-                        Some(n) => {
-                            tracing::info!(network = %n.name, file = %n.source.display(), cni_version = %n.cni_version, "CNI network config in effect")
-                        }
-                        None => tracing::warn!(
-                            problem = load.error.as_deref().unwrap_or(""),
-                            "no CNI network config in effect"
-                        ),
-                    }
-                    previous = now;
-                }
-                conf_dir.reloads.send_modify(|n| *n += 1);
-            }
-        });
+        tokio::spawn(reload_after_quiet(Arc::downgrade(self), rx));
         true
+    }
+
+    /// Counts one watcher event; false when it changes nothing and is to be ignored. An
+    /// error, or the dir itself going away, ends the watch: loads fall back to polling.
+    fn note_event(&self, root: &Path, event: notify::Result<notify::Event>) -> bool {
+        match event {
+            // Opening or reading a file (crisp's own loads among them) changes nothing;
+            // reacting to it would make every load trigger the next.
+            Ok(event) if is_read_only(&event.kind) => return false,
+            Ok(event) => {
+                if matches!(event.kind, notify::EventKind::Remove(_))
+                    && event.paths.iter().any(|p| p == root)
+                {
+                    self.watching.store(false, Ordering::Release);
+                    tracing::warn!(dir = %root.display(),
+                        "CNI conf dir removed; watching stopped, checking it on every use instead");
+                }
+            }
+            Err(e) => {
+                self.watching.store(false, Ordering::Release);
+                tracing::warn!(dir = %root.display(), error = %e,
+                    "CNI conf dir watch failed; checking it on every use instead");
+            }
+        }
+        self.events.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+}
+
+/// Whether a watcher event only opened, read or closed a file without writing it.
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(
+        kind,
+        notify::EventKind::Access(
+            AccessKind::Open(_)
+                | AccessKind::Read
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute | AccessMode::Any)
+        )
+    )
+}
+
+/// After each burst of events and [`WATCH_DEBOUNCE`] of quiet: re-reads the dir, logs the
+/// network in effect when it changed and bumps [`ConfDir::reloads`]. Ends with the dir.
+async fn reload_after_quiet(
+    me: std::sync::Weak<ConfDir>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let mut previous: Option<Value> = None;
+    while rx.recv().await.is_some() {
+        while let Ok(Some(())) = tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {}
+        let Some(conf_dir) = me.upgrade() else { return };
+        let reader = conf_dir.clone();
+        let Ok(load) = tokio::task::spawn_blocking(move || reader.current()).await else {
+            continue;
+        };
+        let now = load.network.as_ref().map(|n| n.json.clone());
+        if now != previous {
+            log_in_effect(&load);
+            previous = now;
+        }
+        conf_dir.reloads.send_modify(|n| *n += 1);
+    }
+}
+
+fn log_in_effect(load: &DirLoad) {
+    match &load.network {
+        Some(n) => tracing::info!(network = %n.name, file = %n.source.display(),
+            cni_version = %n.cni_version, "CNI network config in effect"),
+        None => tracing::warn!(
+            problem = load.error.as_deref().unwrap_or(""),
+            "no CNI network config in effect"
+        ),
     }
 }
 

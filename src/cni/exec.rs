@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_TAIL: usize = 2048;
@@ -71,25 +71,7 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<Output, ExecError> {
     let started = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("CNI_COMMAND", inv.command)
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.path)
-        .env("PATH", system_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ExecError::Spawn {
-            binary: binary.to_owned(),
-            source,
-        })?;
+    let mut child = spawn(binary, inv, system_path)?;
     let pgid = child.id();
     // If this future is dropped (a CHECK that Stop cancels), the whole group dies with it.
     let mut group = GroupGuard(pgid);
@@ -137,6 +119,29 @@ pub async fn run(
             stderr_tail,
         }),
     }
+}
+
+/// Starts the plugin in its own process group with only the CNI variables and PATH.
+fn spawn(binary: &Path, inv: &Invocation<'_>, system_path: &str) -> Result<Child, ExecError> {
+    Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", inv.command)
+        .env("CNI_CONTAINERID", inv.container_id)
+        .env("CNI_NETNS", inv.netns)
+        .env("CNI_IFNAME", inv.ifname)
+        .env("CNI_ARGS", inv.args)
+        .env("CNI_PATH", inv.path)
+        .env("PATH", system_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })
 }
 
 /// A plugin process left running by a previous crisp that was killed: plugins run in their
