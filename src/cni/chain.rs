@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::cache::{self, CacheEntry};
+use super::cache::CacheEntry;
 use super::conf::{self, NetworkConfigList, PluginConf};
 use super::observer::{PluginRun, RunOutcome};
 use super::result::{self, CniResult};
@@ -36,18 +36,8 @@ impl Cni {
         validate_runtime_conf(rt)?;
         self.check_plugins(list)?;
         self.ensure_speaks(list).await?;
-        let mut entry = CacheEntry {
-            kind: cache::CACHE_KIND.to_string(),
-            container_id: rt.container_id.clone(),
-            network_name: list.name.clone(),
-            if_name: rt.ifname.clone(),
-            netns: netns_str(rt),
-            config: list.json.clone(),
-            cni_args: rt.args.clone(),
-            capability_args: rt.capability_args.clone(),
-            result: None,
-        };
-        self.save_cache(&entry)?;
+        let mut entry = CacheEntry::new(list, rt);
+        self.cache.store(&entry)?;
         if let Some(o) = &self.observer.0 {
             o.op_started(&list.name, "ADD", &rt.container_id);
         }
@@ -68,7 +58,7 @@ impl Cni {
         }
         let result = last.unwrap_or_default();
         entry.result = prev;
-        self.save_cache(&entry)?;
+        self.cache.store(&entry)?;
         Ok(result)
     }
 
@@ -136,15 +126,6 @@ impl Cni {
             })
     }
 
-    fn save_cache(&self, entry: &CacheEntry) -> Result<(), CniError> {
-        self.cache.save(entry).map_err(|source| CniError::Cache {
-            path: self
-                .cache
-                .path(&entry.network_name, &entry.container_id, &entry.if_name),
-            source,
-        })
-    }
-
     /// CHECK: runs the cached list in order with the cached ADD result as prevResult and
     /// the cached CNI_ARGS and capability args (libcni `CheckNetworkList`).
     pub async fn check(
@@ -207,7 +188,7 @@ impl Cni {
         let stdin = plugin_stdin(list, plugin, prev, &rt.capability_args);
         let inv = Invocation {
             container_id: rt.container_id.clone(),
-            netns: netns_str(rt),
+            netns: rt.netns_str(),
             ifname: rt.ifname.clone(),
             args: rt
                 .args
@@ -326,13 +307,6 @@ pub(super) fn cached_list(entry: &CacheEntry, path: &Path) -> Result<NetworkConf
             path: path.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.reason),
         })
-}
-
-fn netns_str(rt: &RuntimeConf) -> String {
-    rt.netns
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default()
 }
 
 fn validate_runtime_conf(rt: &RuntimeConf) -> Result<(), CniError> {

@@ -64,6 +64,16 @@ pub struct RuntimeConf {
     pub capability_args: Map<String, Value>,
 }
 
+impl RuntimeConf {
+    /// The namespace path as plugins get it in CNI_NETNS; empty when it is gone.
+    pub fn netns_str(&self) -> String {
+        self.netns
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// Runs network lists for attachments.
 #[derive(Debug, Clone)]
 pub struct Cni {
