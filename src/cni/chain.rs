@@ -186,7 +186,7 @@ impl Cni {
         prev: Option<&Value>,
     ) -> Result<Vec<u8>, CniError> {
         let stdin = plugin_stdin(list, plugin, prev, &rt.capability_args);
-        let inv = Invocation {
+        let inv = AttachmentVars {
             container_id: rt.container_id.clone(),
             netns: rt.netns_str(),
             ifname: rt.ifname.clone(),
@@ -208,16 +208,16 @@ impl Cni {
         network: &str,
         plugin: &str,
         command: &'static str,
-        inv: &Invocation,
+        vars: &AttachmentVars,
         stdin: &[u8],
     ) -> Result<Vec<u8>, CniError> {
         let binary = self.find_plugin(network, plugin)?;
-        let env = exec::Invocation {
+        let env = exec::PluginEnv {
             command,
-            container_id: &inv.container_id,
-            netns: &inv.netns,
-            ifname: &inv.ifname,
-            args: &inv.args,
+            container_id: &vars.container_id,
+            netns: &vars.netns,
+            ifname: &vars.ifname,
+            args: &vars.args,
             path: &self.cni_path,
         };
         let started = std::time::Instant::now();
@@ -227,7 +227,7 @@ impl Cni {
                 network,
                 plugin,
                 command,
-                container_id: &inv.container_id,
+                container_id: &vars.container_id,
                 elapsed: out
                     .as_ref()
                     .map_or_else(|_| started.elapsed(), |o| o.elapsed),
@@ -242,7 +242,7 @@ impl Cni {
         })?;
         tracing::debug!(
             network, plugin, command,
-            container_id = %inv.container_id, elapsed_ms = out.elapsed.as_millis() as u64,
+            container_id = %vars.container_id, elapsed_ms = out.elapsed.as_millis() as u64,
             status = %out.status, "CNI plugin ran"
         );
         if out.success {
@@ -275,19 +275,21 @@ fn run_outcome(out: &Result<exec::Output, exec::ExecError>) -> RunOutcome {
     }
 }
 
-/// The per-attachment CNI variables of one exec (CNI_COMMAND and CNI_PATH are added by
-/// [`Cni::run_plugin`]). Commands without an attachment (STATUS, GC) leave them empty.
+/// The attachment's CNI variables (CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS) as the
+/// chain owns them; [`Cni::run_plugin`] lends them to an [`exec::PluginEnv`] with
+/// CNI_COMMAND and CNI_PATH added.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Invocation {
+pub(super) struct AttachmentVars {
     pub(super) container_id: String,
     pub(super) netns: String,
     pub(super) ifname: String,
     pub(super) args: String,
 }
 
-impl Invocation {
-    pub(super) fn bare() -> Self {
-        Invocation::default()
+impl AttachmentVars {
+    /// For commands without an attachment (STATUS, GC): every variable empty.
+    pub(super) fn none() -> Self {
+        AttachmentVars::default()
     }
 }
 

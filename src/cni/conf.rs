@@ -49,7 +49,7 @@ pub struct ConfError {
     pub reason: String,
 }
 
-fn bad(reason: impl Into<String>) -> ConfError {
+fn conf_error(reason: impl Into<String>) -> ConfError {
     ConfError {
         reason: reason.into(),
     }
@@ -66,19 +66,19 @@ impl NetworkConfigList {
     /// Parses a `.conflist` document.
     pub fn from_list_bytes(bytes: &[u8], source: &Path) -> Result<Self, ConfError> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| conf_error(format!("invalid JSON: {e}")))?;
         Self::from_list_value(value, source)
     }
 
     /// Parses a single-plugin `.conf` document and wraps it in a list.
     pub fn from_conf_bytes(bytes: &[u8], source: &Path) -> Result<Self, ConfError> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| conf_error(format!("invalid JSON: {e}")))?;
         let Value::Object(conf) = value else {
-            return Err(bad("the document is not a JSON object"));
+            return Err(conf_error("the document is not a JSON object"));
         };
         if conf.contains_key("plugins") {
-            return Err(bad(
+            return Err(conf_error(
                 "a \"plugins\" list in a single-plugin file: name it .conflist",
             ));
         }
@@ -95,28 +95,30 @@ impl NetworkConfigList {
     /// Parses a list from its JSON value (also used for the cached copy).
     pub fn from_list_value(value: Value, source: &Path) -> Result<Self, ConfError> {
         let Value::Object(obj) = &value else {
-            return Err(bad("the document is not a JSON object"));
+            return Err(conf_error("the document is not a JSON object"));
         };
         let name = match obj.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::String(_)) | None => return Err(bad("\"name\" is missing or empty")),
-            Some(_) => return Err(bad("\"name\" is not a string")),
+            Some(Value::String(_)) | None => {
+                return Err(conf_error("\"name\" is missing or empty"))
+            }
+            Some(_) => return Err(conf_error("\"name\" is not a string")),
         };
         if !valid_network_name(&name) {
-            return Err(bad(format!(
+            return Err(conf_error(format!(
                 "network name {name:?} has characters other than letters, digits, '_', '.', '-'"
             )));
         }
         let cni_version = match obj.get("cniVersion") {
             Some(Value::String(s)) => s.clone(),
             None => "0.1.0".to_string(),
-            Some(_) => return Err(bad("\"cniVersion\" is not a string")),
+            Some(_) => return Err(conf_error("\"cniVersion\" is not a string")),
         };
-        CniVersion::parse(&cni_version).map_err(|e| bad(format!("cniVersion: {e}")))?;
+        CniVersion::parse(&cni_version).map_err(|e| conf_error(format!("cniVersion: {e}")))?;
         let cni_version = match obj.get("cniVersions") {
             None => cni_version,
             Some(Value::Array(items)) => highest_spoken(items, &cni_version, obj)?,
-            Some(_) => return Err(bad("\"cniVersions\" is not a list")),
+            Some(_) => return Err(conf_error("\"cniVersions\" is not a list")),
         };
         let disable_check = flag(obj, "disableCheck")?;
         let disable_gc = flag(obj, "disableGC")?;
@@ -146,15 +148,17 @@ impl NetworkConfigList {
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
                 .join(&list.name);
-            let files = plugin_files(&sub)
-                .map_err(|e| bad(format!("reading plugin configs in {}: {e}", sub.display())))?;
+            let files = plugin_files(&sub).map_err(|e| {
+                conf_error(format!("reading plugin configs in {}: {e}", sub.display()))
+            })?;
             for file in files {
                 let value: Value = std::fs::read(&file)
                     .map_err(|e| e.to_string())
                     .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                    .map_err(|e| bad(format!("plugin config {}: {e}", file.display())))?;
-                let plugin = plugin_conf(&value)
-                    .map_err(|e| bad(format!("plugin config {}: {}", file.display(), e.reason)))?;
+                    .map_err(|e| conf_error(format!("plugin config {}: {e}", file.display())))?;
+                let plugin = plugin_conf(&value).map_err(|e| {
+                    conf_error(format!("plugin config {}: {}", file.display(), e.reason))
+                })?;
                 list.plugins.push(plugin);
             }
             if let Value::Object(obj) = &mut list.json {
@@ -170,7 +174,7 @@ impl NetworkConfigList {
             }
         }
         if list.plugins.is_empty() {
-            return Err(bad(format!(
+            return Err(conf_error(format!(
                 "no plugin configs: \"plugins\" is missing and {} holds no *.conf",
                 path.parent()
                     .unwrap_or_else(|| Path::new("."))
@@ -190,7 +194,7 @@ fn flag(obj: &Map<String, Value>, key: &str) -> Result<bool, ConfError> {
         // libcni also accepts the strings "true"/"false" for these.
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        Some(_) => Err(bad(format!("\"{key}\" is not a boolean"))),
+        Some(_) => Err(conf_error(format!("\"{key}\" is not a boolean"))),
     }
 }
 
@@ -203,13 +207,15 @@ fn inlined_plugins(
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .enumerate()
-            .map(|(i, p)| plugin_conf(p).map_err(|e| bad(format!("plugins[{i}]: {}", e.reason))))
+            .map(|(i, p)| {
+                plugin_conf(p).map_err(|e| conf_error(format!("plugins[{i}]: {}", e.reason)))
+            })
             .collect(),
-        Some(Value::Array(_)) => Err(bad("\"plugins\" is empty")),
-        Some(_) => Err(bad("\"plugins\" is not a list")),
+        Some(Value::Array(_)) => Err(conf_error("\"plugins\" is empty")),
+        Some(_) => Err(conf_error("\"plugins\" is not a list")),
         // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
         None if !load_only_inlined_plugins => Ok(Vec::new()),
-        None => Err(bad(
+        None => Err(conf_error(
             "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
         )),
     }
@@ -224,12 +230,12 @@ fn highest_spoken(
 ) -> Result<String, ConfError> {
     let newest =
         CniVersion::parse(version::SUPPORTED_VERSIONS[version::SUPPORTED_VERSIONS.len() - 1])
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| conf_error(e.to_string()))?;
     let mut best: Option<(CniVersion, String)> = None;
     let explicit = obj.contains_key("cniVersion").then_some(cni_version);
     for (i, item) in items.iter().enumerate() {
         let Value::String(s) = item else {
-            return Err(bad(format!("cniVersions[{i}] is not a string")));
+            return Err(conf_error(format!("cniVersions[{i}] is not a string")));
         };
         consider(&mut best, s, newest)?;
     }
@@ -244,7 +250,7 @@ fn consider(
     s: &str,
     newest: CniVersion,
 ) -> Result<(), ConfError> {
-    let v = CniVersion::parse(s).map_err(|e| bad(format!("cniVersions: {e}")))?;
+    let v = CniVersion::parse(s).map_err(|e| conf_error(format!("cniVersions: {e}")))?;
     if v <= newest && best.as_ref().is_none_or(|(b, _)| v > *b) {
         *best = Some((v, s.to_string()));
     }
@@ -271,15 +277,15 @@ pub(super) fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn plugin_conf(value: &Value) -> Result<PluginConf, ConfError> {
     let Value::Object(raw) = value else {
-        return Err(bad("not a JSON object"));
+        return Err(conf_error("not a JSON object"));
     };
     let plugin_type = match raw.get("type") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(bad("\"type\" is missing or not a string")),
+        _ => return Err(conf_error("\"type\" is missing or not a string")),
     };
     // The type names a file in the bin dirs: it must not be able to name any other path.
     if plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
-        return Err(bad(format!(
+        return Err(conf_error(format!(
             "plugin type {plugin_type:?} is not a plain file name"
         )));
     }
@@ -322,7 +328,7 @@ pub fn load_dir(dir: &Path) -> DirLoad {
     let mut load = DirLoad::default();
     for (path, _, _) in files {
         let parsed = std::fs::read(&path)
-            .map_err(|e| bad(format!("cannot read: {e}")))
+            .map_err(|e| conf_error(format!("cannot read: {e}")))
             .and_then(|bytes| {
                 if path.extension().is_some_and(|e| e == "conflist") {
                     NetworkConfigList::from_list_file(&bytes, &path)

@@ -14,9 +14,9 @@ const STDERR_TAIL: usize = 2048;
 /// Stdout larger than this is not a CNI answer; reading stops there.
 const STDOUT_LIMIT: usize = 4 << 20;
 
-/// The CNI_* variables of one invocation.
+/// The whole CNI_* environment of one plugin exec, borrowed from the caller.
 #[derive(Debug, Clone)]
-pub struct Invocation<'a> {
+pub struct PluginEnv<'a> {
     pub command: &'a str,
     pub container_id: &'a str,
     /// Empty when the namespace is gone (allowed for DEL).
@@ -65,7 +65,7 @@ pub fn stderr_suffix(tail: &str) -> String {
 /// Runs `binary` once. `system_path` is the PATH plugins get (they exec iptables and such).
 pub async fn run(
     binary: &Path,
-    inv: &Invocation<'_>,
+    inv: &PluginEnv<'_>,
     stdin: &[u8],
     system_path: &str,
     timeout: Duration,
@@ -122,7 +122,7 @@ pub async fn run(
 }
 
 /// Starts the plugin in its own process group with only the CNI variables and PATH.
-fn spawn(binary: &Path, inv: &Invocation<'_>, system_path: &str) -> Result<Child, ExecError> {
+fn spawn(binary: &Path, inv: &PluginEnv<'_>, system_path: &str) -> Result<Child, ExecError> {
     Command::new(binary)
         .env_clear()
         .env("CNI_COMMAND", inv.command)
@@ -291,8 +291,8 @@ mod tests {
         path
     }
 
-    fn inv() -> Invocation<'static> {
-        Invocation {
+    fn inv() -> PluginEnv<'static> {
+        PluginEnv {
             command: "ADD",
             container_id: "c1",
             netns: "/x",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::chain::{cached_list, Invocation};
+use super::chain::{cached_list, AttachmentVars};
 use super::version::CniVersion;
 use super::{Cni, CniError, NetworkConfigList, PluginConf, RuntimeConf};
 
@@ -45,7 +45,7 @@ impl Cni {
                 &list.name,
                 &plugin.plugin_type,
                 "STATUS",
-                &Invocation::bare(),
+                &AttachmentVars::none(),
                 &stdin,
             )
             .await?;
@@ -83,7 +83,7 @@ impl Cni {
                     &list.name,
                     &plugin.plugin_type,
                     "GC",
-                    &Invocation::bare(),
+                    &AttachmentVars::none(),
                     &stdin,
                 )
                 .await

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::chain::Invocation;
+use super::chain::AttachmentVars;
 use super::version::{self, PluginVersionInfo};
 use super::{Cni, CniError, NetworkConfigList};
 
@@ -84,10 +84,10 @@ impl Cni {
         let stdin =
             serde_json::to_vec(&serde_json::json!({ "cniVersion": newest })).unwrap_or_default();
         // Older skel versions insist on these being set.
-        let inv = Invocation {
+        let inv = AttachmentVars {
             netns: "dummy".into(),
             ifname: "dummy".into(),
-            ..Invocation::bare()
+            ..AttachmentVars::none()
         };
         match self
             .run_plugin(network, plugin, "VERSION", &inv, &stdin)
