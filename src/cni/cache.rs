@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::{CniError, NetworkConfigList, RuntimeConf};
 use crate::modes;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,6 +31,24 @@ pub struct CacheEntry {
 }
 
 pub const CACHE_KIND: &str = "cniCacheV1";
+
+impl CacheEntry {
+    /// The entry written before ADD runs: the list as loaded, the attachment's ids, its
+    /// CNI_ARGS and capability args, and no result yet (set `result` once ADD succeeded).
+    pub fn new(list: &NetworkConfigList, rt: &RuntimeConf) -> Self {
+        CacheEntry {
+            kind: CACHE_KIND.to_string(),
+            container_id: rt.container_id.clone(),
+            network_name: list.name.clone(),
+            if_name: rt.ifname.clone(),
+            netns: rt.netns_str(),
+            config: list.json.clone(),
+            cni_args: rt.args.clone(),
+            capability_args: rt.capability_args.clone(),
+            result: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -50,6 +69,17 @@ impl Cache {
         self.dir.join(format!("{network}-{container_id}-{ifname}"))
     }
 
+    /// Writes the entry atomically (both the exec chain and the fast path save through
+    /// this); a failure names the entry's file.
+    pub fn store(&self, entry: &CacheEntry) -> Result<(), CniError> {
+        self.save(entry).map_err(|source| CniError::Cache {
+            path: self.path(&entry.network_name, &entry.container_id, &entry.if_name),
+            source,
+        })
+    }
+
+    /// The raw write behind [`Cache::store`], kept public only until the fast path calls
+    /// `store`.
     pub fn save(&self, entry: &CacheEntry) -> std::io::Result<()> {
         modes::create_dir_all(&self.dir, modes::PRIVATE_DIR)?;
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
@@ -154,5 +184,30 @@ mod tests {
         cache.remove("net", "abc", "eth0").expect("remove");
         assert_eq!(cache.load("net", "abc", "eth0").expect("load"), None);
         cache.remove("net", "abc", "eth0").expect("remove twice");
+    }
+
+    #[test]
+    fn a_new_entry_is_stored_before_add_with_no_result() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new(dir.path().join("results"));
+        let list = NetworkConfigList::from_list_bytes(
+            br#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}"#,
+            Path::new("t.conflist"),
+        )
+        .expect("valid list");
+        let rt = RuntimeConf {
+            container_id: "abc".into(),
+            netns: Some("/run/netns/x".into()),
+            ifname: "eth0".into(),
+            args: vec![("K".into(), "V".into())],
+            capability_args: Map::new(),
+        };
+        let entry = CacheEntry::new(&list, &rt);
+        assert_eq!(entry.kind, CACHE_KIND);
+        assert_eq!(entry.netns, "/run/netns/x");
+        assert_eq!(entry.config, list.json);
+        assert_eq!(entry.result, None);
+        cache.store(&entry).expect("store");
+        assert_eq!(cache.load("net", "abc", "eth0").expect("load"), Some(entry));
     }
 }

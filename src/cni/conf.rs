@@ -7,17 +7,11 @@
 //! `<dir>/<network name>/*.conf` appended, in lexical order (libcni 1.2 `NetworkConfFromFile`);
 //! the list is then stored whole, so the cache holds every plugin that ran. A list may name
 //! several versions in `cniVersions`: the highest one crisp speaks (≤ 1.1.0) wins, as in libcni.
-//!
-//! The dir is watched with inotify ([`ConfDir::watch`]): while the watch is healthy,
-//! [`ConfDir::current`] costs no system call unless something changed; without a watch
-//! (the dir did not exist, or was removed) it falls back to comparing the listing's
-//! names, mtimes and sizes on every call, which is always correct, only dearer.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
@@ -55,7 +49,7 @@ pub struct ConfError {
     pub reason: String,
 }
 
-fn bad(reason: impl Into<String>) -> ConfError {
+fn conf_error(reason: impl Into<String>) -> ConfError {
     ConfError {
         reason: reason.into(),
     }
@@ -72,19 +66,19 @@ impl NetworkConfigList {
     /// Parses a `.conflist` document.
     pub fn from_list_bytes(bytes: &[u8], source: &Path) -> Result<Self, ConfError> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| conf_error(format!("invalid JSON: {e}")))?;
         Self::from_list_value(value, source)
     }
 
     /// Parses a single-plugin `.conf` document and wraps it in a list.
     pub fn from_conf_bytes(bytes: &[u8], source: &Path) -> Result<Self, ConfError> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| conf_error(format!("invalid JSON: {e}")))?;
         let Value::Object(conf) = value else {
-            return Err(bad("the document is not a JSON object"));
+            return Err(conf_error("the document is not a JSON object"));
         };
         if conf.contains_key("plugins") {
-            return Err(bad(
+            return Err(conf_error(
                 "a \"plugins\" list in a single-plugin file: name it .conflist",
             ));
         }
@@ -101,60 +95,35 @@ impl NetworkConfigList {
     /// Parses a list from its JSON value (also used for the cached copy).
     pub fn from_list_value(value: Value, source: &Path) -> Result<Self, ConfError> {
         let Value::Object(obj) = &value else {
-            return Err(bad("the document is not a JSON object"));
+            return Err(conf_error("the document is not a JSON object"));
         };
         let name = match obj.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::String(_)) | None => return Err(bad("\"name\" is missing or empty")),
-            Some(_) => return Err(bad("\"name\" is not a string")),
+            Some(Value::String(_)) | None => {
+                return Err(conf_error("\"name\" is missing or empty"))
+            }
+            Some(_) => return Err(conf_error("\"name\" is not a string")),
         };
         if !valid_network_name(&name) {
-            return Err(bad(format!(
+            return Err(conf_error(format!(
                 "network name {name:?} has characters other than letters, digits, '_', '.', '-'"
             )));
         }
         let cni_version = match obj.get("cniVersion") {
             Some(Value::String(s)) => s.clone(),
             None => "0.1.0".to_string(),
-            Some(_) => return Err(bad("\"cniVersion\" is not a string")),
+            Some(_) => return Err(conf_error("\"cniVersion\" is not a string")),
         };
-        CniVersion::parse(&cni_version).map_err(|e| bad(format!("cniVersion: {e}")))?;
+        CniVersion::parse(&cni_version).map_err(|e| conf_error(format!("cniVersion: {e}")))?;
         let cni_version = match obj.get("cniVersions") {
             None => cni_version,
             Some(Value::Array(items)) => highest_spoken(items, &cni_version, obj)?,
-            Some(_) => return Err(bad("\"cniVersions\" is not a list")),
+            Some(_) => return Err(conf_error("\"cniVersions\" is not a list")),
         };
-        let flag = |key: &str| -> Result<bool, ConfError> {
-            match obj.get(key) {
-                None => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                // libcni also accepts the strings "true"/"false" for these.
-                Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-                Some(_) => Err(bad(format!("\"{key}\" is not a boolean"))),
-            }
-        };
-        let disable_check = flag("disableCheck")?;
-        let disable_gc = flag("disableGC")?;
-        let load_only_inlined_plugins = flag("loadOnlyInlinedPlugins")?;
-        let plugins = match obj.get("plugins") {
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    plugin_conf(p).map_err(|e| bad(format!("plugins[{i}]: {}", e.reason)))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(Value::Array(_)) => return Err(bad("\"plugins\" is empty")),
-            Some(_) => return Err(bad("\"plugins\" is not a list")),
-            // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
-            None if !load_only_inlined_plugins => Vec::new(),
-            None => {
-                return Err(bad(
-                    "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
-                ))
-            }
-        };
+        let disable_check = flag(obj, "disableCheck")?;
+        let disable_gc = flag(obj, "disableGC")?;
+        let load_only_inlined_plugins = flag(obj, "loadOnlyInlinedPlugins")?;
+        let plugins = inlined_plugins(obj, load_only_inlined_plugins)?;
         Ok(NetworkConfigList {
             name,
             cni_version,
@@ -179,15 +148,17 @@ impl NetworkConfigList {
                 .parent()
                 .unwrap_or_else(|| Path::new("."))
                 .join(&list.name);
-            let files = plugin_files(&sub)
-                .map_err(|e| bad(format!("reading plugin configs in {}: {e}", sub.display())))?;
+            let files = plugin_files(&sub).map_err(|e| {
+                conf_error(format!("reading plugin configs in {}: {e}", sub.display()))
+            })?;
             for file in files {
                 let value: Value = std::fs::read(&file)
                     .map_err(|e| e.to_string())
                     .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                    .map_err(|e| bad(format!("plugin config {}: {e}", file.display())))?;
-                let plugin = plugin_conf(&value)
-                    .map_err(|e| bad(format!("plugin config {}: {}", file.display(), e.reason)))?;
+                    .map_err(|e| conf_error(format!("plugin config {}: {e}", file.display())))?;
+                let plugin = plugin_conf(&value).map_err(|e| {
+                    conf_error(format!("plugin config {}: {}", file.display(), e.reason))
+                })?;
                 list.plugins.push(plugin);
             }
             if let Value::Object(obj) = &mut list.json {
@@ -203,7 +174,7 @@ impl NetworkConfigList {
             }
         }
         if list.plugins.is_empty() {
-            return Err(bad(format!(
+            return Err(conf_error(format!(
                 "no plugin configs: \"plugins\" is missing and {} holds no *.conf",
                 path.parent()
                     .unwrap_or_else(|| Path::new("."))
@@ -212,6 +183,41 @@ impl NetworkConfigList {
             )));
         }
         Ok(list)
+    }
+}
+
+/// A boolean setting of the list; absent is false.
+fn flag(obj: &Map<String, Value>, key: &str) -> Result<bool, ConfError> {
+    match obj.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        // libcni also accepts the strings "true"/"false" for these.
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(conf_error(format!("\"{key}\" is not a boolean"))),
+    }
+}
+
+/// The list's own `"plugins"`; none is allowed only when `<dir>/<name>/` may supply them.
+fn inlined_plugins(
+    obj: &Map<String, Value>,
+    load_only_inlined_plugins: bool,
+) -> Result<Vec<PluginConf>, ConfError> {
+    match obj.get("plugins") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                plugin_conf(p).map_err(|e| conf_error(format!("plugins[{i}]: {}", e.reason)))
+            })
+            .collect(),
+        Some(Value::Array(_)) => Err(conf_error("\"plugins\" is empty")),
+        Some(_) => Err(conf_error("\"plugins\" is not a list")),
+        // Allowed when the plugins come from `<dir>/<name>/` (checked by the file loader).
+        None if !load_only_inlined_plugins => Ok(Vec::new()),
+        None => Err(conf_error(
+            "\"loadOnlyInlinedPlugins\" is true and there is no \"plugins\" list",
+        )),
     }
 }
 
@@ -224,12 +230,12 @@ fn highest_spoken(
 ) -> Result<String, ConfError> {
     let newest =
         CniVersion::parse(version::SUPPORTED_VERSIONS[version::SUPPORTED_VERSIONS.len() - 1])
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| conf_error(e.to_string()))?;
     let mut best: Option<(CniVersion, String)> = None;
     let explicit = obj.contains_key("cniVersion").then_some(cni_version);
     for (i, item) in items.iter().enumerate() {
         let Value::String(s) = item else {
-            return Err(bad(format!("cniVersions[{i}] is not a string")));
+            return Err(conf_error(format!("cniVersions[{i}] is not a string")));
         };
         consider(&mut best, s, newest)?;
     }
@@ -244,7 +250,7 @@ fn consider(
     s: &str,
     newest: CniVersion,
 ) -> Result<(), ConfError> {
-    let v = CniVersion::parse(s).map_err(|e| bad(format!("cniVersions: {e}")))?;
+    let v = CniVersion::parse(s).map_err(|e| conf_error(format!("cniVersions: {e}")))?;
     if v <= newest && best.as_ref().is_none_or(|(b, _)| v > *b) {
         *best = Some((v, s.to_string()));
     }
@@ -252,7 +258,7 @@ fn consider(
 }
 
 /// `*.conf` files of a per-network plugin dir, sorted; a missing dir holds none.
-fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(super) fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -271,15 +277,15 @@ fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn plugin_conf(value: &Value) -> Result<PluginConf, ConfError> {
     let Value::Object(raw) = value else {
-        return Err(bad("not a JSON object"));
+        return Err(conf_error("not a JSON object"));
     };
     let plugin_type = match raw.get("type") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(bad("\"type\" is missing or not a string")),
+        _ => return Err(conf_error("\"type\" is missing or not a string")),
     };
     // The type names a file in the bin dirs: it must not be able to name any other path.
     if plugin_type.contains('/') || plugin_type == "." || plugin_type == ".." {
-        return Err(bad(format!(
+        return Err(conf_error(format!(
             "plugin type {plugin_type:?} is not a plain file name"
         )));
     }
@@ -322,7 +328,7 @@ pub fn load_dir(dir: &Path) -> DirLoad {
     let mut load = DirLoad::default();
     for (path, _, _) in files {
         let parsed = std::fs::read(&path)
-            .map_err(|e| bad(format!("cannot read: {e}")))
+            .map_err(|e| conf_error(format!("cannot read: {e}")))
             .and_then(|bytes| {
                 if path.extension().is_some_and(|e| e == "conflist") {
                     NetworkConfigList::from_list_file(&bytes, &path)
@@ -358,10 +364,10 @@ pub fn load_dir(dir: &Path) -> DirLoad {
     load
 }
 
-type Signature = Vec<(PathBuf, Option<SystemTime>, u64)>;
+pub(super) type Signature = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 /// The candidate files in lexical order, with what identifies their current content.
-fn conf_files(dir: &Path) -> std::io::Result<Signature> {
+pub(super) fn conf_files(dir: &Path) -> std::io::Result<Signature> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -386,191 +392,6 @@ fn conf_files(dir: &Path) -> std::io::Result<Signature> {
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
-}
-
-/// The signature of everything a load reads: the candidate files, plus the per-network
-/// plugin dirs (`<dir>/<name>/*.conf`) of every candidate name.
-fn signature(dir: &Path) -> std::io::Result<Signature> {
-    let mut sig = conf_files(dir)?;
-    for entry in std::fs::read_dir(dir)?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            for file in plugin_files(&path).unwrap_or_default() {
-                let meta = std::fs::metadata(&file).ok();
-                sig.push((
-                    file,
-                    meta.as_ref().and_then(|m| m.modified().ok()),
-                    meta.map_or(0, |m| m.len()),
-                ));
-            }
-        }
-    }
-    Ok(sig)
-}
-
-/// How long the conf dir must be quiet after a change before the watcher re-reads it and
-/// says what changed (writers often create, write and rename in quick succession).
-pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// The conf dir, re-read only when it changed, so each `Status` and `RunPodSandbox` sees
-/// the current config without re-parsing it every time.
-#[derive(Debug)]
-pub struct ConfDir {
-    dir: PathBuf,
-    last: Mutex<Option<(Signature, DirLoad)>>,
-    /// Bumped by the watcher on every event under the dir.
-    events: AtomicU64,
-    /// `events` as it was when `last` was loaded.
-    loaded_at: AtomicU64,
-    /// True while an inotify watch covers the dir (events then force re-reads too).
-    watching: AtomicBool,
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// Bumped after each debounced reload, for whoever wants to react to a change.
-    reloads: tokio::sync::watch::Sender<u64>,
-}
-
-impl ConfDir {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ConfDir {
-            dir: dir.into(),
-            last: Mutex::new(None),
-            events: AtomicU64::new(0),
-            loaded_at: AtomicU64::new(0),
-            watching: AtomicBool::new(false),
-            watcher: Mutex::new(None),
-            reloads: tokio::sync::watch::channel(0).0,
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Whether an inotify watch currently covers the dir.
-    pub fn is_watched(&self) -> bool {
-        self.watching.load(Ordering::Acquire)
-    }
-
-    /// Changes after each debounced reload (a counter).
-    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.reloads.subscribe()
-    }
-
-    /// The current load (blocking filesystem reads: call from a blocking context). The
-    /// dir's signature (names, sizes, mtimes: a readdir and a stat per file, microseconds)
-    /// is compared on every call, so a change made just before a RunPodSandbox counts even
-    /// when the watcher has not read its event yet; a watcher event since the last load
-    /// forces a re-read too (an in-place rewrite of the same size within one mtime tick).
-    pub fn current(&self) -> DirLoad {
-        let generation = self.events.load(Ordering::Acquire);
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let signature = signature(&self.dir).ok();
-        let no_event_since = generation == self.loaded_at.load(Ordering::Acquire);
-        if let (Some(sig), Some((old_sig, load))) = (&signature, last.as_ref()) {
-            if sig == old_sig && (no_event_since || !self.is_watched()) {
-                self.loaded_at.store(generation, Ordering::Release);
-                return load.clone();
-            }
-        }
-        let load = load_dir(&self.dir);
-        if let Some(sig) = signature {
-            *last = Some((sig, load.clone()));
-            self.loaded_at.store(generation, Ordering::Release);
-        }
-        load
-    }
-
-    /// Watches the dir (recursively, for `<dir>/<name>/*.conf`) with inotify. Each event
-    /// invalidates the cached load at once; after [`WATCH_DEBOUNCE`] of quiet a task re-reads
-    /// the dir, logs the network now in effect and bumps [`ConfDir::reloads`]. When the dir
-    /// cannot be watched (missing, or removed later) loads fall back to signature checks.
-    /// Needs a tokio runtime.
-    pub fn watch(self: &Arc<Self>) -> bool {
-        use notify::Watcher;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let me = Arc::downgrade(self);
-        let root = self.dir.clone();
-        let handler = move |event: notify::Result<notify::Event>| {
-            let Some(conf_dir) = me.upgrade() else { return };
-            match event {
-                // Opening or reading a file (crisp's own loads among them) changes nothing;
-                // reacting to it would make every load trigger the next.
-                Ok(event)
-                    if matches!(
-                        event.kind,
-                        notify::EventKind::Access(
-                            notify::event::AccessKind::Open(_)
-                                | notify::event::AccessKind::Read
-                                | notify::event::AccessKind::Close(
-                                    notify::event::AccessMode::Read
-                                        | notify::event::AccessMode::Execute
-                                        | notify::event::AccessMode::Any
-                                )
-                        )
-                    ) =>
-                {
-                    return;
-                }
-                Ok(event) => {
-                    // The dir itself going away ends the watch: fall back to polling.
-                    if matches!(event.kind, notify::EventKind::Remove(_))
-                        && event.paths.iter().any(|p| p == &root)
-                    {
-                        conf_dir.watching.store(false, Ordering::Release);
-                        tracing::warn!(dir = %root.display(), "CNI conf dir removed; watching stopped, checking it on every use instead");
-                    }
-                }
-                Err(e) => {
-                    conf_dir.watching.store(false, Ordering::Release);
-                    tracing::warn!(dir = %root.display(), error = %e, "CNI conf dir watch failed; checking it on every use instead");
-                }
-            }
-            conf_dir.events.fetch_add(1, Ordering::AcqRel);
-            let _ = tx.send(());
-        };
-        let mut watcher = match notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
-                return false;
-            }
-        };
-        if let Err(e) = watcher.watch(&self.dir, notify::RecursiveMode::Recursive) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the CNI conf dir; checking it on every use instead");
-            return false;
-        }
-        // Anything that happened before the watch started is caught by one fresh load.
-        self.events.fetch_add(1, Ordering::AcqRel);
-        self.watching.store(true, Ordering::Release);
-        *self.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut previous: Option<Value> = None;
-            while rx.recv().await.is_some() {
-                while let Ok(Some(())) = tokio::time::timeout(WATCH_DEBOUNCE, rx.recv()).await {}
-                let Some(conf_dir) = me.upgrade() else { return };
-                let reader = conf_dir.clone();
-                let Ok(load) = tokio::task::spawn_blocking(move || reader.current()).await else {
-                    continue;
-                };
-                let now = load.network.as_ref().map(|n| n.json.clone());
-                if now != previous {
-                    match &load.network {
-                        Some(n) => {
-                            tracing::info!(network = %n.name, file = %n.source.display(), cni_version = %n.cni_version, "CNI network config in effect")
-                        }
-                        None => tracing::warn!(
-                            problem = load.error.as_deref().unwrap_or(""),
-                            "no CNI network config in effect"
-                        ),
-                    }
-                    previous = now;
-                }
-                conf_dir.reloads.send_modify(|n| *n += 1);
-            }
-        });
-        true
-    }
 }
 
 #[cfg(test)]
@@ -648,25 +469,6 @@ mod tests {
     }
 
     #[test]
-    fn empty_dir_names_the_dir_and_changes_are_seen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conf_dir = ConfDir::new(dir.path());
-        let load = conf_dir.current();
-        assert!(load.network.is_none());
-        let err = load.error.expect("an error");
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        std::fs::write(
-            dir.path().join("10-a.conflist"),
-            r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"bridge"}]}"#,
-        )
-        .expect("write");
-        assert_eq!(
-            conf_dir.current().network.map(|n| n.name.clone()),
-            Some("a".to_string())
-        );
-    }
-
-    #[test]
     fn plugins_of_the_network_dir_are_appended_unless_only_inlined() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("net")).expect("mkdir");
@@ -730,26 +532,5 @@ mod tests {
             Path::new("f")
         )
         .is_err());
-    }
-
-    #[tokio::test]
-    async fn the_watch_sees_adds_changes_and_removals() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conf_dir = Arc::new(ConfDir::new(dir.path()));
-        assert!(conf_dir.watch());
-        let mut reloads = conf_dir.reloads();
-        assert!(conf_dir.current().network.is_none());
-        let file = dir.path().join("10-a.conflist");
-        let name = |c: &ConfDir| c.current().network.map(|n| n.name.clone());
-        std::fs::write(&file, r#"{"name":"a","plugins":[{"type":"x"}]}"#).expect("w");
-        reloads.changed().await.expect("reload");
-        assert_eq!(name(&conf_dir).as_deref(), Some("a"));
-        std::fs::write(&file, r#"{"name":"b","plugins":[{"type":"x"}]}"#).expect("w");
-        reloads.changed().await.expect("reload");
-        assert_eq!(name(&conf_dir).as_deref(), Some("b"));
-        std::fs::remove_file(&file).expect("rm");
-        reloads.changed().await.expect("reload");
-        assert_eq!(name(&conf_dir), None);
-        assert!(conf_dir.is_watched());
     }
 }

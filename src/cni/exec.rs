@@ -7,16 +7,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_TAIL: usize = 2048;
 /// Stdout larger than this is not a CNI answer; reading stops there.
 const STDOUT_LIMIT: usize = 4 << 20;
 
-/// The CNI_* variables of one invocation.
+/// The whole CNI_* environment of one plugin exec, borrowed from the caller.
 #[derive(Debug, Clone)]
-pub struct Invocation<'a> {
+pub struct PluginEnv<'a> {
     pub command: &'a str,
     pub container_id: &'a str,
     /// Empty when the namespace is gone (allowed for DEL).
@@ -65,31 +65,13 @@ pub fn stderr_suffix(tail: &str) -> String {
 /// Runs `binary` once. `system_path` is the PATH plugins get (they exec iptables and such).
 pub async fn run(
     binary: &Path,
-    inv: &Invocation<'_>,
+    inv: &PluginEnv<'_>,
     stdin: &[u8],
     system_path: &str,
     timeout: Duration,
 ) -> Result<Output, ExecError> {
     let started = Instant::now();
-    let mut child = Command::new(binary)
-        .env_clear()
-        .env("CNI_COMMAND", inv.command)
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.path)
-        .env("PATH", system_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ExecError::Spawn {
-            binary: binary.to_owned(),
-            source,
-        })?;
+    let mut child = spawn(binary, inv, system_path)?;
     let pgid = child.id();
     // If this future is dropped (a CHECK that Stop cancels), the whole group dies with it.
     let mut group = GroupGuard(pgid);
@@ -137,6 +119,29 @@ pub async fn run(
             stderr_tail,
         }),
     }
+}
+
+/// Starts the plugin in its own process group with only the CNI variables and PATH.
+fn spawn(binary: &Path, inv: &PluginEnv<'_>, system_path: &str) -> Result<Child, ExecError> {
+    Command::new(binary)
+        .env_clear()
+        .env("CNI_COMMAND", inv.command)
+        .env("CNI_CONTAINERID", inv.container_id)
+        .env("CNI_NETNS", inv.netns)
+        .env("CNI_IFNAME", inv.ifname)
+        .env("CNI_ARGS", inv.args)
+        .env("CNI_PATH", inv.path)
+        .env("PATH", system_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })
 }
 
 /// A plugin process left running by a previous crisp that was killed: plugins run in their
@@ -286,8 +291,8 @@ mod tests {
         path
     }
 
-    fn inv() -> Invocation<'static> {
-        Invocation {
+    fn inv() -> PluginEnv<'static> {
+        PluginEnv {
             command: "ADD",
             container_id: "c1",
             netns: "/x",
