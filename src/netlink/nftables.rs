@@ -4,7 +4,7 @@
 //!   every rule jumping to them (a jump is an `immediate` expression naming the chain), in one
 //!   transaction;
 //! - [`add_masq_v4`]: ipMasq's IPv4 rules, encoded exactly as iptables-nft encodes the
-//!   `iptables-restore` lines of [`crate::network::fast::rules::PodRules`] (checked against it by
+//!   `iptables-restore` lines the fast path's `rules.rs` writes (checked against them by
 //!   `tests/fastpath.rs`); portmap's rules and IPv6 stay with `iptables-restore`.
 //!
 //! Why not `iptables-restore`: its process start (~3 ms), and an iptables-nft process that
@@ -19,6 +19,7 @@
 
 use std::io;
 
+use super::ip;
 use super::netfilter::{
     attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLA_F_NESTED,
     NLM_F_ACK, NLM_F_DUMP,
@@ -183,7 +184,7 @@ fn jump_targets(rule: &[u8]) -> impl Iterator<Item = &str> {
 
 /// ipMasq's rules for a pod's IPv4 addresses (the bridge plugin's `SetupIPMasq`), written
 /// in one transaction exactly as iptables-nft writes the `iptables-restore` lines
-/// [`crate::network::fast::rules::PodRules`] makes: the pod's chain with, per address, an ACCEPT for its
+/// the fast path's `PodRules` makes: the pod's chain with, per address, an ACCEPT for its
 /// subnet and one MASQUERADE for everything but multicast, then POSTROUTING's jump per
 /// address. Each rule is what `nft --debug=netlink` shows for iptables-nft's: payload and
 /// cmp (a bitwise mask only for a prefix that is not whole bytes), the `comment` match, a
@@ -215,7 +216,7 @@ pub fn add_masq_v4(
     let mut in_chain: Vec<Vec<u8>> = Vec::new();
     let mut jumps: Vec<Vec<u8>> = Vec::new();
     for (addr, prefix) in addrs {
-        let subnet = masked_v4(addr.octets(), *prefix);
+        let subnet = ip::network_v4(*addr, *prefix).octets();
         let accept = [
             v4_match(16, subnet, *prefix, NFT_CMP_EQ),
             vec![comment_match(comment), counter(), verdict(NF_ACCEPT, None)],
@@ -269,17 +270,10 @@ fn push_unique(rules: &mut Vec<Vec<u8>>, rule: Vec<u8>) {
     }
 }
 
-fn masked_v4(octets: [u8; 4], prefix: u8) -> [u8; 4] {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix.min(32)))
-        .unwrap_or(0);
-    (u32::from_be_bytes(octets) & mask).to_be_bytes()
-}
-
 /// iptables-nft's `add_addr` for an IPv4 address at `offset` in the network header: load
 /// as many bytes as the prefix fills whole, or all four and a bitwise mask when it does not.
 fn v4_match(offset: u32, addr: [u8; 4], prefix: u8, op: u32) -> Vec<Vec<u8>> {
-    let mask = masked_v4([0xff; 4], prefix);
+    let mask = ip::netmask_v4(prefix).octets();
     let whole = mask.iter().take_while(|b| **b == 0xff).count();
     let bitwise = mask[whole..].iter().any(|b| *b != 0);
     let len = if bitwise { 4 } else { whole };
@@ -496,9 +490,6 @@ mod tests {
         assert_eq!(shape(32), (Some(4), "payload,cmp".into()));
         assert_eq!(shape(20), (Some(4), "payload,bitwise,cmp".into()));
         assert_eq!(shape(4), (Some(4), "payload,bitwise,cmp".into()));
-        assert_eq!(masked_v4([10, 99, 7, 5], 24), [10, 99, 7, 0]);
-        assert_eq!(masked_v4([224, 1, 2, 3], 4), [224, 0, 0, 0]);
-        assert_eq!(masked_v4([10, 0, 0, 1], 0), [0, 0, 0, 0]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ use rtnetlink::{
 };
 use tokio::sync::OnceCell;
 
+use super::ip::same_net;
+
 /// A netlink failure with what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {reason}")]
@@ -308,7 +310,6 @@ impl NodeLinks {
             .get()
             .set_link_index_filter(bridge.index)
             .execute();
-        let want = crate::network::fast::hostlocal::to_int(gw);
         while let Some(a) = addrs
             .try_next()
             .await
@@ -324,7 +325,7 @@ impl NodeLinks {
                 continue;
             }
             let have_prefix = a.header.prefix_len;
-            if crate::network::fast::hostlocal::to_int(ip) == want && have_prefix == prefix {
+            if ip == gw && have_prefix == prefix {
                 return Ok(());
             }
             let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
@@ -400,24 +401,6 @@ impl NodeLinks {
             _ => None,
         })
     }
-}
-
-fn same_net(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
-    if net.is_ipv6() != ip.is_ipv6() {
-        return false;
-    }
-    let bits: u32 = if net.is_ipv6() { 128 } else { 32 };
-    let shift = bits.saturating_sub(prefix as u32);
-    let mask = if shift >= 128 {
-        0
-    } else {
-        !((1u128 << shift) - 1)
-    };
-    let (a, b) = (
-        crate::network::fast::hostlocal::to_int(net),
-        crate::network::fast::hostlocal::to_int(ip),
-    );
-    a & mask == b & mask
 }
 
 fn kind_of(link: &LinkMessage) -> Option<InfoKind> {

@@ -14,11 +14,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::netlink::ip::{from_int, to_int};
 
 /// host-local's default `dataDir`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
@@ -136,21 +138,6 @@ fn describe(set: &RangeSet) -> String {
         .map(Range::describe)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-pub fn to_int(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u32::from(a) as u128,
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-pub fn from_int(x: u128, v6: bool) -> IpAddr {
-    if v6 {
-        IpAddr::V6(Ipv6Addr::from(x))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(x as u32))
-    }
 }
 
 /// One allocated address: the address, its range's prefix length and gateway.

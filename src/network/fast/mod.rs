@@ -20,6 +20,7 @@
 pub mod hostlocal;
 pub mod rules;
 
+use crate::netlink::ip::{network, parse_cidr};
 use crate::netlink::{conntrack, netfilter as nfnetlink, nftables, route as netlink};
 
 use std::net::IpAddr;
@@ -97,18 +98,6 @@ fn caps_only(obj: &Map<String, Value>, allowed: &[&str], plugin: &str) -> Result
         }
     }
     Ok(())
-}
-
-fn cidr(s: &str, what: &str) -> Result<(IpAddr, u8), Unsupported> {
-    let bad = || no(format!("{what} {s:?} is not a CIDR"));
-    let (a, p) = s.split_once('/').ok_or_else(bad)?;
-    let a: IpAddr = a.parse().map_err(|_| bad())?;
-    let p: u8 = p.parse().map_err(|_| bad())?;
-    let bits = if a.is_ipv6() { 128 } else { 32 };
-    if p > bits {
-        return Err(bad());
-    }
-    Ok((a, p))
 }
 
 /// Whether the fast path implements `list` completely, and how.
@@ -331,9 +320,9 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
                 .get("dst")
                 .and_then(Value::as_str)
                 .ok_or_else(|| no("host-local: a route has no dst"))?;
-            let (ip, prefix) = cidr(dst, "route dst")?;
-            let (net, _) = masked(ip, prefix);
-            if net != ip {
+            let (ip, prefix) =
+                parse_cidr(dst).ok_or_else(|| no(format!("route dst {dst:?} is not a CIDR")))?;
+            if network(ip, prefix) != ip {
                 return Err(no(format!("host-local: route dst {dst} has host bits set")));
             }
             let gw = match r.get("gw") {
@@ -403,18 +392,6 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
         routes,
         portmap,
     })
-}
-
-fn masked(ip: IpAddr, prefix: u8) -> (IpAddr, u128) {
-    let bits: u32 = if ip.is_ipv6() { 128 } else { 32 };
-    let shift = bits - prefix as u32;
-    let host = if shift >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << shift) - 1
-    };
-    let x = hostlocal::to_int(ip) & !host;
-    (hostlocal::from_int(x, ip.is_ipv6()), host)
 }
 
 /// Port mappings as portmap reads them from the capability args (only when it declares
@@ -770,7 +747,7 @@ impl FastPath {
                 let fam: Vec<(IpAddr, u8)> = r
                     .ips
                     .iter()
-                    .filter_map(|ip| cidr(&ip.address, "address").ok())
+                    .filter_map(|ip| parse_cidr(&ip.address))
                     .filter(|(a, _)| a.is_ipv6() == v6)
                     .collect();
                 PodRules {

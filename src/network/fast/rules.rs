@@ -15,9 +15,10 @@
 
 use std::net::IpAddr;
 use std::process::Stdio;
+use std::time::Duration;
 
 use sha2::{Digest, Sha512};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 const MAX_CHAIN_LENGTH: usize = 28;
 pub const TOP_DNAT: &str = "CNI-HOSTPORT-DNAT";
@@ -448,15 +449,104 @@ fn programs(v6: bool) -> (&'static str, &'static str) {
     }
 }
 
+/// How long one iptables tool may run before it is killed. These run while the sandbox lock
+/// and the GC gate are held, so a wedged tool must not hold them forever. `-w` makes
+/// restore wait for the xtables lock for as long as another writer holds it (kube-proxy's
+/// or the plugins' restores take well under a second); 10 s leaves that wait ample room
+/// and still frees the lock if the tool hangs.
+pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one iptables tool with a clean environment (only `PATH`), feeding `stdin` when given
+/// and capturing stdout and stderr. Past `timeout` the child is killed and reaped, and the
+/// result is an `IptablesError` that says it timed out.
+async fn run_tool(
+    program: &'static str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    path_env: &str,
+    timeout: Duration,
+) -> Result<std::process::Output, IptablesError> {
+    let tool_error = |action: &'static str, reason: String| IptablesError {
+        program,
+        action,
+        reason,
+    };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", path_env)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| tool_error("could not run", e.to_string()))?;
+    let (input, mut out, mut err) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let finished = tokio::time::timeout(timeout, async {
+        let feed = async {
+            if let (Some(mut pipe), Some(bytes)) = (input, stdin) {
+                pipe.write_all(bytes).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let (fed, stdout, stderr) = tokio::join!(feed, read_all(&mut out), read_all(&mut err));
+        fed.map_err(|e| tool_error("could not be fed", e.to_string()))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| tool_error("did not finish", e.to_string()))?;
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.map_err(|e| tool_error("could not be read", e.to_string()))?,
+            stderr: stderr.map_err(|e| tool_error("could not be read", e.to_string()))?,
+        })
+    })
+    .await;
+    match finished {
+        Ok(result) => result,
+        Err(_) => {
+            // kill() also waits, so the child is reaped before the error is returned.
+            let _ = child.kill().await;
+            Err(tool_error("timed out", format!("killed after {timeout:?}")))
+        }
+    }
+}
+
+async fn read_all<R: AsyncRead + Unpin>(pipe: &mut Option<R>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(pipe) = pipe {
+        pipe.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
+}
+
+/// A tool's non-zero exit as an error carrying its status and stderr.
+fn check_status(
+    program: &'static str,
+    out: std::process::Output,
+) -> Result<std::process::Output, IptablesError> {
+    if out.status.success() {
+        return Ok(out);
+    }
+    Err(IptablesError {
+        program,
+        action: "failed",
+        reason: format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    })
+}
+
 /// Whether the family's `iptables-restore` is the nf_tables variant (`-V` says
 /// `(nf_tables)`), so its rules can be read and deleted over nf_tables netlink.
 pub async fn is_nf_tables(v6: bool, path_env: &str) -> bool {
-    tokio::process::Command::new(programs(v6).0)
-        .arg("-V")
-        .env_clear()
-        .env("PATH", path_env)
-        .stdin(Stdio::null())
-        .output()
+    run_tool(programs(v6).0, &["-V"], None, path_env, TOOL_TIMEOUT)
         .await
         .is_ok_and(|out| {
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("(nf_tables)")
@@ -466,80 +556,30 @@ pub async fn is_nf_tables(v6: bool, path_env: &str) -> bool {
 /// `iptables-save -t nat` for one family.
 pub async fn save_nat(v6: bool, path_env: &str) -> Result<String, IptablesError> {
     let program = programs(v6).1;
-    let out = tokio::process::Command::new(program)
-        .args(["-t", "nat"])
-        .env_clear()
-        .env("PATH", path_env)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| IptablesError {
-            program,
-            action: "could not run",
-            reason: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(IptablesError {
-            program,
-            action: "failed",
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
+    let out = run_tool(program, &["-t", "nat"], None, path_env, TOOL_TIMEOUT).await?;
+    let out = check_status(program, out)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Feeds one batch to `iptables-restore -w --noflush`.
 pub async fn restore(v6: bool, batch: &str, path_env: &str) -> Result<(), IptablesError> {
+    restore_within(v6, batch, path_env, TOOL_TIMEOUT).await
+}
+
+/// [`restore`] with its timeout given (the tests use a short one).
+pub(crate) async fn restore_within(
+    v6: bool,
+    batch: &str,
+    path_env: &str,
+    timeout: Duration,
+) -> Result<(), IptablesError> {
     if batch.is_empty() {
         return Ok(());
     }
     let program = programs(v6).0;
-    let mut child = tokio::process::Command::new(program)
-        .args(["-w", "--noflush"])
-        .env_clear()
-        .env("PATH", path_env)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| IptablesError {
-            program,
-            action: "could not run",
-            reason: e.to_string(),
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(batch.as_bytes())
-            .await
-            .map_err(|e| IptablesError {
-                program,
-                action: "could not be fed",
-                reason: e.to_string(),
-            })?;
-    }
-    let out = child.wait_with_output().await.map_err(|e| IptablesError {
-        program,
-        action: "did not finish",
-        reason: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(IptablesError {
-            program,
-            action: "failed",
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
+    let args = ["-w", "--noflush"];
+    let out = run_tool(program, &args, Some(batch.as_bytes()), path_env, timeout).await?;
+    check_status(program, out).map(drop)
 }
 
 #[cfg(test)]
@@ -589,5 +629,40 @@ mod tests {
         let del = rules.del_batch();
         assert!(del.contains("-D POSTROUTING -s 10.1.0.2 -j CNI-"), "{del}");
         assert!(del.contains("-X CNI-DN-"), "{del}");
+    }
+
+    /// A stand-in `iptables-restore` that records its pid and then hangs.
+    fn hanging_restore(dir: &std::path::Path) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let pid_file = dir.join("pid");
+        let script = dir.join("iptables-restore");
+        let body = format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 1000\n",
+            pid_file.display()
+        );
+        std::fs::write(&script, body).expect("write script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        pid_file
+    }
+
+    #[tokio::test]
+    async fn a_hanging_restore_is_killed_and_reaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = hanging_restore(dir.path());
+        let path_env = format!("{}:/usr/bin:/bin", dir.path().display());
+        let timeout = Duration::from_millis(300);
+        let err = restore_within(false, "*nat\nCOMMIT\n", &path_env, timeout)
+            .await
+            .expect_err("a hanging tool must fail");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        let pid = std::fs::read_to_string(&pid_file).expect("pid written");
+        let proc_dir = format!("/proc/{}", pid.trim());
+        for _ in 0..50 {
+            if !std::path::Path::new(&proc_dir).exists() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{proc_dir} still exists: the tool was not killed and reaped");
     }
 }
