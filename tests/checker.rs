@@ -6,16 +6,16 @@
 //! so across a restart, and is then torn down with nothing leaked. No timing thresholds:
 //! each step waits for an outcome with a generous deadline.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
+use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 const METRICS_ADDR: &str = "127.0.0.1:9326";

@@ -6,7 +6,7 @@
 //!
 //! Needs root (namespaces); runs the real crisp binary in its own node network namespace.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,10 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::{json, Map, Value};
+use support::*;
 use tonic::transport::Channel;
 
 const RECORDERS: &[&str] = &["rec-031", "rec-040", "rec-110", "rec-old", "rec-hang"];

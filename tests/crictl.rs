@@ -1,16 +1,16 @@
 //! Stand-ins for crictl v1.29, critest v1.29 and the kubelet 1.29: exactly the calls they make
 //! (`shared/CRI-CLIENTS.md` §1–§3), and the checks they apply to the answers.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::Value;
+use support::*;
 use tonic::transport::Channel;
 use tonic::Code;
 

@@ -6,16 +6,16 @@
 //! with real host-local execs, a crash in the middle, and the fallback for what the fast path
 //! does not implement.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
+use support::*;
 
 const FAST: &[&str] = &["--cni-fast-path", "auto"];
 

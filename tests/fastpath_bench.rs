@@ -9,12 +9,12 @@
 //! `FASTPATH_BENCH_ROUNDS` (default 50) sets the sequential rounds; `FASTPATH_BENCH_GAP_MS`
 //! (default 0) a pause before each sequential Run.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
+use support::*;
 
 fn conf(node: &Node, ip_masq: bool) -> String {
     serde_json::to_string(&json!({

@@ -5,14 +5,14 @@
 //! exact gRPC code, that the message names the plugin or file and the cause, that nothing
 //! leaked, and that crisp is still serving.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 use tonic::Code;
 
 fn veths(node: &Node) -> Vec<String> {

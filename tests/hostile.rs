@@ -4,13 +4,13 @@
 //! sandbox listed, no netns pin, no host-local IP, no record, no CNI cache entry, no link in
 //! the node namespace. Afterwards crisp still serves a valid pod.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
 
 enum Call {

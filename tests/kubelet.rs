@@ -2,12 +2,12 @@
 //! against what kubelet accepts (pkg/kubelet/kuberuntime, pkg/kubelet/cri/remote, pleg/,
 //! stats/, images/; see /work/shared/CRI-CLIENTS.md §0 and §3 and docs/operating.md).
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
 
 type Client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;

@@ -1,13 +1,13 @@
 //! Pod sandbox lifecycle against the real daemon, real namespaces and the real CNI plugins.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
 
 fn no_veths(node: &Node) -> Vec<String> {

@@ -2,7 +2,7 @@
 //! sandbox's files and OCI spec, sysctls, and systemd readiness — through the real socket,
 //! real namespaces and the real CNI plugins.
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::Value;
+use support::*;
 use tonic::Code;
 
 /// The address the metrics tests serve on: loopback of the test's own node namespace, so every

@@ -8,16 +8,16 @@
 //! `CRISP_TORTURE_ROUNDS` sets the number of rounds (10 by default, as in `make test`;
 //! `make torture` runs 200). `CRISP_TORTURE_SEED` replays a run; the seed is printed.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use support::*;
 use tonic::transport::Channel;
 
 /// Pods kept alive at most; above this each round also removes one.

@@ -24,7 +24,7 @@ mod checker;
 mod floor;
 // The tests' raw HTTP/2 client; the bench uses only part of it.
 #[allow(dead_code)]
-#[path = "../../tests/common/http2.rs"]
+#[path = "../../tests/support/http2.rs"]
 mod http2;
 mod node;
 mod report;
@@ -1229,7 +1229,7 @@ async fn timed_cycle(
 }
 
 /// A PodSandboxConfig shaped like the kubelet's (labels, DNS, a declared port without a
-/// host port, cgroup parent, namespace options), as tests/common builds it.
+/// host port, cgroup parent, namespace options), as tests/support builds it.
 fn pod_config(dir: &Path, name: &str) -> cri::PodSandboxConfig {
     let ns = "default";
     let uid = format!("uid-{name}");

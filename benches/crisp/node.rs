@@ -1,5 +1,5 @@
 //! A bench node: temp dirs, a private "node" network namespace, and the real crisp binary
-//! running inside it (entered with setns(CLONE_NEWNET) only, as tests/common does, so the pod
+//! running inside it (entered with setns(CLONE_NEWNET) only, as tests/support does, so the pod
 //! namespace pins it makes stay visible here). Everything is undone in `Drop`, also when the
 //! bench fails half-way: the daemon is stopped, pins are unmounted, the node namespace (and
 //! with it every bridge, veth and iptables rule the plugins made) is deleted, the dirs go.
