@@ -122,13 +122,6 @@ fn with(plugin: &Value, extra: Value) -> Value {
     Value::Object(out)
 }
 
-fn conflist(version: &str, name: &str, plugins: &[Value]) -> String {
-    serde_json::to_string_pretty(&json!({
-        "cniVersion": version, "name": name, "plugins": plugins,
-    }))
-    .expect("json")
-}
-
 /// A node started with `args`, the recording stand-ins installed and `plugins` (a list of
 /// `version`) loaded as `10-rec.conflist`: the node, the recorders' call log, a client.
 async fn recording_node(

@@ -8,13 +8,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::Value;
 use support::*;
-use tonic::transport::Channel;
 use tonic::Code;
-
-type Client = RuntimeServiceClient<Channel>;
 
 // ---------------------------------------------------------------------------------------------
 // The shared client layer (§0).
@@ -53,16 +49,6 @@ fn check_status(s: &cri::StatusResponse) -> &cri::RuntimeStatus {
     let st = s.status.as_ref().expect("Status answer has status");
     assert!(st.conditions.len() >= 2, "fewer than 2 conditions: {st:?}");
     st
-}
-
-/// `verifySandboxStatus`: id, metadata name/namespace/uid non-empty, created_at != 0.
-fn verify_sandbox_status(st: &cri::PodSandboxStatus) {
-    assert!(!st.id.is_empty(), "status.id empty");
-    let m = st.metadata.as_ref().expect("status.metadata set");
-    assert!(!m.name.is_empty(), "metadata.name empty");
-    assert!(!m.namespace.is_empty(), "metadata.namespace empty");
-    assert!(!m.uid.is_empty(), "metadata.uid empty");
-    assert_ne!(st.created_at, 0, "created_at is 0");
 }
 
 /// How crictl prints an `info` map: JSON values are embedded, anything else is pasted inside

@@ -39,16 +39,7 @@ fn v4_ipam(node: &Node) -> Value {
     })
 }
 
-fn port(proto: cri::Protocol, container: i32, host: i32, host_ip: &str) -> cri::PortMapping {
-    cri::PortMapping {
-        protocol: proto as i32,
-        container_port: container,
-        host_port: host,
-        host_ip: host_ip.into(),
-    }
-}
-
-fn conflist(node: &Node, case: &Case) -> String {
+fn case_conflist(node: &Node, case: &Case) -> String {
     let mut bridge = json!({
         "type": "bridge",
         "bridge": node.bridge,
@@ -65,12 +56,7 @@ fn conflist(node: &Node, case: &Case) -> String {
     if case.portmap {
         plugins.push(portmap());
     }
-    serde_json::to_string_pretty(&json!({
-        "cniVersion": case.version,
-        "name": NETWORK,
-        "plugins": plugins,
-    }))
-    .expect("json")
+    conflist(case.version, NETWORK, &plugins)
 }
 
 fn cases() -> Vec<Case> {
@@ -575,7 +561,7 @@ async fn install_conf(node: &Node, content: &str) {
 async fn setup_one(case: &Case, fast: bool) -> (Node, String, String) {
     let args: &[&str] = if fast { FAST } else { &[] };
     let node = Node::start_with_args(Conf::Empty, args).await;
-    install_conf(&node, &conflist(&node, case)).await;
+    install_conf(&node, &case_conflist(&node, case)).await;
     let mut client = node.client().await;
     let mut config = node.pod_config(case.name);
     config.port_mappings = case.ports.clone();
@@ -648,8 +634,6 @@ fn full_case() -> Case {
 /// files, per-pod iptables chains or rules, and (once the kernel has destroyed the pod
 /// namespaces) no veth.
 async fn assert_nothing_left(node: &Node, what: &str) {
-    let left = node.leftovers();
-    assert!(left.is_empty(), "{what}: left behind {left:?}");
     for prog in ["iptables-save", "ip6tables-save"] {
         let nat = save(node, prog, "nat");
         assert!(
@@ -657,16 +641,12 @@ async fn assert_nothing_left(node: &Node, what: &str) {
             "{what}: {prog} still has per-pod chains:\n{nat}"
         );
     }
-    let veths = node.veths_left_after_teardown().await;
-    assert!(
-        veths.is_empty(),
-        "{what}: veths still in the node: {veths:?}"
-    );
+    assert_nothing_leaked(node, what).await;
 }
 
-async fn start_node(case: &Case, args: &[&str]) -> Node {
+async fn start_case_node(case: &Case, args: &[&str]) -> Node {
     let node = Node::start_with_args(Conf::Empty, args).await;
-    install_conf(&node, &conflist(&node, case)).await;
+    install_conf(&node, &case_conflist(&node, case)).await;
     node
 }
 
@@ -684,7 +664,7 @@ async fn teardown_works_across_paths() {
         (FAST, &[][..], "fast ADD, exec DEL"),
         (&[][..], FAST, "exec ADD, fast DEL"),
     ] {
-        let mut node = start_node(&case, add_args).await;
+        let mut node = start_case_node(&case, add_args).await;
         let id = run_case_pod(&node, &case, "cross").await;
         let mut client = node.client().await;
         let first_path = verbose_info(&mut client, &id).await["networkPath"].clone();
@@ -702,7 +682,7 @@ async fn teardown_works_across_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_stop_releases_the_address_at_once() {
     let case = full_case();
-    let node = start_node(&case, FAST).await;
+    let node = start_case_node(&case, FAST).await;
     let mut client = node.client().await;
     let id = run_case_pod(&node, &case, "first").await;
     let (st, _) = status(&mut client, &id, false).await;
@@ -731,7 +711,7 @@ async fn fast_stop_releases_the_address_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() {
     let case = full_case();
-    let node = start_node(&case, FAST).await;
+    let node = start_case_node(&case, FAST).await;
     let ipam_conf = json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,
@@ -850,7 +830,7 @@ async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     let case = full_case();
-    let mut node = start_node(&case, FAST).await;
+    let mut node = start_case_node(&case, FAST).await;
     // Crash in the middle of ADDs.
     let mut tasks = Vec::new();
     for i in 0..12 {
@@ -921,7 +901,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: forceAddress",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["forceAddress"] = json!(true);
                 v.to_string()
             }),
@@ -929,7 +910,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "plugins [\"bridge\", \"portmap\", \"tuning\"]",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"]
                     .as_array_mut()
                     .expect("list")
@@ -940,7 +922,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: capability \"mac\"",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["capabilities"] = json!({"mac": true});
                 v.to_string()
             }),
@@ -950,7 +933,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
             Box::new(|n: &Node| {
                 let resolv = n.dir.join("resolv.conf");
                 std::fs::write(&resolv, "nameserver 10.96.0.10\n").expect("write");
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["ipam"]["resolvConf"] = json!(resolv);
                 v.to_string()
             }),
@@ -958,7 +942,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "portmap: field \"conditionsV4\"",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][1]["conditionsV4"] = json!(["!", "-d", "192.0.2.1"]);
                 v.to_string()
             }),
@@ -966,7 +951,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: enabledad",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["enabledad"] = json!(true);
                 v.to_string()
             }),
@@ -1004,7 +990,7 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
 async fn status_says_which_path_new_pods_take() {
     let case = full_case();
     for (args, want) in [(FAST, "fast"), (&[][..], "exec")] {
-        let node = start_node(&case, args).await;
+        let node = start_case_node(&case, args).await;
         let mut client = node.client().await;
         let resp = client
             .status(cri::StatusRequest { verbose: true })
@@ -1048,7 +1034,7 @@ async fn stale_udp_flows_to_a_new_host_port_are_deleted_by_both_paths() {
         .host_port as u16;
     let other = claimed + 1;
     for (args, what) in [(&[][..], "exec"), (FAST, "fast")] {
-        let node = start_node(&case, args).await;
+        let node = start_case_node(&case, args).await;
         let mut client = node.client().await;
         // conntrack tracks a namespace's traffic once a rule there needs it: a first pod's
         // ipMasq rule does.
@@ -1090,7 +1076,7 @@ async fn two_masq_pods(args: &[&str]) -> (String, String, String) {
         .into_iter()
         .find(|c| c.name == "ipmasq")
         .expect("the ipmasq case");
-    let node = start_node(&case, args).await;
+    let node = start_case_node(&case, args).await;
     let first = run_case_pod(&node, &case, "first").await;
     let second = run_case_pod(&node, &case, "second").await;
     let ids = |text: String| text.replace(&first, "<ID1>").replace(&second, "<ID2>");

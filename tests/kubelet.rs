@@ -10,16 +10,6 @@ use k8s_cri::v1 as cri;
 use support::*;
 use tonic::Code;
 
-type Client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
-
-/// `remote/utils.go` verifySandboxStatus.
-fn verify_sandbox_status(st: &cri::PodSandboxStatus) {
-    assert!(!st.id.is_empty(), "status.id");
-    let m = st.metadata.as_ref().expect("status.metadata");
-    assert!(!m.name.is_empty() && !m.namespace.is_empty() && !m.uid.is_empty());
-    assert!(st.created_at != 0, "status.created_at");
-}
-
 fn uid_selector(uid: &str) -> HashMap<String, String> {
     HashMap::from([("io.kubernetes.pod.uid".to_string(), uid.to_string())])
 }

@@ -19,15 +19,6 @@ use tonic::Code;
 /// node can use the same port.
 const METRICS_ADDR: &str = "127.0.0.1:9325";
 
-/// A node whose daemon also gets `args` and the environment `env`.
-async fn start_node(conf: Conf, args: &[&str], env: &[(&str, &str)]) -> Node {
-    let mut node = Node::prepared(conf);
-    let mut cmd = node.daemon_command();
-    cmd.args(args).envs(env.iter().copied());
-    node.start_daemon_with(cmd).await;
-    node
-}
-
 fn pod_ip(st: &cri::PodSandboxStatus) -> Ipv4Addr {
     st.network
         .as_ref()
@@ -261,7 +252,7 @@ async fn events_follow_the_sandbox_lifecycle() {
 /// command, sandboxes by state, recovery repairs; verbose status shows each plugin's timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_and_count_what_happened() {
-    let node = start_node(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
+    let node = Node::start_with_env(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
     let mut c = node.client().await;
     let id = run_pod(&mut c, node.pod_config("measured")).await;
     let kept = run_pod(&mut c, node.pod_config("kept")).await;
@@ -364,7 +355,7 @@ async fn metrics_are_served_and_count_what_happened() {
 /// code; its timing shows as `failed` in the daemon's metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_failures_are_counted_by_cni_code() {
-    let node = start_node(
+    let node = Node::start_with_env(
         Conf::After(vec![stand_in("fail-add")]),
         &["--metrics-addr", METRICS_ADDR],
         &[],
@@ -563,7 +554,7 @@ async fn tells_systemd_when_ready() {
     listener
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let node = start_node(
+    let node = Node::start_with_env(
         Conf::Default,
         &[],
         &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],
