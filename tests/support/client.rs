@@ -26,19 +26,28 @@ pub async fn run_pod(
     client: &mut RuntimeServiceClient<Channel>,
     config: cri::PodSandboxConfig,
 ) -> String {
+    let id = try_run_pod(client, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_valid_id(&id);
+    id
+}
+
+/// Runs a pod; the error names the call, the pod and the status (for the bench's counts).
+pub async fn try_run_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    config: cri::PodSandboxConfig,
+) -> Result<String, String> {
     let name = config
         .metadata
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let id = client
+    client
         .run_pod_sandbox(run_req(config))
         .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e:?}"))
-        .into_inner()
-        .pod_sandbox_id;
-    assert_valid_id(&id);
-    id
+        .map(|r| r.into_inner().pod_sandbox_id)
+        .map_err(|e| format!("RunPodSandbox {name}: {e:?}"))
 }
 
 /// RunPodSandbox must fail with `code` and a message holding every piece of `says`.
@@ -90,15 +99,26 @@ pub async fn status(
     id: &str,
     verbose: bool,
 ) -> (cri::PodSandboxStatus, HashMap<String, String>) {
-    let r = client
+    let r = try_status(client, id, verbose)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (r.status.expect("status set"), r.info)
+}
+
+/// PodSandboxStatus; the error names the call, the id and the status.
+pub async fn try_status(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    verbose: bool,
+) -> Result<cri::PodSandboxStatusResponse, String> {
+    client
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
             pod_sandbox_id: id.to_string(),
             verbose,
         })
         .await
-        .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e:?}"))
-        .into_inner();
-    (r.status.expect("status set"), r.info)
+        .map(tonic::Response::into_inner)
+        .map_err(|e| format!("PodSandboxStatus {id}: {e:?}"))
 }
 
 /// The verbose `info["info"]` object of a sandbox.
@@ -120,22 +140,46 @@ pub async fn netns_path(client: &mut RuntimeServiceClient<Channel>, id: &str) ->
     )
 }
 
+/// StopPodSandbox (panics on error).
 pub async fn stop_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    try_stop_pod(client, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// StopPodSandbox; the error names the call, the id and the status.
+pub async fn try_stop_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(), String> {
     client
         .stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: id.to_string(),
         })
         .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e:?}"));
+        .map(drop)
+        .map_err(|e| format!("StopPodSandbox {id}: {e:?}"))
 }
 
+/// RemovePodSandbox (panics on error).
 pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
+    try_remove_pod(client, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// RemovePodSandbox; the error names the call, the id and the status.
+pub async fn try_remove_pod(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(), String> {
     client
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.to_string(),
         })
         .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e:?}"));
+        .map(drop)
+        .map_err(|e| format!("RemovePodSandbox {id}: {e:?}"))
 }
 
 /// ListPodSandbox with an optional filter; returns the items.
@@ -143,12 +187,21 @@ pub async fn list(
     client: &mut RuntimeServiceClient<Channel>,
     filter: Option<cri::PodSandboxFilter>,
 ) -> Vec<cri::PodSandbox> {
+    try_list(client, filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// ListPodSandbox; the error names the call and the status.
+pub async fn try_list(
+    client: &mut RuntimeServiceClient<Channel>,
+    filter: Option<cri::PodSandboxFilter>,
+) -> Result<Vec<cri::PodSandbox>, String> {
     client
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
         .await
-        .unwrap_or_else(|e| panic!("ListPodSandbox: {e:?}"))
-        .into_inner()
-        .items
+        .map(|r| r.into_inner().items)
+        .map_err(|e| format!("ListPodSandbox: {e:?}"))
 }
 
 /// The ids of a list answer.

@@ -53,6 +53,8 @@ pub struct Node {
     pub bridge: String,
     /// Extra daemon flags (e.g. `--cni-plugin-timeout`), kept across restarts.
     pub extra_args: Vec<String>,
+    /// The daemon's `--log-level`: `debug` for tests, `info` (as in production) for benches.
+    pub log_level: &'static str,
     child: Option<Child>,
     netns_created: bool,
     // Declared last so it is removed after everything above has been cleaned up.
@@ -111,6 +113,7 @@ impl Node {
             netns_name: format!("crisp-t-{pid}-{n}"),
             bridge: format!("cr{}x{n}", pid % 1000),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            log_level: "debug",
             dir,
             child: None,
             netns_created: false,
@@ -208,7 +211,7 @@ impl Node {
             .arg(&self.conf_dir)
             .arg("--cni-bin-dir")
             .arg(self.cni_bin_dirs())
-            .args(["--log-level", "debug"])
+            .args(["--log-level", self.log_level])
             .args(&self.extra_args);
         cmd
     }
@@ -248,23 +251,26 @@ impl Node {
         cmd
     }
 
-    /// Starts the daemon (after [`Node::stop`]) and waits until it answers Version.
-    pub async fn start_daemon(&mut self) {
+    /// Starts the daemon (after [`Node::stop`]) and waits until it answers Version; returns
+    /// the time from spawn to that first answer.
+    pub async fn start_daemon(&mut self) -> Duration {
         let cmd = self.daemon_command();
-        self.start_daemon_with(cmd).await;
+        self.start_daemon_with(cmd).await
     }
 
     /// Starts the daemon from `cmd` (which must serve this node's socket), owned by the node
-    /// from now on, and waits until it answers Version.
-    pub async fn start_daemon_with(&mut self, mut cmd: Command) {
+    /// from now on, and waits until it answers Version; returns the time from spawn to then.
+    pub async fn start_daemon_with(&mut self, mut cmd: Command) -> Duration {
         assert!(self.child.is_none(), "daemon already running");
+        let started = Instant::now();
         let child = cmd.spawn().expect("spawn crisp");
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready(started).await;
+        started.elapsed()
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+    async fn wait_ready(&mut self, started: Instant) {
+        let deadline = started + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
@@ -288,7 +294,8 @@ impl Node {
                     self.socket.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Fine-grained: the bench reports spawn-to-answer times.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
