@@ -636,7 +636,17 @@ async fn critest_runtime_conditions() {
 async fn kubelet_startup_sequence() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;
-    let fs = open_images(&node).await;
+    image_fs_info_has_usage(&node).await;
+    kubelet_runtime_config(&mut c).await;
+    version_and_status_as_kubelet_needs(&mut c).await;
+    pleg_and_housekeeping_find_nothing(&mut c).await;
+    image_gc_and_stats_find_nothing(&node, &mut c).await;
+    an_unknown_container_is_not_found(&mut c).await;
+}
+
+/// ImageFsInfo: one filesystem with used_bytes, a timestamp and a mountpoint.
+async fn image_fs_info_has_usage(node: &Node) {
+    let fs = open_images(node).await;
     let usage = fs
         .image_filesystems
         .first()
@@ -653,8 +663,10 @@ async fn kubelet_startup_sequence() {
             .is_some_and(|f| !f.mountpoint.is_empty()),
         "{usage:?}"
     );
+}
 
-    kubelet_runtime_config(&mut c).await;
+/// Version{"0.1.0"} answers exactly "0.1.0"; Status has RuntimeReady and NetworkReady true.
+async fn version_and_status_as_kubelet_needs(c: &mut Client) {
     let v = c
         .version(cri::VersionRequest {
             version: "0.1.0".into(),
@@ -676,9 +688,11 @@ async fn kubelet_startup_sequence() {
             "{kind} true: {st:?}"
         );
     }
+}
 
-    // Generic PLEG relist.
-    assert!(list(&mut c, None).await.is_empty());
+/// Generic PLEG relist (ListPodSandbox unfiltered + ListContainers) and housekeeping.
+async fn pleg_and_housekeeping_find_nothing(c: &mut Client) {
+    assert!(list(c, None).await.is_empty());
     let containers = c
         .list_containers(cri::ListContainersRequest {
             filter: Some(Default::default()),
@@ -690,7 +704,7 @@ async fn kubelet_startup_sequence() {
     assert!(containers.is_empty());
     // Housekeeping.
     let ready = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             state: Some(cri::PodSandboxStateValue { state: 0 }),
             ..Default::default()
@@ -711,7 +725,10 @@ async fn kubelet_startup_sequence() {
         .expect("ListContainers RUNNING")
         .into_inner();
     assert!(running.containers.is_empty());
-    // Image GC.
+}
+
+/// Image GC and the stats round.
+async fn image_gc_and_stats_find_nothing(node: &Node, c: &mut Client) {
     let mut images = node.images().await;
     let imgs = images
         .list_images(cri::ListImagesRequest { filter: None })
@@ -736,7 +753,10 @@ async fn kubelet_startup_sequence() {
         .expect("ListPodSandboxStats")
         .into_inner();
     assert!(pstats.stats.is_empty());
-    // A container lookup is NotFound, not a crash or a stub.
+}
+
+/// A container lookup is NotFound, not a crash or a stub.
+async fn an_unknown_container_is_not_found(c: &mut Client) {
     let err = c
         .container_status(cri::ContainerStatusRequest {
             container_id: "0123456789abcdef".into(),
@@ -754,27 +774,27 @@ async fn kubelet_startup_sequence() {
 async fn kubelet_pod_lifecycle() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;
+    let id = kubelet_web_pod(&node, &mut c).await;
+    let hid = kubelet_host_network_pod(&node, &mut c).await;
+    get_pod_status_by_uid(&mut c, &id, &uid_of("web-0")).await;
+    // Kill: StopPodSandbox; GC: Stop then Remove (a Stop error would skip the Remove).
+    for sid in [&id, &hid] {
+        stop_pod(&mut c, sid).await;
+        stop_pod(&mut c, sid).await;
+        remove_pod(&mut c, sid).await;
+    }
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
+/// RunPodSandbox with the kubelet's fields (every container port, host_port 0 unless asked);
+/// its status gives parsable IPs and network mode POD. Returns the id.
+async fn kubelet_web_pod(node: &Node, c: &mut Client) -> String {
     let mut config = node.pod_config("web-0");
     config.port_mappings = vec![
-        cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 8080,
-            host_port: 0,
-            host_ip: String::new(),
-        },
-        cri::PortMapping {
-            protocol: cri::Protocol::Udp as i32,
-            container_port: 53,
-            host_port: 0,
-            host_ip: String::new(),
-        },
-        cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 443,
-            host_port: 30443,
-            host_ip: String::new(),
-        },
+        port(cri::Protocol::Tcp, 8080, 0, ""),
+        port(cri::Protocol::Udp, 53, 0, ""),
+        port(cri::Protocol::Tcp, 443, 30443, ""),
     ];
     config
         .linux
@@ -782,8 +802,8 @@ async fn kubelet_pod_lifecycle() {
         .unwrap()
         .sysctls
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
-    let id = run_pod(&mut c, config.clone()).await;
-    let (st, _) = status(&mut c, &id, false).await;
+    let id = run_pod(c, config.clone()).await;
+    let (st, _) = status(c, &id, false).await;
     verify_sandbox_status(&st);
     let net = st.network.clone().expect("network set");
     let ips: Vec<&str> = std::iter::once(net.ip.as_str())
@@ -799,12 +819,16 @@ async fn kubelet_pod_lifecycle() {
         Some(NamespaceMode::Pod as i32),
         "else kubelet recreates the pod"
     );
+    id
+}
 
+/// A hostNetwork pod reports network mode NODE. Returns the id.
+async fn kubelet_host_network_pod(node: &Node, c: &mut Client) -> String {
     let mut host = node.pod_config("host-0");
     set_network_mode(&mut host, NamespaceMode::Node);
     host.hostname.clear();
-    let hid = run_pod(&mut c, host).await;
-    let (hst, _) = status(&mut c, &hid, false).await;
+    let hid = run_pod(c, host).await;
+    let (hst, _) = status(c, &hid, false).await;
     let hmode = hst
         .linux
         .as_ref()
@@ -816,11 +840,14 @@ async fn kubelet_pod_lifecycle() {
         Some(NamespaceMode::Node as i32),
         "else kubelet recreates hostNetwork pods forever"
     );
+    hid
+}
 
-    // GetPodStatus for the first pod.
-    let uid = uid_of("web-0");
+/// GetPodStatus: the pod by its uid label, and no containers for it.
+async fn get_pod_status_by_uid(c: &mut Client, id: &str, uid: &str) {
+    let (id, uid) = (id.to_string(), uid.to_string());
     let mut by_uid = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             label_selector: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
             ..Default::default()
@@ -840,13 +867,4 @@ async fn kubelet_pod_lifecycle() {
         .expect("ListContainers by uid")
         .into_inner();
     assert!(conts.containers.is_empty());
-
-    // Kill: StopPodSandbox; GC: Stop then Remove (a Stop error would skip the Remove).
-    for sid in [&id, &hid] {
-        stop_pod(&mut c, sid).await;
-        stop_pod(&mut c, sid).await;
-        remove_pod(&mut c, sid).await;
-    }
-    assert!(list(&mut c, None).await.is_empty());
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
