@@ -1018,34 +1018,8 @@ async fn scale_run(n: usize) -> Res<Scale> {
     let rss_live = rss_kib(&node)?;
 
     let mut client = node.client().await;
-    let mut status_s = Samples::default();
-    for k in 0..n.max(200) {
-        let id = &ids[(k * 7919) % ids.len()];
-        let t = Instant::now();
-        try_status(&mut client, id, false).await?;
-        status_s.push(t.elapsed());
-    }
-    let mut list_s = Samples::default();
-    let mut list_label = Samples::default();
-    for k in 0..200 {
-        let t = Instant::now();
-        let items = try_list(&mut client, None).await?.len();
-        list_s.push(t.elapsed());
-        if items != n {
-            return Err(format!("List returned {items} sandboxes, expected {n}"));
-        }
-        let uid = format!("uid-scale-a-{}", (k * 31) % n);
-        let filter = cri::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let items = try_list(&mut client, Some(filter)).await?.len();
-        list_label.push(t.elapsed());
-        if items != 1 {
-            return Err(format!("List by pod uid returned {items} sandboxes"));
-        }
-    }
+    let status_s = status_calls(&mut client, &ids, n).await?;
+    let (list_s, list_label) = list_calls(&mut client, n).await?;
     drop(client);
 
     node.stop().await;
@@ -1054,20 +1028,7 @@ async fn scale_run(n: usize) -> Res<Scale> {
     let recovery_log_ms = recovery_millis(&node.log())
         .ok_or("no `recovery finished ... millis=` line in crisp's log")?;
 
-    // crisp gives freed heap back to the kernel once removals have stopped for a second
-    // (crisp::heap::TRIM_AFTER_QUIET): read RSS after that.
-    let settle = crisp::heap::TRIM_AFTER_QUIET * 2;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed1 = rss_kib(&node)?;
-    let ids = create_many(&node, n, "b").await?;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed2 = rss_kib(&node)?;
-    let ids = create_many(&node, n, "c").await?;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed3 = rss_kib(&node)?;
+    let [rss_removed1, rss_removed2, rss_removed3] = removal_rounds(&node, &ids, n).await?;
     Ok(Scale {
         n,
         create,
@@ -1085,6 +1046,62 @@ async fn scale_run(n: usize) -> Res<Scale> {
         rss_removed2,
         rss_removed3,
     })
+}
+
+/// `max(n, 200)` PodSandboxStatus calls spread over the live sandboxes.
+async fn status_calls(client: &mut Client, ids: &[String], n: usize) -> Res<Samples> {
+    let mut samples = Samples::default();
+    for k in 0..n.max(200) {
+        let id = &ids[(k * 7919) % ids.len()];
+        let t = Instant::now();
+        try_status(client, id, false).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
+}
+
+/// 200 unfiltered ListPodSandbox calls and 200 by pod-uid label, each answer counted.
+async fn list_calls(client: &mut Client, n: usize) -> Res<(Samples, Samples)> {
+    let mut list_s = Samples::default();
+    let mut list_label = Samples::default();
+    for k in 0..200 {
+        let t = Instant::now();
+        let items = try_list(client, None).await?.len();
+        list_s.push(t.elapsed());
+        if items != n {
+            return Err(format!("List returned {items} sandboxes, expected {n}"));
+        }
+        let uid = format!("uid-scale-a-{}", (k * 31) % n);
+        let filter = cri::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let items = try_list(client, Some(filter)).await?.len();
+        list_label.push(t.elapsed());
+        if items != 1 {
+            return Err(format!("List by pod uid returned {items} sandboxes"));
+        }
+    }
+    Ok((list_s, list_label))
+}
+
+/// Removes `ids`, then creates and removes `n` twice more: the RSS after each round.
+async fn removal_rounds(node: &Node, ids: &[String], n: usize) -> Res<[u64; 3]> {
+    // crisp gives freed heap back to the kernel once removals have stopped for a second
+    // (crisp::heap::TRIM_AFTER_QUIET): read RSS after that.
+    let settle = crisp::heap::TRIM_AFTER_QUIET * 2;
+    remove_many(node, ids).await?;
+    tokio::time::sleep(settle).await;
+    let first = rss_kib(node)?;
+    let ids = create_many(node, n, "b").await?;
+    remove_many(node, &ids).await?;
+    tokio::time::sleep(settle).await;
+    let second = rss_kib(node)?;
+    let ids = create_many(node, n, "c").await?;
+    remove_many(node, &ids).await?;
+    tokio::time::sleep(settle).await;
+    Ok([first, second, rss_kib(node)?])
 }
 
 impl Scale {
