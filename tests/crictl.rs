@@ -301,8 +301,27 @@ async fn crictl_session() {
     assert_valid_id(&id);
     let other = crictl_runp(&node, node.pod_config("busybox-sandbox")).await;
     let short = id[..13].to_string();
+    pods_lists_both_with_every_filter(&node, &short, &other).await;
+    inspectp_by_the_short_id_shows_the_pod(&node, &id, &short, &config).await;
+    let r = crictl_rmp(&node, &[&short], false, false).await;
+    assert!(
+        r[0].as_ref()
+            .is_err_and(|e| e.contains("please stop it first")),
+        "{r:?}"
+    );
+    stopp_makes_it_not_ready(&node, &id, &short, &other).await;
+    rmp_removes_it_once(&node, &id, &short).await;
+    let r = crictl_rmp(&node, &[], true, true).await;
+    assert_eq!(r, vec![Ok(format!("Removed sandbox {other}"))]);
+    let r = crictl_rmp(&node, &[], true, false).await;
+    assert_eq!(r, vec![Ok("No pods to remove".to_string())]);
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
-    let rows = crictl_pods(&node, PodsOpts::default()).await;
+/// `crictl pods`: newest first, then by `--id` (the short id) and by `--label`.
+async fn pods_lists_both_with_every_filter(node: &Node, short: &str, other: &str) {
+    let short = short.to_string();
+    let rows = crictl_pods(node, PodsOpts::default()).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, other[..13], "newest first");
     assert_eq!(
@@ -316,7 +335,7 @@ async fn crictl_session() {
         )
     );
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             id: Some(short.clone()),
             ..Default::default()
@@ -326,7 +345,7 @@ async fn crictl_session() {
     assert_eq!(rows.len(), 1, "--id with the short id");
     assert_eq!(rows[0].0, short);
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             labels: vec![("app", "busybox-sandbox".into())],
             ..Default::default()
@@ -335,8 +354,18 @@ async fn crictl_session() {
     .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "busybox-sandbox");
+}
 
-    let (st, doc) = crictl_inspectp(&node, &short).await;
+/// `crictl inspectp SHORT`: the full id, READY, an IPv4 address, the verbose info and the
+/// annotations.
+async fn inspectp_by_the_short_id_shows_the_pod(
+    node: &Node,
+    id: &str,
+    short: &str,
+    config: &cri::PodSandboxConfig,
+) {
+    let id = id.to_string();
+    let (st, doc) = crictl_inspectp(node, short).await;
     assert_eq!(st.id, id);
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
     let ip: IpAddr = st
@@ -350,18 +379,15 @@ async fn crictl_session() {
     assert_eq!(doc["status"]["id"], Value::String(id.clone()));
     check_verbose_info(&doc);
     assert_eq!(st.annotations, config.annotations);
+}
 
-    let r = crictl_rmp(&node, &[&short], false, false).await;
-    assert!(
-        r[0].as_ref()
-            .is_err_and(|e| e.contains("please stop it first")),
-        "{r:?}"
-    );
-
-    let out = crictl_stopp(&node, &[&short]).await.expect("crictl stopp");
+/// `crictl stopp`: the pod is NotReady (filtered as such, the other one still ready) and
+/// inspectp shows no IP.
+async fn stopp_makes_it_not_ready(node: &Node, id: &str, short: &str, other: &str) {
+    let out = crictl_stopp(node, &[short]).await.expect("crictl stopp");
     assert_eq!(out, vec![format!("Stopped sandbox {short}")]);
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             state: Some("NotReady"),
             ..Default::default()
@@ -372,7 +398,7 @@ async fn crictl_session() {
     assert_eq!(rows[0].0, short);
     assert_eq!(rows[0].1, "NotReady");
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             state: Some("ready"),
             ..Default::default()
@@ -381,29 +407,26 @@ async fn crictl_session() {
     .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, other[..13]);
-
-    let (st, doc) = crictl_inspectp(&node, &id).await;
+    let (st, doc) = crictl_inspectp(node, id).await;
     assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
     assert_eq!(st.network.map(|n| n.ip).unwrap_or_default(), "");
     assert!(doc["info"].is_object());
+}
 
-    let r = crictl_rmp(&node, &[&short], false, false).await;
+/// `crictl rmp`: removed once; again it fails at the Status step (NotFound), even though
+/// Remove is idempotent; stopp of the removed id is fine (Stop is idempotent).
+async fn rmp_removes_it_once(node: &Node, id: &str, short: &str) {
+    let r = crictl_rmp(node, &[short], false, false).await;
     assert_eq!(r, vec![Ok(format!("Removed sandbox {short}"))]);
-    let rows = crictl_pods(&node, PodsOpts::default()).await;
+    let rows = crictl_pods(node, PodsOpts::default()).await;
     assert_eq!(rows.len(), 1);
 
     // An unknown id fails at the Status step (NotFound), even though Remove is idempotent.
-    let r = crictl_rmp(&node, &[&short], false, false).await;
+    let r = crictl_rmp(node, &[short], false, false).await;
     let e = r[0].as_ref().expect_err("rmp of a removed id");
     assert!(e.contains("NotFound") || e.contains("not found"), "{e}");
     // stopp of a removed id is fine (Stop is idempotent).
-    crictl_stopp(&node, &[&id]).await.expect("stopp removed id");
-
-    let r = crictl_rmp(&node, &[], true, true).await;
-    assert_eq!(r, vec![Ok(format!("Removed sandbox {other}"))]);
-    let r = crictl_rmp(&node, &[], true, false).await;
-    assert_eq!(r, vec![Ok("No pods to remove".to_string())]);
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    crictl_stopp(node, &[id]).await.expect("stopp removed id");
 }
 
 /// `crictl rmp -a -f` removes several READY pods concurrently, and `crictl info` prints valid
