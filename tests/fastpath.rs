@@ -718,68 +718,9 @@ async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() 
         "ipam": (case.ipam)(&node),
     })
     .to_string();
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let mut client = node.client().await;
-        let mut config = node.pod_config(&format!("conc-{i}"));
-        config.port_mappings = vec![];
-        tasks.push(tokio::spawn(async move {
-            let id = run_pod(&mut client, config).await;
-            let (st, _) = status(&mut client, &id, false).await;
-            let net = st.network.expect("network");
-            let mut ips = vec![net.ip];
-            ips.extend(net.additional_ips.into_iter().map(|p| p.ip));
-            (id, ips)
-        }));
-    }
+    let tasks = fast_adds(&node, 32).await;
     // Real host-local, exec'd with the same store, interleaved with the fast ADDs.
-    let mut execs = Vec::new();
-    for i in 0..16 {
-        let conf = ipam_conf.clone();
-        let netns = node.netns_name.clone();
-        execs.push(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &netns, "/usr/lib/cni/host-local"])
-                .env("CNI_COMMAND", "ADD")
-                .env("CNI_CONTAINERID", format!("exec-{i}"))
-                .env("CNI_NETNS", "/dev/null")
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", "/usr/lib/cni")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn host-local");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(conf.as_bytes())
-                .expect("write");
-            let out = child.wait_with_output().expect("host-local");
-            assert!(
-                out.status.success(),
-                "host-local ADD: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-            let v: Value = serde_json::from_slice(&out.stdout).expect("result");
-            v["ips"]
-                .as_array()
-                .expect("ips")
-                .iter()
-                .map(|ip| {
-                    ip["address"]
-                        .as_str()
-                        .expect("address")
-                        .split('/')
-                        .next()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
+    let execs = exec_host_local_adds(&node, &ipam_conf, 16);
     let mut all = Vec::new();
     let mut ids = Vec::new();
     for t in tasks {
@@ -805,26 +746,90 @@ async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() 
         remove_pod(&mut client, id).await;
     }
     for i in 0..16 {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &node.netns_name, "/usr/lib/cni/host-local"])
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", format!("exec-{i}"))
-            .env("CNI_NETNS", "/dev/null")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn host-local");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(ipam_conf.as_bytes())
-            .expect("write");
-        assert!(child.wait().expect("wait").success());
+        let out = host_local(&node.netns_name, "DEL", i, &ipam_conf);
+        assert!(out.status.success());
     }
     assert_nothing_left(&node, "concurrency").await;
+}
+
+/// `n` pods run at once, each on its own connection: their ids and addresses.
+async fn fast_adds(node: &Node, n: usize) -> Vec<tokio::task::JoinHandle<(String, Vec<String>)>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut client = node.client().await;
+        let mut config = node.pod_config(&format!("conc-{i}"));
+        config.port_mappings = vec![];
+        tasks.push(tokio::spawn(async move {
+            let id = run_pod(&mut client, config).await;
+            let (st, _) = status(&mut client, &id, false).await;
+            let net = st.network.expect("network");
+            let mut ips = vec![net.ip];
+            ips.extend(net.additional_ips.into_iter().map(|p| p.ip));
+            (id, ips)
+        }));
+    }
+    tasks
+}
+
+/// `n` ADDs of the real host-local on `conf`, each on a blocking thread: their addresses.
+fn exec_host_local_adds(
+    node: &Node,
+    conf: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..n)
+        .map(|i| {
+            let conf = conf.to_string();
+            let netns = node.netns_name.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = host_local(&netns, "ADD", i, &conf);
+                assert!(
+                    out.status.success(),
+                    "host-local ADD: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+                v["ips"]
+                    .as_array()
+                    .expect("ips")
+                    .iter()
+                    .map(|ip| {
+                        ip["address"]
+                            .as_str()
+                            .expect("address")
+                            .split('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect()
+}
+
+/// Runs /usr/lib/cni/host-local `command` for container `exec-{i}` in the node namespace.
+fn host_local(netns: &str, command: &str, i: usize, conf: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "/usr/lib/cni/host-local"])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("exec-{i}"))
+        .env("CNI_NETNS", "/dev/null")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn host-local");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("host-local")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
