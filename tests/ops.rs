@@ -6,7 +6,7 @@ mod support;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -85,27 +85,44 @@ async fn statsp_counts_traffic_between_two_pods() {
     let receiver_ip = pod_ip(&status(&mut c, &receiver, false).await.0);
     let sender_ns = netns_path(&mut c, &sender).await;
     let receiver_ns = netns_path(&mut c, &receiver).await;
+    send_between_pods(&sender_ns, &receiver_ns, receiver_ip);
+    statsp_lists_both_pods(&node, &sender, &receiver).await;
+    statsp_filters_and_counts_what_was_sent(&node, &sender, &sender_config).await;
+    pod_stats_count_what_was_received(&mut c, &receiver).await;
+    stats_of_a_stopped_pod_have_no_network(&node, &mut c, &sender).await;
+    for id in [&sender, &receiver] {
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
-    const BYTES: usize = 1 << 20;
-    let listener = in_netns(&receiver_ns, || {
+/// What the statsp test sends from one pod to the other.
+const STATSP_BYTES: usize = 1 << 20;
+
+/// Sends STATSP_BYTES over TCP from the sender's namespace to the receiver's port 8080.
+fn send_between_pods(sender_ns: &Path, receiver_ns: &Path, receiver_ip: Ipv4Addr) {
+    let listener = in_netns(receiver_ns, || {
         TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080))).expect("listen")
     });
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
         read_all(&mut conn).len()
     });
-    in_netns(&sender_ns, || {
+    in_netns(sender_ns, || {
         let mut conn =
             TcpStream::connect(SocketAddr::from((receiver_ip, 8080))).expect("connect to pod");
-        conn.write_all(&vec![7u8; BYTES]).expect("send");
+        conn.write_all(&vec![7u8; STATSP_BYTES]).expect("send");
     });
-    assert_eq!(server.join().expect("server thread"), BYTES);
+    assert_eq!(server.join().expect("server thread"), STATSP_BYTES);
+}
 
-    let all = crictl_statsp(&node, "", &[]).await;
+/// `crictl statsp`: both READY pods, each with its metadata, labels and eth0 counters.
+async fn statsp_lists_both_pods(node: &Node, sender: &str, receiver: &str) {
+    let all = crictl_statsp(node, "", &[]).await;
     assert_eq!(all.len(), 2, "both READY pods are listed: {all:?}");
     for s in &all {
         let attrs = s.attributes.as_ref().expect("attributes");
-        assert!([&sender, &receiver].contains(&&attrs.id));
+        assert!([sender, receiver].contains(&attrs.id.as_str()));
         let meta = attrs.metadata.as_ref().expect("metadata");
         assert!(["sender", "receiver"].contains(&meta.name.as_str()));
         assert_eq!(attrs.labels.get("app"), Some(&meta.name));
@@ -118,16 +135,23 @@ async fn statsp_counts_traffic_between_two_pods() {
         assert_eq!(counter(&eth0.rx_errors), 0);
         assert_eq!(counter(&eth0.tx_errors), 0);
     }
+}
 
-    // `crictl statsp --id <13-char prefix>` and `--label app=sender`.
-    let by_id = crictl_statsp(&node, &sender[..13], &[]).await;
+/// `crictl statsp --id <13-char prefix>` and `--label app=sender`; eth0 counted what the
+/// sender sent.
+async fn statsp_filters_and_counts_what_was_sent(
+    node: &Node,
+    sender: &str,
+    sender_config: &cri::PodSandboxConfig,
+) {
+    let by_id = crictl_statsp(node, &sender[..13], &[]).await;
     assert_eq!(by_id.len(), 1);
     let sent = by_id[0].clone();
     assert_eq!(
         sent.attributes.as_ref().expect("attributes").annotations,
         sender_config.annotations
     );
-    let by_label = crictl_statsp(&node, "", &[("app", "sender")]).await;
+    let by_label = crictl_statsp(node, "", &[("app", "sender")]).await;
     assert_eq!(by_label.len(), 1);
     assert_eq!(
         by_label[0].attributes.as_ref().expect("attrs").id,
@@ -141,11 +165,17 @@ async fn statsp_counts_traffic_between_two_pods() {
             .expect("eth0")
             .tx_bytes,
     );
-    assert!(tx >= BYTES as u64, "sender eth0 tx {tx} < {BYTES}");
+    assert!(
+        tx >= STATSP_BYTES as u64,
+        "sender eth0 tx {tx} < {STATSP_BYTES}"
+    );
+}
 
+/// PodSandboxStats of the receiver: eth0 counted what it received.
+async fn pod_stats_count_what_was_received(c: &mut Client, receiver: &str) {
     let got = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: receiver.clone(),
+            pod_sandbox_id: receiver.to_string(),
         })
         .await
         .expect("PodSandboxStats")
@@ -159,13 +189,18 @@ async fn statsp_counts_traffic_between_two_pods() {
             .expect("eth0")
             .rx_bytes,
     );
-    assert!(rx >= BYTES as u64, "receiver eth0 rx {rx} < {BYTES}");
+    assert!(
+        rx >= STATSP_BYTES as u64,
+        "receiver eth0 rx {rx} < {STATSP_BYTES}"
+    );
+}
 
-    // Stopped: no namespace, so no network usage, and not listed.
-    stop_pod(&mut c, &sender).await;
+/// Stopped: no namespace, so no network usage, and not listed; an unknown id is NotFound.
+async fn stats_of_a_stopped_pod_have_no_network(node: &Node, c: &mut Client, sender: &str) {
+    stop_pod(c, sender).await;
     let stopped = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: sender.clone(),
+            pod_sandbox_id: sender.to_string(),
         })
         .await
         .expect("PodSandboxStats of a stopped pod")
@@ -173,7 +208,7 @@ async fn statsp_counts_traffic_between_two_pods() {
         .stats
         .expect("stats");
     assert!(stopped.linux.as_ref().expect("linux").network.is_none());
-    assert_eq!(crictl_statsp(&node, "", &[]).await.len(), 1);
+    assert_eq!(crictl_statsp(node, "", &[]).await.len(), 1);
     let unknown = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: "f".repeat(64),
@@ -181,10 +216,6 @@ async fn statsp_counts_traffic_between_two_pods() {
         .await
         .expect_err("unknown id");
     assert_eq!(unknown.code(), Code::NotFound);
-    for id in [&sender, &receiver] {
-        remove_pod(&mut c, id).await;
-    }
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
 /// Opens GetContainerEvents as kubelet's evented PLEG does.
