@@ -287,7 +287,32 @@ async fn metrics_are_served_and_count_what_happened() {
     let mut c = node.client().await;
     let id = run_pod(&mut c, node.pod_config("measured")).await;
     let kept = run_pod(&mut c, node.pod_config("kept")).await;
-    let info = verbose_info(&mut c, &id).await;
+    plugin_timings_in_order_then_stopped(&mut c, &id).await;
+    let missing = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "e".repeat(64),
+            verbose: false,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(missing.code(), Code::NotFound);
+    let url = format!("http://{METRICS_ADDR}/metrics");
+    metrics_count_two_runs_a_stop_and_a_not_found(&curl_in_node(&node, &url));
+    for id in [&id, &kept] {
+        remove_pod(&mut c, id).await;
+    }
+    let text = curl_in_node(&node, &url);
+    assert_eq!(
+        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+/// Verbose status times each plugin of ADD (in order, all OK) and, once `id` is stopped, of
+/// DEL (in reverse).
+async fn plugin_timings_in_order_then_stopped(c: &mut Client, id: &str) {
+    let info = verbose_info(c, id).await;
     let add = &info["cniPluginTimings"]["add"];
     let plugins: Vec<&str> = add["plugins"]
         .as_array()
@@ -301,8 +326,8 @@ async fn metrics_are_served_and_count_what_happened() {
         .expect("plugins")
         .iter()
         .all(|p| p["outcome"] == "ok" && p["millis"].as_f64().is_some()));
-    stop_pod(&mut c, &id).await;
-    let del = verbose_info(&mut c, &id).await["cniPluginTimings"]["del"].clone();
+    stop_pod(c, id).await;
+    let del = verbose_info(c, id).await["cniPluginTimings"]["del"].clone();
     let del_order: Vec<&str> = del["plugins"]
         .as_array()
         .expect("del.plugins")
@@ -310,19 +335,12 @@ async fn metrics_are_served_and_count_what_happened() {
         .map(|p| p["plugin"].as_str().expect("plugin"))
         .collect();
     assert_eq!(del_order, ["portmap", "bridge"], "DEL runs in reverse");
-    let missing = c
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: "e".repeat(64),
-            verbose: false,
-        })
-        .await
-        .expect_err("unknown");
-    assert_eq!(missing.code(), Code::NotFound);
+}
 
-    let url = format!("http://{METRICS_ADDR}/metrics");
-    let text = curl_in_node(&node, &url);
+/// The /metrics text after two Runs, one Stop and one NotFound Status.
+fn metrics_count_two_runs_a_stop_and_a_not_found(text: &str) {
     let runs = sample(
-        &text,
+        text,
         "crisp_rpc_duration_seconds_count{method=\"RunPodSandbox\",code=\"OK\"}",
     );
     assert_eq!(runs, Some(2.0), "{text}");
@@ -334,7 +352,7 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_rpc_duration_seconds_count{method=\"PodSandboxStatus\",code=\"NOT_FOUND\"}"
         ),
         Some(1.0),
@@ -342,7 +360,7 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_cni_plugin_duration_seconds_count{plugin=\"bridge\",command=\"ADD\"}"
         ),
         Some(2.0),
@@ -350,19 +368,19 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_cni_plugin_duration_seconds_count{plugin=\"portmap\",command=\"DEL\"}"
         ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
+        sample(text, "crisp_sandboxes{state=\"ready\"}"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"not_ready\"}"),
+        sample(text, "crisp_sandboxes{state=\"not_ready\"}"),
         Some(1.0),
         "{text}"
     );
@@ -371,15 +389,6 @@ async fn metrics_are_served_and_count_what_happened() {
         "{text}"
     );
     assert!(text.contains("# TYPE crisp_rpc_duration_seconds histogram"));
-    for id in [&id, &kept] {
-        remove_pod(&mut c, id).await;
-    }
-    let text = curl_in_node(&node, &url);
-    assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
-        Some(0.0),
-        "{text}"
-    );
 }
 
 /// A plugin that fails ADD with CNI error code 11 shows as a failure by plugin, command and
