@@ -46,6 +46,7 @@ fmt: ## Format the code
 bench: deps ## crisp vs the bare CNI chain, at scale: table on stdout, target/bench/{results.json,latency.svg}
 	@[ "$$(id -u)" = 0 ] || { echo "the bench needs root (it creates network namespaces)"; exit 1; }
 	$(CARGO) bench --locked --bench crisp
+	$(CARGO) bench --locked --bench fastpath
 
 demo: build ## Two crisp nodes on this machine, pods talking across them without NAT, every hop shown (root)
 	@[ "$$(id -u)" = 0 ] || { echo "the demo needs root (network namespaces, mounts)"; exit 1; }

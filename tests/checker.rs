@@ -6,16 +6,16 @@
 //! so across a restart, and is then torn down with nothing leaked. No timing thresholds:
 //! each step waits for an outcome with a generous deadline.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
+use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 const METRICS_ADDR: &str = "127.0.0.1:9326";
@@ -65,12 +65,6 @@ async fn state_of(
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
 const NOT_READY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
-async fn assert_nothing_leaked(node: &Node) {
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
-    let veths = node.veths_left_after_teardown().await;
-    assert!(veths.is_empty(), "host-side veths left: {veths:?}");
-}
-
 /// With the checker off, every CHECK would have to come from a call: 200 verbose
 /// PodSandboxStatus calls in a row run none, and show no check outcome yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +80,7 @@ async fn verbose_status_never_runs_a_plugin() {
     assert_eq!(check_starts(&probe, &id), 0, "{:?}", probe_log(&probe));
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
 }
 
 /// Every second, CHECK runs for each READY sandbox, again and again, and never between the
@@ -138,7 +132,7 @@ async fn check_runs_in_rounds_and_never_during_run_or_stop() {
         stop_pod(&mut c, id).await;
         remove_pod(&mut c, id).await;
     }
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -192,7 +186,7 @@ async fn a_hung_check_delays_nothing_and_stop_kills_it() {
         "the cancelled CHECK's result was discarded: {info}"
     );
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -263,7 +257,7 @@ async fn a_failed_check_is_reported_and_the_sandbox_stays_ready() {
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
     let _ = fs::remove_dir_all(&probe);
 }
 
@@ -337,7 +331,7 @@ async fn lost_network_makes_the_sandbox_not_ready(breakage: Breakage, says: &str
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +381,7 @@ async fn host_network_pods_are_never_marked() {
     );
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
 }
 
 /// A pod the fast path set up is checked by the real plugins (its state is theirs): CHECK of
@@ -415,5 +409,5 @@ async fn a_fast_path_pod_is_checked_by_the_real_plugins() {
     assert_eq!(info["networkCheck"]["outcome"], "passed", "{info}");
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node).await;
+    assert_nothing_leaked(&node, "after teardown").await;
 }

@@ -6,7 +6,7 @@
 //!
 //! Needs root (namespaces); runs the real crisp binary in its own node network namespace.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,10 +14,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::{json, Map, Value};
+use support::*;
 use tonic::transport::Channel;
 
 const RECORDERS: &[&str] = &["rec-031", "rec-040", "rec-110", "rec-old", "rec-hang"];
@@ -120,13 +120,6 @@ fn with(plugin: &Value, extra: Value) -> Value {
         out.insert(k.clone(), v.clone());
     }
     Value::Object(out)
-}
-
-fn conflist(version: &str, name: &str, plugins: &[Value]) -> String {
-    serde_json::to_string_pretty(&json!({
-        "cniVersion": version, "name": name, "plugins": plugins,
-    }))
-    .expect("json")
 }
 
 /// A node started with `args`, the recording stand-ins installed and `plugins` (a list of
@@ -242,8 +235,43 @@ fn result_json(version: &str, netns: &str, ip: &str, v4_field: bool) -> Value {
 
 #[tokio::test]
 async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
+    let (mut node, mut client, chain) = recorded_chain_pod().await;
+    versions_asked_first(&node, &chain);
+    adds_in_order_with_prev_results(&node, &chain, &mut client).await;
+    checks_in_background_rounds(&node, &chain, &mut client).await;
+    status_in_background(&node, &chain, &mut client).await;
+    status_error_is_network_not_ready(&chain, &mut client).await;
+    let gcs_before = calls_of(&chain.record, "GC").len();
+    drop(client);
+    node.restart().await;
+    gc_after_restart_lists_the_live_pod(&node, &chain, gcs_before).await;
+    let mut client = node.client().await;
+    stop_pod(&mut client, &chain.id).await;
+    dels_in_reverse_from_the_cache(&node, &chain);
+    remove_pod(&mut client, &chain.id).await;
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// One pod on a chain of three recorders (CNI 0.3.1, 0.4.0, 1.1.0) and what each must be sent.
+struct RecordedChain {
+    record: PathBuf,
+    id: String,
+    netns: String,
+    args: String,
+    /// The list's name and version, as every plugin's conf carries them.
+    base: Value,
+    /// The plugins' confs, in list order.
+    plugins: [Value; 3],
+    /// The runtimeConfig each plugin gets: only the capabilities it declares.
+    runtime_confs: [Value; 3],
+    /// The chain's result, cached and sent as prevResult to CHECK and DEL.
+    final_result: Value,
+}
+
+/// A node whose checker runs every second, the three recorders loaded, one rich pod run.
+async fn recorded_chain_pod() -> (Node, RuntimeServiceClient<Channel>, RecordedChain) {
     // CHECK runs in the background: every second here, so the test sees rounds.
-    let mut node = Node::start_with_args(Conf::Empty, &["--cni-check-interval", "1"]).await;
+    let node = Node::start_with_args(Conf::Empty, &["--cni-check-interval", "1"]).await;
     let record = install_recorders(&node);
     let mut client = node.client().await;
     update_pod_cidr(&mut client, "10.88.0.0/16").await;
@@ -253,7 +281,7 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
         "capabilities": {"bandwidth": true, "ipRanges": true, "io.kubernetes.cri.pod-annotations": true}});
     let p110 = json!({"type": "rec-110",
         "capabilities": {"dns": true, "cgroupPath": true, "notOffered": true}});
-    let plugins = [p031.clone(), p040.clone(), p110.clone()];
+    let plugins = [p031, p040, p110];
     use_conf(
         &node,
         &mut client,
@@ -261,13 +289,25 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
         &conflist("1.1.0", NETWORK, &plugins),
     )
     .await;
-
     let config = rich_pod(&node, "chain");
     let annotations: BTreeMap<String, String> = config.annotations.clone().into_iter().collect();
     let id = run_pod(&mut client, config).await;
     let netns = netns_path(&mut client, &id).await.display().to_string();
-    let args = cni_args("chain", &id);
-    let base = json!({"name": NETWORK, "cniVersion": "1.1.0"});
+    let chain = RecordedChain {
+        record,
+        args: cni_args("chain", &id),
+        base: json!({"name": NETWORK, "cniVersion": "1.1.0"}),
+        plugins,
+        runtime_confs: rich_pod_runtime_confs(annotations),
+        final_result: result_json("1.1.0", &netns, "10.88.0.7/24", false),
+        id,
+        netns,
+    };
+    (node, client, chain)
+}
+
+/// What `rich_pod` asks of each recorder's declared capabilities.
+fn rich_pod_runtime_confs(annotations: BTreeMap<String, String>) -> [Value; 3] {
     let rc031 = json!({"portMappings": [
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]});
     let rc040 = json!({
@@ -282,62 +322,87 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
                 "options": ["ndots:5"]},
         "cgroupPath": "/kubepods/besteffort/poduid-chain",
     });
+    [rc031, rc040, rc110]
+}
 
-    // VERSION: asked before first use, with libcni's dummy values.
-    let versions = calls_of(&record, "VERSION");
+/// VERSION: asked before first use, with libcni's dummy values.
+fn versions_asked_first(node: &Node, chain: &RecordedChain) {
+    let versions = calls_of(&chain.record, "VERSION");
     for plugin in ["rec-031", "rec-040", "rec-110"] {
         let call = versions
             .iter()
             .find(|c| c.plugin == plugin)
             .unwrap_or_else(|| panic!("{plugin} was never asked VERSION"));
-        assert_eq!(call.env, env(&node, "VERSION", "", "dummy", "dummy", ""));
+        assert_eq!(call.env, env(node, "VERSION", "", "dummy", "dummy", ""));
         assert_eq!(call.stdin, json!({"cniVersion": "1.1.0"}));
     }
+}
 
-    // ADD: in order; each gets its conf, the list's name and version, only the capabilities
-    // it declares, and from the second on the previous result converted to 1.1.0.
-    let adds = calls_of(&record, "ADD");
+/// ADD: in order; each gets its conf, the list's name and version, only the capabilities
+/// it declares, and from the second on the previous result converted to 1.1.0.
+async fn adds_in_order_with_prev_results(
+    node: &Node,
+    chain: &RecordedChain,
+    client: &mut RuntimeServiceClient<Channel>,
+) {
+    let RecordedChain {
+        record,
+        id,
+        netns,
+        args,
+        base,
+        ..
+    } = chain;
+    let [p031, p040, p110] = &chain.plugins;
+    let [rc031, rc040, rc110] = &chain.runtime_confs;
+    let adds = calls_of(record, "ADD");
     assert_eq!(plugins_of(&adds), ["rec-031", "rec-040", "rec-110"]);
     for call in &adds {
         assert_eq!(
             call.env,
-            env(&node, "ADD", &id, &netns, "eth0", &args),
+            env(node, "ADD", id, netns, "eth0", args),
             "{}",
             call.plugin
         );
     }
     assert_eq!(
         adds[0].stdin,
-        with(&p031, with(&base, json!({"runtimeConfig": rc031})))
+        with(p031, with(base, json!({"runtimeConfig": rc031})))
     );
     assert_eq!(
         adds[1].stdin,
         with(
-            &p040,
+            p040,
             with(
-                &base,
+                base,
                 json!({"runtimeConfig": rc040,
-            "prevResult": result_json("1.1.0", &netns, "10.88.0.5/24", false)})
+            "prevResult": result_json("1.1.0", netns, "10.88.0.5/24", false)})
             )
         )
     );
     assert_eq!(
         adds[2].stdin,
         with(
-            &p110,
+            p110,
             with(
-                &base,
+                base,
                 json!({"runtimeConfig": rc110,
-            "prevResult": result_json("1.1.0", &netns, "10.88.0.6/24", false)})
+            "prevResult": result_json("1.1.0", netns, "10.88.0.6/24", false)})
             )
         )
     );
-    let (st, _) = status(&mut client, &id, false).await;
+    let (st, _) = status(client, id, false).await;
     assert_eq!(st.network.expect("network").ip, "10.88.0.7");
-    let final_result = result_json("1.1.0", &netns, "10.88.0.7/24", false);
+}
 
-    // CHECK (the background checker's rounds, never a status call): in order, the cached
-    // result as prevResult; verbose status shows the outcome.
+/// CHECK (the background checker's rounds, never a status call): in order, the cached
+/// result as prevResult; verbose status shows the outcome.
+async fn checks_in_background_rounds(
+    node: &Node,
+    chain: &RecordedChain,
+    client: &mut RuntimeServiceClient<Channel>,
+) {
+    let id = &chain.id;
     let info = eventually(WAIT, || {
         let mut client = client.clone();
         let id = id.clone();
@@ -348,49 +413,73 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
     })
     .await;
     let Some(info) = info else {
-        let last = verbose_info(&mut client, &id).await;
+        let last = verbose_info(client, id).await;
         panic!("no background CHECK passed: {last}\n{}", node.log());
     };
     assert!(
         info["networkCheck"]["at"].as_i64().is_some_and(|t| t > 0),
         "{info}"
     );
-    let checks = calls_of(&record, "CHECK");
+    let checks = calls_of(&chain.record, "CHECK");
     assert_eq!(plugins_of(&checks[..3]), ["rec-031", "rec-040", "rec-110"]);
-    for (call, (plugin, rc)) in
-        checks
-            .iter()
-            .take(3)
-            .zip([(&p031, &rc031), (&p040, &rc040), (&p110, &rc110)])
-    {
-        assert_eq!(call.env, env(&node, "CHECK", &id, &netns, "eth0", &args));
+    assert_sent_the_cached_result(node, chain, "CHECK", &checks[..3], [0, 1, 2]);
+}
+
+/// Each of `calls` (for plugins `order` of the list) got the attachment's env, its conf,
+/// its runtimeConfig and the cached result as prevResult.
+fn assert_sent_the_cached_result(
+    node: &Node,
+    chain: &RecordedChain,
+    command: &str,
+    calls: &[Call],
+    order: [usize; 3],
+) {
+    for (call, k) in calls.iter().zip(order) {
+        let (plugin, rc) = (&chain.plugins[k], &chain.runtime_confs[k]);
+        assert_eq!(
+            call.env,
+            env(node, command, &chain.id, &chain.netns, "eth0", &chain.args)
+        );
         assert_eq!(
             call.stdin,
             with(
                 plugin,
                 with(
-                    &base,
-                    json!({"runtimeConfig": rc, "prevResult": final_result})
+                    &chain.base,
+                    json!({"runtimeConfig": rc, "prevResult": chain.final_result})
                 )
             )
         );
     }
+}
 
-    // STATUS: in the background, no attachment variables, no runtimeConfig.
+/// STATUS: in the background, no attachment variables, no runtimeConfig.
+async fn status_in_background(
+    node: &Node,
+    chain: &RecordedChain,
+    client: &mut RuntimeServiceClient<Channel>,
+) {
     let asked = eventually(WAIT, || async {
-        let st = calls_of(&record, "STATUS");
+        let st = calls_of(&chain.record, "STATUS");
         (plugins_of(&st).len() >= 3).then_some(st)
     })
     .await
     .expect("STATUS asked");
-    for (call, plugin) in asked.iter().take(3).zip([&p031, &p040, &p110]) {
-        assert_eq!(call.env, env(&node, "STATUS", "", "", "", ""));
-        assert_eq!(call.stdin, with(plugin, base.clone()));
+    for (call, plugin) in asked.iter().take(3).zip(&chain.plugins) {
+        assert_eq!(call.env, env(node, "STATUS", "", "", "", ""));
+        assert_eq!(call.stdin, with(plugin, chain.base.clone()));
     }
-    assert!(network_ready(&runtime_status(&mut client).await).0);
+    assert!(network_ready(&runtime_status(client).await).0);
+}
 
-    // A STATUS error (code 50) makes NetworkReady false with the plugin's message.
-    fs::write(format!("{}.status50", record.display()), "").expect("marker");
+/// A STATUS error (code 50) makes NetworkReady false with the plugin's message; it comes
+/// back once the plugin answers again.
+async fn status_error_is_network_not_ready(
+    chain: &RecordedChain,
+    client: &mut RuntimeServiceClient<Channel>,
+) {
+    let marker = format!("{}.status50", chain.record.display());
+    fs::write(&marker, "").expect("marker");
     let message = eventually(WAIT, || {
         let mut client = client.clone();
         async move {
@@ -409,7 +498,7 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
     ] {
         assert!(message.contains(part), "{part:?} not in {message:?}");
     }
-    fs::remove_file(format!("{}.status50", record.display())).expect("rm marker");
+    fs::remove_file(&marker).expect("rm marker");
     let ready = eventually(WAIT, || {
         let mut client = client.clone();
         async move {
@@ -420,59 +509,41 @@ async fn chain_add_check_status_gc_del_get_exactly_the_spec_env_and_stdin() {
     })
     .await;
     assert!(ready.is_some(), "NetworkReady back to true");
+}
 
-    // GC after a restart: every plugin, the live attachment listed.
-    let before = calls_of(&record, "GC").len();
-    drop(client);
-    node.restart().await;
+/// GC after a restart: every plugin, the live attachment listed, nothing torn down.
+async fn gc_after_restart_lists_the_live_pod(node: &Node, chain: &RecordedChain, before: usize) {
     let gcs = eventually(WAIT, || async {
-        let gc = calls_of(&record, "GC");
+        let gc = calls_of(&chain.record, "GC");
         (gc.len() >= before + 3).then_some(gc)
     })
     .await
     .expect("GC after start-up");
-    let valid = json!([{"containerID": id, "ifname": "eth0"}]);
-    for (call, plugin) in gcs[before..].iter().zip([&p031, &p040, &p110]) {
-        assert_eq!(call.env, env(&node, "GC", "", "", "", ""));
+    let valid = json!([{"containerID": chain.id, "ifname": "eth0"}]);
+    for (call, plugin) in gcs[before..].iter().zip(&chain.plugins) {
+        assert_eq!(call.env, env(node, "GC", "", "", "", ""));
         assert_eq!(
             call.stdin,
             with(
                 plugin,
                 with(
-                    &base,
+                    &chain.base,
                     json!({"cni.dev/valid-attachments": valid, "cni.dev/attachments": valid})
                 )
             )
         );
     }
     assert!(
-        calls_of(&record, "DEL").is_empty(),
+        calls_of(&chain.record, "DEL").is_empty(),
         "GC tore down a live pod"
     );
+}
 
-    // DEL: reverse order, cached result as prevResult, cached capability args.
-    let mut client = node.client().await;
-    stop_pod(&mut client, &id).await;
-    let dels = calls_of(&record, "DEL");
+/// DEL: reverse order, cached result as prevResult, cached capability args.
+fn dels_in_reverse_from_the_cache(node: &Node, chain: &RecordedChain) {
+    let dels = calls_of(&chain.record, "DEL");
     assert_eq!(plugins_of(&dels), ["rec-110", "rec-040", "rec-031"]);
-    for (call, (plugin, rc)) in dels
-        .iter()
-        .zip([(&p110, &rc110), (&p040, &rc040), (&p031, &rc031)])
-    {
-        assert_eq!(call.env, env(&node, "DEL", &id, &netns, "eth0", &args));
-        assert_eq!(
-            call.stdin,
-            with(
-                plugin,
-                with(
-                    &base,
-                    json!({"runtimeConfig": rc, "prevResult": final_result})
-                )
-            )
-        );
-    }
-    remove_pod(&mut client, &id).await;
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    assert_sent_the_cached_result(node, chain, "DEL", &dels, [2, 1, 0]);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //!
 //! Needs root; all traffic stays inside the namespaces this test creates.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,9 +13,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::json;
+use support::*;
 
 /// An address the test gives the node namespace (on its `lo`), standing for the node IP.
 const NODE_ADDR: &str = "10.250.0.1";

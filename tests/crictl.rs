@@ -1,20 +1,16 @@
 //! Stand-ins for crictl v1.29, critest v1.29 and the kubelet 1.29: exactly the calls they make
 //! (`shared/CRI-CLIENTS.md` §1–§3), and the checks they apply to the answers.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::Value;
-use tonic::transport::Channel;
+use support::*;
 use tonic::Code;
-
-type Client = RuntimeServiceClient<Channel>;
 
 // ---------------------------------------------------------------------------------------------
 // The shared client layer (§0).
@@ -53,16 +49,6 @@ fn check_status(s: &cri::StatusResponse) -> &cri::RuntimeStatus {
     let st = s.status.as_ref().expect("Status answer has status");
     assert!(st.conditions.len() >= 2, "fewer than 2 conditions: {st:?}");
     st
-}
-
-/// `verifySandboxStatus`: id, metadata name/namespace/uid non-empty, created_at != 0.
-fn verify_sandbox_status(st: &cri::PodSandboxStatus) {
-    assert!(!st.id.is_empty(), "status.id empty");
-    let m = st.metadata.as_ref().expect("status.metadata set");
-    assert!(!m.name.is_empty(), "metadata.name empty");
-    assert!(!m.namespace.is_empty(), "metadata.namespace empty");
-    assert!(!m.uid.is_empty(), "metadata.uid empty");
-    assert_ne!(st.created_at, 0, "created_at is 0");
 }
 
 /// How crictl prints an `info` map: JSON values are embedded, anything else is pasted inside
@@ -315,8 +301,27 @@ async fn crictl_session() {
     assert_valid_id(&id);
     let other = crictl_runp(&node, node.pod_config("busybox-sandbox")).await;
     let short = id[..13].to_string();
+    pods_lists_both_with_every_filter(&node, &short, &other).await;
+    inspectp_by_the_short_id_shows_the_pod(&node, &id, &short, &config).await;
+    let r = crictl_rmp(&node, &[&short], false, false).await;
+    assert!(
+        r[0].as_ref()
+            .is_err_and(|e| e.contains("please stop it first")),
+        "{r:?}"
+    );
+    stopp_makes_it_not_ready(&node, &id, &short, &other).await;
+    rmp_removes_it_once(&node, &id, &short).await;
+    let r = crictl_rmp(&node, &[], true, true).await;
+    assert_eq!(r, vec![Ok(format!("Removed sandbox {other}"))]);
+    let r = crictl_rmp(&node, &[], true, false).await;
+    assert_eq!(r, vec![Ok("No pods to remove".to_string())]);
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
-    let rows = crictl_pods(&node, PodsOpts::default()).await;
+/// `crictl pods`: newest first, then by `--id` (the short id) and by `--label`.
+async fn pods_lists_both_with_every_filter(node: &Node, short: &str, other: &str) {
+    let short = short.to_string();
+    let rows = crictl_pods(node, PodsOpts::default()).await;
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, other[..13], "newest first");
     assert_eq!(
@@ -330,7 +335,7 @@ async fn crictl_session() {
         )
     );
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             id: Some(short.clone()),
             ..Default::default()
@@ -340,7 +345,7 @@ async fn crictl_session() {
     assert_eq!(rows.len(), 1, "--id with the short id");
     assert_eq!(rows[0].0, short);
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             labels: vec![("app", "busybox-sandbox".into())],
             ..Default::default()
@@ -349,8 +354,18 @@ async fn crictl_session() {
     .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].2, "busybox-sandbox");
+}
 
-    let (st, doc) = crictl_inspectp(&node, &short).await;
+/// `crictl inspectp SHORT`: the full id, READY, an IPv4 address, the verbose info and the
+/// annotations.
+async fn inspectp_by_the_short_id_shows_the_pod(
+    node: &Node,
+    id: &str,
+    short: &str,
+    config: &cri::PodSandboxConfig,
+) {
+    let id = id.to_string();
+    let (st, doc) = crictl_inspectp(node, short).await;
     assert_eq!(st.id, id);
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
     let ip: IpAddr = st
@@ -364,18 +379,15 @@ async fn crictl_session() {
     assert_eq!(doc["status"]["id"], Value::String(id.clone()));
     check_verbose_info(&doc);
     assert_eq!(st.annotations, config.annotations);
+}
 
-    let r = crictl_rmp(&node, &[&short], false, false).await;
-    assert!(
-        r[0].as_ref()
-            .is_err_and(|e| e.contains("please stop it first")),
-        "{r:?}"
-    );
-
-    let out = crictl_stopp(&node, &[&short]).await.expect("crictl stopp");
+/// `crictl stopp`: the pod is NotReady (filtered as such, the other one still ready) and
+/// inspectp shows no IP.
+async fn stopp_makes_it_not_ready(node: &Node, id: &str, short: &str, other: &str) {
+    let out = crictl_stopp(node, &[short]).await.expect("crictl stopp");
     assert_eq!(out, vec![format!("Stopped sandbox {short}")]);
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             state: Some("NotReady"),
             ..Default::default()
@@ -386,7 +398,7 @@ async fn crictl_session() {
     assert_eq!(rows[0].0, short);
     assert_eq!(rows[0].1, "NotReady");
     let rows = crictl_pods(
-        &node,
+        node,
         PodsOpts {
             state: Some("ready"),
             ..Default::default()
@@ -395,29 +407,26 @@ async fn crictl_session() {
     .await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, other[..13]);
-
-    let (st, doc) = crictl_inspectp(&node, &id).await;
+    let (st, doc) = crictl_inspectp(node, id).await;
     assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
     assert_eq!(st.network.map(|n| n.ip).unwrap_or_default(), "");
     assert!(doc["info"].is_object());
+}
 
-    let r = crictl_rmp(&node, &[&short], false, false).await;
+/// `crictl rmp`: removed once; again it fails at the Status step (NotFound), even though
+/// Remove is idempotent; stopp of the removed id is fine (Stop is idempotent).
+async fn rmp_removes_it_once(node: &Node, id: &str, short: &str) {
+    let r = crictl_rmp(node, &[short], false, false).await;
     assert_eq!(r, vec![Ok(format!("Removed sandbox {short}"))]);
-    let rows = crictl_pods(&node, PodsOpts::default()).await;
+    let rows = crictl_pods(node, PodsOpts::default()).await;
     assert_eq!(rows.len(), 1);
 
     // An unknown id fails at the Status step (NotFound), even though Remove is idempotent.
-    let r = crictl_rmp(&node, &[&short], false, false).await;
+    let r = crictl_rmp(node, &[short], false, false).await;
     let e = r[0].as_ref().expect_err("rmp of a removed id");
     assert!(e.contains("NotFound") || e.contains("not found"), "{e}");
     // stopp of a removed id is fine (Stop is idempotent).
-    crictl_stopp(&node, &[&id]).await.expect("stopp removed id");
-
-    let r = crictl_rmp(&node, &[], true, true).await;
-    assert_eq!(r, vec![Ok(format!("Removed sandbox {other}"))]);
-    let r = crictl_rmp(&node, &[], true, false).await;
-    assert_eq!(r, vec![Ok("No pods to remove".to_string())]);
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+    crictl_stopp(node, &[id]).await.expect("stopp removed id");
 }
 
 /// `crictl rmp -a -f` removes several READY pods concurrently, and `crictl info` prints valid
@@ -650,7 +659,17 @@ async fn critest_runtime_conditions() {
 async fn kubelet_startup_sequence() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;
-    let fs = open_images(&node).await;
+    image_fs_info_has_usage(&node).await;
+    kubelet_runtime_config(&mut c).await;
+    version_and_status_as_kubelet_needs(&mut c).await;
+    pleg_and_housekeeping_find_nothing(&mut c).await;
+    image_gc_and_stats_find_nothing(&node, &mut c).await;
+    an_unknown_container_is_not_found(&mut c).await;
+}
+
+/// ImageFsInfo: one filesystem with used_bytes, a timestamp and a mountpoint.
+async fn image_fs_info_has_usage(node: &Node) {
+    let fs = open_images(node).await;
     let usage = fs
         .image_filesystems
         .first()
@@ -667,8 +686,10 @@ async fn kubelet_startup_sequence() {
             .is_some_and(|f| !f.mountpoint.is_empty()),
         "{usage:?}"
     );
+}
 
-    kubelet_runtime_config(&mut c).await;
+/// Version{"0.1.0"} answers exactly "0.1.0"; Status has RuntimeReady and NetworkReady true.
+async fn version_and_status_as_kubelet_needs(c: &mut Client) {
     let v = c
         .version(cri::VersionRequest {
             version: "0.1.0".into(),
@@ -690,9 +711,11 @@ async fn kubelet_startup_sequence() {
             "{kind} true: {st:?}"
         );
     }
+}
 
-    // Generic PLEG relist.
-    assert!(list(&mut c, None).await.is_empty());
+/// Generic PLEG relist (ListPodSandbox unfiltered + ListContainers) and housekeeping.
+async fn pleg_and_housekeeping_find_nothing(c: &mut Client) {
+    assert!(list(c, None).await.is_empty());
     let containers = c
         .list_containers(cri::ListContainersRequest {
             filter: Some(Default::default()),
@@ -704,7 +727,7 @@ async fn kubelet_startup_sequence() {
     assert!(containers.is_empty());
     // Housekeeping.
     let ready = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             state: Some(cri::PodSandboxStateValue { state: 0 }),
             ..Default::default()
@@ -725,7 +748,10 @@ async fn kubelet_startup_sequence() {
         .expect("ListContainers RUNNING")
         .into_inner();
     assert!(running.containers.is_empty());
-    // Image GC.
+}
+
+/// Image GC and the stats round.
+async fn image_gc_and_stats_find_nothing(node: &Node, c: &mut Client) {
     let mut images = node.images().await;
     let imgs = images
         .list_images(cri::ListImagesRequest { filter: None })
@@ -750,7 +776,10 @@ async fn kubelet_startup_sequence() {
         .expect("ListPodSandboxStats")
         .into_inner();
     assert!(pstats.stats.is_empty());
-    // A container lookup is NotFound, not a crash or a stub.
+}
+
+/// A container lookup is NotFound, not a crash or a stub.
+async fn an_unknown_container_is_not_found(c: &mut Client) {
     let err = c
         .container_status(cri::ContainerStatusRequest {
             container_id: "0123456789abcdef".into(),
@@ -768,27 +797,27 @@ async fn kubelet_startup_sequence() {
 async fn kubelet_pod_lifecycle() {
     let node = Node::start().await;
     let mut c = open_runtime(&node).await;
+    let id = kubelet_web_pod(&node, &mut c).await;
+    let hid = kubelet_host_network_pod(&node, &mut c).await;
+    get_pod_status_by_uid(&mut c, &id, &uid_of("web-0")).await;
+    // Kill: StopPodSandbox; GC: Stop then Remove (a Stop error would skip the Remove).
+    for sid in [&id, &hid] {
+        stop_pod(&mut c, sid).await;
+        stop_pod(&mut c, sid).await;
+        remove_pod(&mut c, sid).await;
+    }
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
+/// RunPodSandbox with the kubelet's fields (every container port, host_port 0 unless asked);
+/// its status gives parsable IPs and network mode POD. Returns the id.
+async fn kubelet_web_pod(node: &Node, c: &mut Client) -> String {
     let mut config = node.pod_config("web-0");
     config.port_mappings = vec![
-        cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 8080,
-            host_port: 0,
-            host_ip: String::new(),
-        },
-        cri::PortMapping {
-            protocol: cri::Protocol::Udp as i32,
-            container_port: 53,
-            host_port: 0,
-            host_ip: String::new(),
-        },
-        cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 443,
-            host_port: 30443,
-            host_ip: String::new(),
-        },
+        port(cri::Protocol::Tcp, 8080, 0, ""),
+        port(cri::Protocol::Udp, 53, 0, ""),
+        port(cri::Protocol::Tcp, 443, 30443, ""),
     ];
     config
         .linux
@@ -796,8 +825,8 @@ async fn kubelet_pod_lifecycle() {
         .unwrap()
         .sysctls
         .insert("net.ipv4.ip_unprivileged_port_start".into(), "0".into());
-    let id = run_pod(&mut c, config.clone()).await;
-    let (st, _) = status(&mut c, &id, false).await;
+    let id = run_pod(c, config.clone()).await;
+    let (st, _) = status(c, &id, false).await;
     verify_sandbox_status(&st);
     let net = st.network.clone().expect("network set");
     let ips: Vec<&str> = std::iter::once(net.ip.as_str())
@@ -813,12 +842,16 @@ async fn kubelet_pod_lifecycle() {
         Some(NamespaceMode::Pod as i32),
         "else kubelet recreates the pod"
     );
+    id
+}
 
+/// A hostNetwork pod reports network mode NODE. Returns the id.
+async fn kubelet_host_network_pod(node: &Node, c: &mut Client) -> String {
     let mut host = node.pod_config("host-0");
     set_network_mode(&mut host, NamespaceMode::Node);
     host.hostname.clear();
-    let hid = run_pod(&mut c, host).await;
-    let (hst, _) = status(&mut c, &hid, false).await;
+    let hid = run_pod(c, host).await;
+    let (hst, _) = status(c, &hid, false).await;
     let hmode = hst
         .linux
         .as_ref()
@@ -830,11 +863,14 @@ async fn kubelet_pod_lifecycle() {
         Some(NamespaceMode::Node as i32),
         "else kubelet recreates hostNetwork pods forever"
     );
+    hid
+}
 
-    // GetPodStatus for the first pod.
-    let uid = uid_of("web-0");
+/// GetPodStatus: the pod by its uid label, and no containers for it.
+async fn get_pod_status_by_uid(c: &mut Client, id: &str, uid: &str) {
+    let (id, uid) = (id.to_string(), uid.to_string());
     let mut by_uid = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             label_selector: [("io.kubernetes.pod.uid".to_string(), uid.clone())].into(),
             ..Default::default()
@@ -854,13 +890,4 @@ async fn kubelet_pod_lifecycle() {
         .expect("ListContainers by uid")
         .into_inner();
     assert!(conts.containers.is_empty());
-
-    // Kill: StopPodSandbox; GC: Stop then Remove (a Stop error would skip the Remove).
-    for sid in [&id, &hid] {
-        stop_pod(&mut c, sid).await;
-        stop_pod(&mut c, sid).await;
-        remove_pod(&mut c, sid).await;
-    }
-    assert!(list(&mut c, None).await.is_empty());
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }

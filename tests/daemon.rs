@@ -1,15 +1,15 @@
 //! The daemon as an operator meets it: its socket, signals, restarts over changed state, the
 //! network readiness it reports, and the RPCs it does not serve.
 
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::Value;
+use support::*;
 use tonic::Code;
 
 /// The socket is created mode 0600.

@@ -64,7 +64,7 @@ fn node_namespaces(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-fn assert_nothing_left(run: &DemoRun) {
+fn assert_demo_left_nothing(run: &DemoRun) {
     let names = node_namespaces(&run.stdout);
     assert_eq!(
         names.len(),
@@ -102,7 +102,7 @@ fn assert_nothing_left(run: &DemoRun) {
 }
 
 /// How many printed client calls made `method`: grpcurl names the RPC, crictl its subcommand.
-fn calls(stdout: &str, method: &str) -> usize {
+fn count_calls(stdout: &str, method: &str) -> usize {
     let crictl = match method {
         "RunPodSandbox" => " runp ",
         "PodSandboxStatus" => " inspectp ",
@@ -162,7 +162,7 @@ fn demo_proves_no_nat_pod_networking_across_two_nodes() {
         "StopPodSandbox",
         "RemovePodSandbox",
     ] {
-        assert_eq!(calls(out, method), 4, "{method} once per pod:\n{out}");
+        assert_eq!(count_calls(out, method), 4, "{method} once per pod:\n{out}");
     }
 
     // Nine hops, in order, with the live names the run read.
@@ -201,7 +201,7 @@ fn demo_proves_no_nat_pod_networking_across_two_nodes() {
     }
     assert!(svg.trim_end().ends_with("</svg>"));
 
-    assert_nothing_left(&run);
+    assert_demo_left_nothing(&run);
 }
 
 #[test]
@@ -223,6 +223,6 @@ fn demo_without_node_routes_fails_loudly_and_cleans_up() {
     );
     assert!(out.contains("demo failed (exit 1)"), "{out}");
     // Torn down through crisp all the same.
-    assert_eq!(calls(out, "RemovePodSandbox"), 4, "{out}");
-    assert_nothing_left(&run);
+    assert_eq!(count_calls(out, "RemovePodSandbox"), 4, "{out}");
+    assert_demo_left_nothing(&run);
 }

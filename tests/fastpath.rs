@@ -6,16 +6,16 @@
 //! with real host-local execs, a crash in the middle, and the fallback for what the fast path
 //! does not implement.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
+use support::*;
 
 const FAST: &[&str] = &["--cni-fast-path", "auto"];
 
@@ -39,16 +39,7 @@ fn v4_ipam(node: &Node) -> Value {
     })
 }
 
-fn port(proto: cri::Protocol, container: i32, host: i32, host_ip: &str) -> cri::PortMapping {
-    cri::PortMapping {
-        protocol: proto as i32,
-        container_port: container,
-        host_port: host,
-        host_ip: host_ip.into(),
-    }
-}
-
-fn conflist(node: &Node, case: &Case) -> String {
+fn case_conflist(node: &Node, case: &Case) -> String {
     let mut bridge = json!({
         "type": "bridge",
         "bridge": node.bridge,
@@ -65,12 +56,7 @@ fn conflist(node: &Node, case: &Case) -> String {
     if case.portmap {
         plugins.push(portmap());
     }
-    serde_json::to_string_pretty(&json!({
-        "cniVersion": case.version,
-        "name": NETWORK,
-        "plugins": plugins,
-    }))
-    .expect("json")
+    conflist(case.version, NETWORK, &plugins)
 }
 
 fn cases() -> Vec<Case> {
@@ -575,7 +561,7 @@ async fn install_conf(node: &Node, content: &str) {
 async fn setup_one(case: &Case, fast: bool) -> (Node, String, String) {
     let args: &[&str] = if fast { FAST } else { &[] };
     let node = Node::start_with_args(Conf::Empty, args).await;
-    install_conf(&node, &conflist(&node, case)).await;
+    install_conf(&node, &case_conflist(&node, case)).await;
     let mut client = node.client().await;
     let mut config = node.pod_config(case.name);
     config.port_mappings = case.ports.clone();
@@ -648,8 +634,6 @@ fn full_case() -> Case {
 /// files, per-pod iptables chains or rules, and (once the kernel has destroyed the pod
 /// namespaces) no veth.
 async fn assert_nothing_left(node: &Node, what: &str) {
-    let left = node.leftovers();
-    assert!(left.is_empty(), "{what}: left behind {left:?}");
     for prog in ["iptables-save", "ip6tables-save"] {
         let nat = save(node, prog, "nat");
         assert!(
@@ -657,16 +641,12 @@ async fn assert_nothing_left(node: &Node, what: &str) {
             "{what}: {prog} still has per-pod chains:\n{nat}"
         );
     }
-    let veths = node.veths_left_after_teardown().await;
-    assert!(
-        veths.is_empty(),
-        "{what}: veths still in the node: {veths:?}"
-    );
+    assert_nothing_leaked(node, what).await;
 }
 
-async fn start_node(case: &Case, args: &[&str]) -> Node {
+async fn start_case_node(case: &Case, args: &[&str]) -> Node {
     let node = Node::start_with_args(Conf::Empty, args).await;
-    install_conf(&node, &conflist(&node, case)).await;
+    install_conf(&node, &case_conflist(&node, case)).await;
     node
 }
 
@@ -684,7 +664,7 @@ async fn teardown_works_across_paths() {
         (FAST, &[][..], "fast ADD, exec DEL"),
         (&[][..], FAST, "exec ADD, fast DEL"),
     ] {
-        let mut node = start_node(&case, add_args).await;
+        let mut node = start_case_node(&case, add_args).await;
         let id = run_case_pod(&node, &case, "cross").await;
         let mut client = node.client().await;
         let first_path = verbose_info(&mut client, &id).await["networkPath"].clone();
@@ -702,7 +682,7 @@ async fn teardown_works_across_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_stop_releases_the_address_at_once() {
     let case = full_case();
-    let node = start_node(&case, FAST).await;
+    let node = start_case_node(&case, FAST).await;
     let mut client = node.client().await;
     let id = run_case_pod(&node, &case, "first").await;
     let (st, _) = status(&mut client, &id, false).await;
@@ -731,75 +711,16 @@ async fn fast_stop_releases_the_address_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() {
     let case = full_case();
-    let node = start_node(&case, FAST).await;
+    let node = start_case_node(&case, FAST).await;
     let ipam_conf = json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,
         "ipam": (case.ipam)(&node),
     })
     .to_string();
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let mut client = node.client().await;
-        let mut config = node.pod_config(&format!("conc-{i}"));
-        config.port_mappings = vec![];
-        tasks.push(tokio::spawn(async move {
-            let id = run_pod(&mut client, config).await;
-            let (st, _) = status(&mut client, &id, false).await;
-            let net = st.network.expect("network");
-            let mut ips = vec![net.ip];
-            ips.extend(net.additional_ips.into_iter().map(|p| p.ip));
-            (id, ips)
-        }));
-    }
+    let tasks = fast_adds(&node, 32).await;
     // Real host-local, exec'd with the same store, interleaved with the fast ADDs.
-    let mut execs = Vec::new();
-    for i in 0..16 {
-        let conf = ipam_conf.clone();
-        let netns = node.netns_name.clone();
-        execs.push(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut child = Command::new("ip")
-                .args(["netns", "exec", &netns, "/usr/lib/cni/host-local"])
-                .env("CNI_COMMAND", "ADD")
-                .env("CNI_CONTAINERID", format!("exec-{i}"))
-                .env("CNI_NETNS", "/dev/null")
-                .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", "/usr/lib/cni")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn host-local");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(conf.as_bytes())
-                .expect("write");
-            let out = child.wait_with_output().expect("host-local");
-            assert!(
-                out.status.success(),
-                "host-local ADD: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-            let v: Value = serde_json::from_slice(&out.stdout).expect("result");
-            v["ips"]
-                .as_array()
-                .expect("ips")
-                .iter()
-                .map(|ip| {
-                    ip["address"]
-                        .as_str()
-                        .expect("address")
-                        .split('/')
-                        .next()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
+    let execs = exec_host_local_adds(&node, &ipam_conf, 16);
     let mut all = Vec::new();
     let mut ids = Vec::new();
     for t in tasks {
@@ -825,32 +746,96 @@ async fn concurrent_fast_adds_and_exec_host_local_adds_never_share_an_address() 
         remove_pod(&mut client, id).await;
     }
     for i in 0..16 {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &node.netns_name, "/usr/lib/cni/host-local"])
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", format!("exec-{i}"))
-            .env("CNI_NETNS", "/dev/null")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn host-local");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(ipam_conf.as_bytes())
-            .expect("write");
-        assert!(child.wait().expect("wait").success());
+        let out = host_local(&node.netns_name, "DEL", i, &ipam_conf);
+        assert!(out.status.success());
     }
     assert_nothing_left(&node, "concurrency").await;
+}
+
+/// `n` pods run at once, each on its own connection: their ids and addresses.
+async fn fast_adds(node: &Node, n: usize) -> Vec<tokio::task::JoinHandle<(String, Vec<String>)>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let mut client = node.client().await;
+        let mut config = node.pod_config(&format!("conc-{i}"));
+        config.port_mappings = vec![];
+        tasks.push(tokio::spawn(async move {
+            let id = run_pod(&mut client, config).await;
+            let (st, _) = status(&mut client, &id, false).await;
+            let net = st.network.expect("network");
+            let mut ips = vec![net.ip];
+            ips.extend(net.additional_ips.into_iter().map(|p| p.ip));
+            (id, ips)
+        }));
+    }
+    tasks
+}
+
+/// `n` ADDs of the real host-local on `conf`, each on a blocking thread: their addresses.
+fn exec_host_local_adds(
+    node: &Node,
+    conf: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..n)
+        .map(|i| {
+            let conf = conf.to_string();
+            let netns = node.netns_name.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = host_local(&netns, "ADD", i, &conf);
+                assert!(
+                    out.status.success(),
+                    "host-local ADD: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+                let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+                v["ips"]
+                    .as_array()
+                    .expect("ips")
+                    .iter()
+                    .map(|ip| {
+                        ip["address"]
+                            .as_str()
+                            .expect("address")
+                            .split('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect()
+}
+
+/// Runs /usr/lib/cni/host-local `command` for container `exec-{i}` in the node namespace.
+fn host_local(netns: &str, command: &str, i: usize, conf: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "/usr/lib/cni/host-local"])
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", format!("exec-{i}"))
+        .env("CNI_NETNS", "/dev/null")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn host-local");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("host-local")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_fast_adds_and_dels_is_recovered_without_leftovers() {
     let case = full_case();
-    let mut node = start_node(&case, FAST).await;
+    let mut node = start_case_node(&case, FAST).await;
     // Crash in the middle of ADDs.
     let mut tasks = Vec::new();
     for i in 0..12 {
@@ -921,7 +906,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: forceAddress",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["forceAddress"] = json!(true);
                 v.to_string()
             }),
@@ -929,7 +915,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "plugins [\"bridge\", \"portmap\", \"tuning\"]",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"]
                     .as_array_mut()
                     .expect("list")
@@ -940,7 +927,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: capability \"mac\"",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["capabilities"] = json!({"mac": true});
                 v.to_string()
             }),
@@ -950,7 +938,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
             Box::new(|n: &Node| {
                 let resolv = n.dir.join("resolv.conf");
                 std::fs::write(&resolv, "nameserver 10.96.0.10\n").expect("write");
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["ipam"]["resolvConf"] = json!(resolv);
                 v.to_string()
             }),
@@ -958,7 +947,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "portmap: field \"conditionsV4\"",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][1]["conditionsV4"] = json!(["!", "-d", "192.0.2.1"]);
                 v.to_string()
             }),
@@ -966,7 +956,8 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
         (
             "bridge: enabledad",
             Box::new(|n: &Node| {
-                let mut v: Value = serde_json::from_str(&conflist(n, &full_case())).expect("json");
+                let mut v: Value =
+                    serde_json::from_str(&case_conflist(n, &full_case())).expect("json");
                 v["plugins"][0]["enabledad"] = json!(true);
                 v.to_string()
             }),
@@ -1004,7 +995,7 @@ async fn unsupported_configs_run_by_exec_and_the_log_says_why() {
 async fn status_says_which_path_new_pods_take() {
     let case = full_case();
     for (args, want) in [(FAST, "fast"), (&[][..], "exec")] {
-        let node = start_node(&case, args).await;
+        let node = start_case_node(&case, args).await;
         let mut client = node.client().await;
         let resp = client
             .status(cri::StatusRequest { verbose: true })
@@ -1048,7 +1039,7 @@ async fn stale_udp_flows_to_a_new_host_port_are_deleted_by_both_paths() {
         .host_port as u16;
     let other = claimed + 1;
     for (args, what) in [(&[][..], "exec"), (FAST, "fast")] {
-        let node = start_node(&case, args).await;
+        let node = start_case_node(&case, args).await;
         let mut client = node.client().await;
         // conntrack tracks a namespace's traffic once a rule there needs it: a first pod's
         // ipMasq rule does.
@@ -1090,7 +1081,7 @@ async fn two_masq_pods(args: &[&str]) -> (String, String, String) {
         .into_iter()
         .find(|c| c.name == "ipmasq")
         .expect("the ipmasq case");
-    let node = start_node(&case, args).await;
+    let node = start_case_node(&case, args).await;
     let first = run_case_pod(&node, &case, "first").await;
     let second = run_case_pod(&node, &case, "second").await;
     let ids = |text: String| text.replace(&first, "<ID1>").replace(&second, "<ID2>");

@@ -5,28 +5,21 @@
 //! exact gRPC code, that the message names the plugin or file and the cause, that nothing
 //! leaked, and that crisp is still serving.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 use tonic::Code;
 
-fn veths(node: &Node) -> Vec<String> {
-    node.node_links()
-        .into_iter()
-        .filter(|l| l.starts_with("veth"))
-        .collect()
-}
-
 /// Nothing left anywhere: no pin, IP file, record, cache entry, veth or listed sandbox.
-async fn assert_nothing_leaked(node: &Node, what: &str) {
+async fn assert_nothing_leaked_nor_listed(node: &Node, what: &str) {
     let left = node.leftovers();
     assert!(left.is_empty(), "{what}: leaked {left:?}");
-    assert!(veths(node).is_empty(), "{what}: veths {:?}", veths(node));
+    assert!(node.veths().is_empty(), "{what}: veths {:?}", node.veths());
     let mut c = node.client().await;
     assert!(list(&mut c, None).await.is_empty(), "{what}: still listed");
 }
@@ -43,7 +36,7 @@ async fn assert_still_serving(node: &Node) {
     let id = run_pod(&mut c, node.pod_config("after-fault")).await;
     stop_pod(&mut c, &id).await;
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(node, "after the recovery pod").await;
+    assert_nothing_leaked_nor_listed(node, "after the recovery pod").await;
 }
 
 fn list_conf(dir: &Path) -> Vec<PathBuf> {
@@ -95,7 +88,7 @@ async fn hung_plugin_is_killed_with_its_group_and_rolled_back() {
     })
     .await;
     assert!(gone.is_some(), "the hung plugin's child {pid} still runs");
-    assert_nothing_leaked(&node, "hang").await;
+    assert_nothing_leaked_nor_listed(&node, "hang").await;
     assert_still_serving(&node).await;
 }
 
@@ -127,7 +120,7 @@ async fn plugin_crashing_after_taking_an_ip_gives_it_back() {
     )
     .await;
     // The rollback's DEL released the address the crashed ADD had taken.
-    assert_nothing_leaked(&node, "crash-after-ipam").await;
+    assert_nothing_leaked_nor_listed(&node, "crash-after-ipam").await;
     assert_still_serving(&node).await;
 }
 
@@ -141,7 +134,7 @@ async fn garbage_output_is_internal_naming_the_plugin() {
         &["plugin garbage ADD answered something that is not a CNI result"],
     )
     .await;
-    assert_nothing_leaked(&node, "garbage").await;
+    assert_nothing_leaked_nor_listed(&node, "garbage").await;
     assert_still_serving(&node).await;
 }
 
@@ -159,7 +152,7 @@ async fn cni_error_json_is_internal_with_code_and_message() {
         ],
     )
     .await;
-    assert_nothing_leaked(&node, "fail-add").await;
+    assert_nothing_leaked_nor_listed(&node, "fail-add").await;
     assert_still_serving(&node).await;
 }
 
@@ -177,7 +170,7 @@ async fn silent_non_zero_exit_is_internal_with_status_and_stderr() {
         ],
     )
     .await;
-    assert_nothing_leaked(&node, "exit-silent").await;
+    assert_nothing_leaked_nor_listed(&node, "exit-silent").await;
     assert_still_serving(&node).await;
 }
 
@@ -192,7 +185,7 @@ async fn missing_plugin_is_failed_precondition_naming_it_and_the_dirs() {
         &["\"no-such-plugin\" not found", &dirs],
     )
     .await;
-    assert_nothing_leaked(&node, "missing plugin").await;
+    assert_nothing_leaked_nor_listed(&node, "missing plugin").await;
     assert_still_serving(&node).await;
 }
 
@@ -209,7 +202,7 @@ async fn non_executable_plugin_is_failed_precondition_naming_the_file() {
     );
     let shown = format!("{} exists but is not an executable file", file.display());
     run_fails(&node, "not-exec", Code::FailedPrecondition, &[&shown]).await;
-    assert_nothing_leaked(&node, "not executable").await;
+    assert_nothing_leaked_nor_listed(&node, "not executable").await;
     assert_still_serving(&node).await;
 }
 
@@ -227,7 +220,7 @@ async fn broken_conf_json_is_failed_precondition_naming_the_file() {
         &["network not ready", "10-broken.conflist"],
     )
     .await;
-    assert_nothing_leaked(&node, "broken conf").await;
+    assert_nothing_leaked_nor_listed(&node, "broken conf").await;
     assert_still_serving(&node).await;
 }
 
@@ -240,7 +233,7 @@ async fn missing_state_dir_is_internal_naming_the_record() {
     run_fails(&node, "no-state", Code::Internal, &[&shown, "No such file"]).await;
     assert!(!records.exists(), "nothing recreated it behind our back");
     std::fs::create_dir(&records).expect("put it back");
-    assert_nothing_leaked(&node, "missing state dir").await;
+    assert_nothing_leaked_nor_listed(&node, "missing state dir").await;
     assert_still_serving(&node).await;
 }
 
@@ -282,7 +275,7 @@ async fn read_only_state_dir_is_internal_and_creates_nothing() {
         )
         .await;
     }
-    assert_nothing_leaked(&node, "read-only state dir").await;
+    assert_nothing_leaked_nor_listed(&node, "read-only state dir").await;
     assert_still_serving(&node).await;
 }
 
@@ -300,7 +293,7 @@ async fn read_only_netns_dir_is_internal_and_rolls_back() {
         )
         .await;
     }
-    assert_nothing_leaked(&node, "read-only netns dir").await;
+    assert_nothing_leaked_nor_listed(&node, "read-only netns dir").await;
     assert_still_serving(&node).await;
 }
 
@@ -385,7 +378,7 @@ async fn failed_del_is_kept_visible_and_retried() {
     let info = verbose_info(&mut c, &id).await;
     assert!(info["lastError"].is_null(), "error cleared: {info}");
     remove_pod(&mut c, &id).await;
-    assert_nothing_leaked(&node, "after DEL works again").await;
+    assert_nothing_leaked_nor_listed(&node, "after DEL works again").await;
     assert_still_serving(&node).await;
 }
 
@@ -434,7 +427,7 @@ async fn cache_entry_without_a_record_is_deleted_at_start() {
     })
     .await;
     assert!(repaired.is_some(), "left: {:?}", node.leftovers());
-    assert_nothing_leaked(&node, "after recovery").await;
+    assert_nothing_leaked_nor_listed(&node, "after recovery").await;
     let log = node.log();
     assert!(
         log.contains("tore down a cached CNI attachment that no sandbox owns") && log.contains(&id),

@@ -2,12 +2,12 @@
 //! %-encoded socket path as `:authority`): a whole pod lifecycle, checked field by field by
 //! `tests/grpcio/lifecycle.py` with stubs that grpcio-tools generates from `proto/api.proto`.
 
-mod common;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_runs_a_whole_pod_lifecycle() {

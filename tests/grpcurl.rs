@@ -1,13 +1,13 @@
 //! grpcurl against the socket with no proto file: reflection (list, describe), a JSON-bodied
 //! RunPodSandbox, and the standard health service.
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 /// Runs `grpcurl -plaintext -unix FLAGS… <socket> ARGS…` with `stdin` as the request body.
 ///

@@ -4,13 +4,13 @@
 //! sandbox listed, no netns pin, no host-local IP, no record, no CNI cache entry, no link in
 //! the node namespace. Afterwards crisp still serves a valid pod.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
 
 enum Call {
@@ -60,15 +60,6 @@ fn config(req: &mut cri::RunPodSandboxRequest) -> &mut cri::PodSandboxConfig {
     req.config.as_mut().expect("config")
 }
 
-fn port(protocol: i32, container_port: i32, host_port: i32, host_ip: &str) -> cri::PortMapping {
-    cri::PortMapping {
-        protocol,
-        container_port,
-        host_port,
-        host_ip: host_ip.to_string(),
-    }
-}
-
 fn dns(servers: &[&str], searches: &[&str], options: &[&str]) -> Option<cri::DnsConfig> {
     let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
     Some(cri::DnsConfig {
@@ -78,7 +69,7 @@ fn dns(servers: &[&str], searches: &[&str], options: &[&str]) -> Option<cri::Dns
     })
 }
 
-fn cases(node: &Node) -> Vec<Case> {
+fn hostile_cases(node: &Node) -> Vec<Case> {
     use Code::InvalidArgument as Invalid;
     let tcp = cri::Protocol::Tcp as i32;
     let long = "a".repeat(10 * 1024);
@@ -501,7 +492,7 @@ fn assert_nothing_created(node: &Node, what: &str) {
 async fn hostile_requests_get_exact_codes_and_create_nothing() {
     let node = Node::start().await;
     let mut c = node.client().await;
-    let cases = cases(&node);
+    let cases = hostile_cases(&node);
     let total = cases.len();
     assert!(total >= 40, "only {total} cases");
     let mut failures = Vec::new();

@@ -4,12 +4,12 @@
 //! metadata make the client's table evict entries, with CONTINUATION, PADDED, empty and
 //! missing authorities; other connections stay valid throughout or turn invalid late.
 
-mod common;
+mod support;
 
-use common::http2::{Framing, RawClient, Reply};
-use common::*;
 use k8s_cri::v1 as cri;
 use prost::Message;
+use support::http2::{Framing, RawClient, Reply};
+use support::*;
 
 const RUNTIME: &str = "/runtime.v1.RuntimeService/";
 

@@ -2,23 +2,13 @@
 //! against what kubelet accepts (pkg/kubelet/kuberuntime, pkg/kubelet/cri/remote, pleg/,
 //! stats/, images/; see /work/shared/CRI-CLIENTS.md §0 and §3 and docs/operating.md).
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
-
-type Client = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
-
-/// `remote/utils.go` verifySandboxStatus.
-fn verify_sandbox_status(st: &cri::PodSandboxStatus) {
-    assert!(!st.id.is_empty(), "status.id");
-    let m = st.metadata.as_ref().expect("status.metadata");
-    assert!(!m.name.is_empty() && !m.namespace.is_empty() && !m.uid.is_empty());
-    assert!(st.created_at != 0, "status.created_at");
-}
 
 fn uid_selector(uid: &str) -> HashMap<String, String> {
     HashMap::from([("io.kubernetes.pod.uid".to_string(), uid.to_string())])
@@ -120,16 +110,32 @@ async fn image_fs_info(node: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_calls_in_order() {
     let node = Node::start().await;
-
-    // --- start-up (kubelet.go PreInitRuntimeService, kuberuntime_manager.go) ---
     let mut c = node.client().await;
+    let mut events = kubelet_starts(&node, &mut c).await;
+    loops_with_no_pods(&node, &mut c).await;
+    let (config, uid) = (node.pod_config("web"), uid_of("web"));
+    let id = pod_starts(&mut c, &mut events, &config, &uid).await;
+    relist_and_reinspect(&mut c, &id, &uid).await;
+    stats_with_the_pod(&node, &mut c, &id, &config).await;
+    pod_killed(&mut c, &mut events, &id).await;
+    pod_collected(&mut c, &mut events, &id).await;
+    assert!(relist(&mut c).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
+
+/// Start-up (kubelet.go PreInitRuntimeService, kuberuntime_manager.go): returns the event
+/// stream Evented PLEG opens.
+async fn kubelet_starts(
+    node: &Node,
+    c: &mut Client,
+) -> tonic::Streaming<cri::ContainerEventResponse> {
     c.version(cri::VersionRequest {
         version: String::new(),
     })
     .await
     .expect("connect-time Version: any error and kubelet exits");
-    image_fs_info(&node).await;
-    kubelet_runtime_config(&mut c).await;
+    image_fs_info(node).await;
+    kubelet_runtime_config(c).await;
     let v = c
         .version(cri::VersionRequest {
             version: "0.1.0".into(),
@@ -172,14 +178,17 @@ async fn kubelet_calls_in_order() {
         "the default handler is listed"
     );
     // Evented PLEG (gate EventedPLEG) opens the event stream once at start.
-    let mut events = c
+    let events = c
         .get_container_events(cri::GetEventsRequest {})
         .await
         .expect("GetContainerEvents: 5 failures and kubelet falls back to relisting")
         .into_inner();
+    events
+}
 
-    // --- loops with no pods yet ---
-    assert!(relist(&mut c).await.is_empty());
+/// The loops that run with no pods yet: relist, housekeeping, image GC, stats.
+async fn loops_with_no_pods(node: &Node, c: &mut Client) {
+    assert!(relist(c).await.is_empty());
     c.list_pod_sandbox(cri::ListPodSandboxRequest {
         filter: Some(cri::PodSandboxFilter {
             state: Some(cri::PodSandboxStateValue { state: 0 }),
@@ -193,11 +202,17 @@ async fn kubelet_calls_in_order() {
         .list_images(cri::ListImagesRequest { filter: None })
         .await
         .expect("image GC ListImages");
-    assert!(stats_round(&mut c, &node).await.is_empty());
+    assert!(stats_round(c, node).await.is_empty());
+}
 
-    // --- a pod starts (kuberuntime_sandbox.go createPodSandbox) ---
-    let config = node.pod_config("web");
-    let uid = uid_of("web");
+/// A pod starts (kuberuntime_sandbox.go createPodSandbox): its status and its events.
+async fn pod_starts(
+    c: &mut Client,
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    config: &cri::PodSandboxConfig,
+    uid: &str,
+) -> String {
+    let uid = uid.to_string();
     let id = c
         .run_pod_sandbox(run_req(config.clone()))
         .await
@@ -235,7 +250,7 @@ async fn kubelet_calls_in_order() {
         cri::ContainerEventType::ContainerCreatedEvent,
         cri::ContainerEventType::ContainerStartedEvent,
     ] {
-        let e = next_event(&mut events).await;
+        let e = next_event(events).await;
         assert_eq!(e.container_event_type, kind as i32);
         assert_eq!(e.container_id, id);
         let meta = e.pod_sandbox_status.and_then(|s| s.metadata);
@@ -245,9 +260,13 @@ async fn kubelet_calls_in_order() {
             "events without metadata are dropped"
         );
     }
+    id
+}
 
-    // --- relist sees it; GetPodStatus re-inspects the pod by uid label ---
-    let pods = relist(&mut c).await;
+/// Relist sees the pod; GetPodStatus re-inspects it by uid label.
+async fn relist_and_reinspect(c: &mut Client, id: &str, uid: &str) {
+    let (id, uid) = (id.to_string(), uid.to_string());
+    let pods = relist(c).await;
     assert_eq!(ids(&pods), std::slice::from_ref(&id));
     let by_uid = c
         .list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -296,9 +315,12 @@ async fn kubelet_calls_in_order() {
     })
     .await
     .expect("housekeeping ListContainers{RUNNING}");
+}
 
-    // --- stats with the pod running ---
-    let stats = stats_round(&mut c, &node).await;
+/// Stats with the pod running.
+async fn stats_with_the_pod(node: &Node, c: &mut Client, id: &str, config: &cri::PodSandboxConfig) {
+    let id = id.to_string();
+    let stats = stats_round(c, node).await;
     assert_eq!(stats.len(), 1);
     let attrs = stats[0].attributes.as_ref().expect("attributes");
     assert_eq!(attrs.id, id);
@@ -312,14 +334,21 @@ async fn kubelet_calls_in_order() {
         net.default_interface.as_ref().map(|i| i.name.as_str()),
         Some("eth0")
     );
+}
 
-    // --- the pod is killed (killPodWithSyncResult), then garbage-collected ---
+/// The pod is killed (killPodWithSyncResult).
+async fn pod_killed(
+    c: &mut Client,
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    id: &str,
+) {
+    let id = id.to_string();
     c.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: id.clone(),
     })
     .await
     .expect("StopPodSandbox");
-    let e = next_event(&mut events).await;
+    let e = next_event(events).await;
     assert_eq!(
         e.container_event_type,
         cri::ContainerEventType::ContainerStoppedEvent as i32
@@ -337,6 +366,16 @@ async fn kubelet_calls_in_order() {
     verify_sandbox_status(&st);
     assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
     assert_eq!(st.network.as_ref().map(|n| n.ip.as_str()), Some(""));
+}
+
+/// Container GC: Stop first (any error skips the remove), then Remove; both stay OK on a
+/// removed sandbox.
+async fn pod_collected(
+    c: &mut Client,
+    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
+    id: &str,
+) {
+    let id = id.to_string();
     // Container GC: Stop first (any error skips the remove), then Remove.
     c.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: id.clone(),
@@ -348,7 +387,7 @@ async fn kubelet_calls_in_order() {
     })
     .await
     .expect("RemovePodSandbox");
-    let e = next_event(&mut events).await;
+    let e = next_event(events).await;
     assert_eq!(
         e.container_event_type,
         cri::ContainerEventType::ContainerDeletedEvent as i32
@@ -375,8 +414,6 @@ async fn kubelet_calls_in_order() {
     })
     .await
     .expect("Remove of a removed sandbox is OK");
-    assert!(relist(&mut c).await.is_empty());
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
 /// RuntimeConfig (kubelet ≥ 1.31 replaces its cgroupDriver with the answer): no `linux` by

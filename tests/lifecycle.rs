@@ -1,13 +1,13 @@
 //! Pod sandbox lifecycle against the real daemon, real namespaces and the real CNI plugins.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
+use support::*;
 use tonic::Code;
 
 fn no_veths(node: &Node) -> Vec<String> {
@@ -400,27 +400,53 @@ async fn id_prefixes() {
     let mut c = node.client().await;
     let id = run_pod(&mut c, node.pod_config("prefix")).await;
     let short = &id[..13];
+    a_unique_prefix_names_the_pod(&mut c, &id, short).await;
+    let (others, x, y) = pods_until_two_share_a_first_digit(&node, &mut c, &id).await;
+    an_ambiguous_prefix_is_invalid_argument(&mut c, &x, &y).await;
+    an_unknown_prefix_is_not_found(&mut c).await;
+    // Stop and remove by unique prefix.
+    stop_pod(&mut c, short).await;
+    assert_eq!(
+        status(&mut c, &id, false).await.0.state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    remove_pod(&mut c, short).await;
+    for o in &others {
+        remove_pod(&mut c, o).await;
+    }
+    assert!(list(&mut c, None).await.is_empty());
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
-    let (st, _) = status(&mut c, short, false).await;
+/// Status and an id filter by `short`, a unique prefix, answer the full `id`.
+async fn a_unique_prefix_names_the_pod(c: &mut Client, id: &str, short: &str) {
+    let (st, _) = status(c, short, false).await;
     assert_eq!(st.id, id, "status by prefix answers the full id");
     let items = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             id: short.to_string(),
             ..Default::default()
         }),
     )
     .await;
-    assert_eq!(ids(&items), vec![id.clone()]);
+    assert_eq!(ids(&items), vec![id.to_string()]);
+}
 
-    // Host-network pods are cheap: make them until two share a first hex digit (pigeonhole:
-    // at most 17), so a one-character prefix is ambiguous.
+/// Host-network pods are cheap: makes them until two share a first hex digit (pigeonhole:
+/// at most 17), so a one-character prefix is ambiguous. Returns the pods made and the pair.
+async fn pods_until_two_share_a_first_digit(
+    node: &Node,
+    c: &mut Client,
+    id: &str,
+) -> (Vec<String>, String, String) {
+    let id = id.to_string();
     let mut others: Vec<String> = Vec::new();
     let mut clash = None;
     for i in 0..17 {
         let mut config = node.pod_config(&format!("amb-{i}"));
         set_network_mode(&mut config, NamespaceMode::Node);
-        let new = run_pod(&mut c, config).await;
+        let new = run_pod(c, config).await;
         let all: Vec<&String> = others.iter().chain(std::iter::once(&id)).collect();
         if let Some(old) = all.into_iter().find(|o| o[..1] == new[..1]) {
             clash = Some((old.clone(), new.clone()));
@@ -430,6 +456,12 @@ async fn id_prefixes() {
         others.push(new);
     }
     let (x, y) = clash.expect("pigeonhole guarantees a shared first digit");
+    (others, x, y)
+}
+
+/// The first digit `x` and `y` share is InvalidArgument naming both, for Status, Stop and
+/// Remove, and stops or removes nothing.
+async fn an_ambiguous_prefix_is_invalid_argument(c: &mut Client, x: &str, y: &str) {
     let amb = &x[..1];
     let err = c
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -439,7 +471,7 @@ async fn id_prefixes() {
         .await
         .expect_err("ambiguous prefix");
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    for m in [&x, &y] {
+    for m in [x, y] {
         assert!(
             err.message().contains(&m[..12]),
             "message lists the match {m}: {}",
@@ -464,12 +496,15 @@ async fn id_prefixes() {
         assert_eq!(err.code(), Code::InvalidArgument, "{call}: {err:?}");
     }
     // Nothing was stopped or removed by the ambiguous calls.
-    for s in list(&mut c, None).await {
+    for s in list(c, None).await {
         assert_eq!(s.state, PodSandboxState::SandboxReady as i32, "{}", s.id);
     }
+}
 
-    // Unknown prefix: a hex string no id starts with.
-    let used: Vec<char> = list(&mut c, None)
+/// A hex string no id starts with: Status is NotFound, Stop and Remove succeed, an id
+/// filter lists nothing.
+async fn an_unknown_prefix_is_not_found(c: &mut Client) {
+    let used: Vec<char> = list(c, None)
         .await
         .iter()
         .map(|p| p.id.chars().next().unwrap())
@@ -487,10 +522,10 @@ async fn id_prefixes() {
         .await
         .expect_err("unknown prefix");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    stop_pod(&mut c, &unknown).await;
-    remove_pod(&mut c, &unknown).await;
+    stop_pod(c, &unknown).await;
+    remove_pod(c, &unknown).await;
     let items = list(
-        &mut c,
+        c,
         Some(cri::PodSandboxFilter {
             id: unknown,
             ..Default::default()
@@ -498,19 +533,6 @@ async fn id_prefixes() {
     )
     .await;
     assert!(items.is_empty(), "unknown id filter lists nothing");
-
-    // Stop and remove by unique prefix.
-    stop_pod(&mut c, short).await;
-    assert_eq!(
-        status(&mut c, &id, false).await.0.state,
-        PodSandboxState::SandboxNotready as i32
-    );
-    remove_pod(&mut c, short).await;
-    for o in &others {
-        remove_pod(&mut c, o).await;
-    }
-    assert!(list(&mut c, None).await.is_empty());
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
 /// ListPodSandbox filters by id, state (present wrapper; `state:{}` is READY) and every

@@ -2,31 +2,22 @@
 //! sandbox's files and OCI spec, sysctls, and systemd readiness — through the real socket,
 //! real namespaces and the real CNI plugins.
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
 use k8s_cri::v1 as cri;
 use serde_json::Value;
+use support::*;
 use tonic::Code;
 
 /// The address the metrics tests serve on: loopback of the test's own node namespace, so every
 /// node can use the same port.
 const METRICS_ADDR: &str = "127.0.0.1:9325";
-
-/// A node whose daemon also gets `args` and the environment `env`.
-async fn start_node(conf: Conf, args: &[&str], env: &[(&str, &str)]) -> Node {
-    let mut node = Node::prepared(conf);
-    let mut cmd = node.daemon_command();
-    cmd.args(args).envs(env.iter().copied());
-    node.start_daemon_with(cmd).await;
-    node
-}
 
 fn pod_ip(st: &cri::PodSandboxStatus) -> Ipv4Addr {
     st.network
@@ -94,27 +85,44 @@ async fn statsp_counts_traffic_between_two_pods() {
     let receiver_ip = pod_ip(&status(&mut c, &receiver, false).await.0);
     let sender_ns = netns_path(&mut c, &sender).await;
     let receiver_ns = netns_path(&mut c, &receiver).await;
+    send_between_pods(&sender_ns, &receiver_ns, receiver_ip);
+    statsp_lists_both_pods(&node, &sender, &receiver).await;
+    statsp_filters_and_counts_what_was_sent(&node, &sender, &sender_config).await;
+    pod_stats_count_what_was_received(&mut c, &receiver).await;
+    stats_of_a_stopped_pod_have_no_network(&node, &mut c, &sender).await;
+    for id in [&sender, &receiver] {
+        remove_pod(&mut c, id).await;
+    }
+    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
+}
 
-    const BYTES: usize = 1 << 20;
-    let listener = in_netns(&receiver_ns, || {
+/// What the statsp test sends from one pod to the other.
+const STATSP_BYTES: usize = 1 << 20;
+
+/// Sends STATSP_BYTES over TCP from the sender's namespace to the receiver's port 8080.
+fn send_between_pods(sender_ns: &Path, receiver_ns: &Path, receiver_ip: Ipv4Addr) {
+    let listener = in_netns(receiver_ns, || {
         TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080))).expect("listen")
     });
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
         read_all(&mut conn).len()
     });
-    in_netns(&sender_ns, || {
+    in_netns(sender_ns, || {
         let mut conn =
             TcpStream::connect(SocketAddr::from((receiver_ip, 8080))).expect("connect to pod");
-        conn.write_all(&vec![7u8; BYTES]).expect("send");
+        conn.write_all(&vec![7u8; STATSP_BYTES]).expect("send");
     });
-    assert_eq!(server.join().expect("server thread"), BYTES);
+    assert_eq!(server.join().expect("server thread"), STATSP_BYTES);
+}
 
-    let all = crictl_statsp(&node, "", &[]).await;
+/// `crictl statsp`: both READY pods, each with its metadata, labels and eth0 counters.
+async fn statsp_lists_both_pods(node: &Node, sender: &str, receiver: &str) {
+    let all = crictl_statsp(node, "", &[]).await;
     assert_eq!(all.len(), 2, "both READY pods are listed: {all:?}");
     for s in &all {
         let attrs = s.attributes.as_ref().expect("attributes");
-        assert!([&sender, &receiver].contains(&&attrs.id));
+        assert!([sender, receiver].contains(&attrs.id.as_str()));
         let meta = attrs.metadata.as_ref().expect("metadata");
         assert!(["sender", "receiver"].contains(&meta.name.as_str()));
         assert_eq!(attrs.labels.get("app"), Some(&meta.name));
@@ -127,16 +135,23 @@ async fn statsp_counts_traffic_between_two_pods() {
         assert_eq!(counter(&eth0.rx_errors), 0);
         assert_eq!(counter(&eth0.tx_errors), 0);
     }
+}
 
-    // `crictl statsp --id <13-char prefix>` and `--label app=sender`.
-    let by_id = crictl_statsp(&node, &sender[..13], &[]).await;
+/// `crictl statsp --id <13-char prefix>` and `--label app=sender`; eth0 counted what the
+/// sender sent.
+async fn statsp_filters_and_counts_what_was_sent(
+    node: &Node,
+    sender: &str,
+    sender_config: &cri::PodSandboxConfig,
+) {
+    let by_id = crictl_statsp(node, &sender[..13], &[]).await;
     assert_eq!(by_id.len(), 1);
     let sent = by_id[0].clone();
     assert_eq!(
         sent.attributes.as_ref().expect("attributes").annotations,
         sender_config.annotations
     );
-    let by_label = crictl_statsp(&node, "", &[("app", "sender")]).await;
+    let by_label = crictl_statsp(node, "", &[("app", "sender")]).await;
     assert_eq!(by_label.len(), 1);
     assert_eq!(
         by_label[0].attributes.as_ref().expect("attrs").id,
@@ -150,11 +165,17 @@ async fn statsp_counts_traffic_between_two_pods() {
             .expect("eth0")
             .tx_bytes,
     );
-    assert!(tx >= BYTES as u64, "sender eth0 tx {tx} < {BYTES}");
+    assert!(
+        tx >= STATSP_BYTES as u64,
+        "sender eth0 tx {tx} < {STATSP_BYTES}"
+    );
+}
 
+/// PodSandboxStats of the receiver: eth0 counted what it received.
+async fn pod_stats_count_what_was_received(c: &mut Client, receiver: &str) {
     let got = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: receiver.clone(),
+            pod_sandbox_id: receiver.to_string(),
         })
         .await
         .expect("PodSandboxStats")
@@ -168,13 +189,18 @@ async fn statsp_counts_traffic_between_two_pods() {
             .expect("eth0")
             .rx_bytes,
     );
-    assert!(rx >= BYTES as u64, "receiver eth0 rx {rx} < {BYTES}");
+    assert!(
+        rx >= STATSP_BYTES as u64,
+        "receiver eth0 rx {rx} < {STATSP_BYTES}"
+    );
+}
 
-    // Stopped: no namespace, so no network usage, and not listed.
-    stop_pod(&mut c, &sender).await;
+/// Stopped: no namespace, so no network usage, and not listed; an unknown id is NotFound.
+async fn stats_of_a_stopped_pod_have_no_network(node: &Node, c: &mut Client, sender: &str) {
+    stop_pod(c, sender).await;
     let stopped = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
-            pod_sandbox_id: sender.clone(),
+            pod_sandbox_id: sender.to_string(),
         })
         .await
         .expect("PodSandboxStats of a stopped pod")
@@ -182,7 +208,7 @@ async fn statsp_counts_traffic_between_two_pods() {
         .stats
         .expect("stats");
     assert!(stopped.linux.as_ref().expect("linux").network.is_none());
-    assert_eq!(crictl_statsp(&node, "", &[]).await.len(), 1);
+    assert_eq!(crictl_statsp(node, "", &[]).await.len(), 1);
     let unknown = c
         .pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: "f".repeat(64),
@@ -190,10 +216,6 @@ async fn statsp_counts_traffic_between_two_pods() {
         .await
         .expect_err("unknown id");
     assert_eq!(unknown.code(), Code::NotFound);
-    for id in [&sender, &receiver] {
-        remove_pod(&mut c, id).await;
-    }
-    assert!(node.leftovers().is_empty(), "{:?}", node.leftovers());
 }
 
 /// Opens GetContainerEvents as kubelet's evented PLEG does.
@@ -261,11 +283,36 @@ async fn events_follow_the_sandbox_lifecycle() {
 /// command, sandboxes by state, recovery repairs; verbose status shows each plugin's timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_and_count_what_happened() {
-    let node = start_node(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
+    let node = Node::start_with_env(Conf::Default, &["--metrics-addr", METRICS_ADDR], &[]).await;
     let mut c = node.client().await;
     let id = run_pod(&mut c, node.pod_config("measured")).await;
     let kept = run_pod(&mut c, node.pod_config("kept")).await;
-    let info = verbose_info(&mut c, &id).await;
+    plugin_timings_in_order_then_stopped(&mut c, &id).await;
+    let missing = c
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "e".repeat(64),
+            verbose: false,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(missing.code(), Code::NotFound);
+    let url = format!("http://{METRICS_ADDR}/metrics");
+    metrics_count_two_runs_a_stop_and_a_not_found(&curl_in_node(&node, &url));
+    for id in [&id, &kept] {
+        remove_pod(&mut c, id).await;
+    }
+    let text = curl_in_node(&node, &url);
+    assert_eq!(
+        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+/// Verbose status times each plugin of ADD (in order, all OK) and, once `id` is stopped, of
+/// DEL (in reverse).
+async fn plugin_timings_in_order_then_stopped(c: &mut Client, id: &str) {
+    let info = verbose_info(c, id).await;
     let add = &info["cniPluginTimings"]["add"];
     let plugins: Vec<&str> = add["plugins"]
         .as_array()
@@ -279,8 +326,8 @@ async fn metrics_are_served_and_count_what_happened() {
         .expect("plugins")
         .iter()
         .all(|p| p["outcome"] == "ok" && p["millis"].as_f64().is_some()));
-    stop_pod(&mut c, &id).await;
-    let del = verbose_info(&mut c, &id).await["cniPluginTimings"]["del"].clone();
+    stop_pod(c, id).await;
+    let del = verbose_info(c, id).await["cniPluginTimings"]["del"].clone();
     let del_order: Vec<&str> = del["plugins"]
         .as_array()
         .expect("del.plugins")
@@ -288,19 +335,12 @@ async fn metrics_are_served_and_count_what_happened() {
         .map(|p| p["plugin"].as_str().expect("plugin"))
         .collect();
     assert_eq!(del_order, ["portmap", "bridge"], "DEL runs in reverse");
-    let missing = c
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: "e".repeat(64),
-            verbose: false,
-        })
-        .await
-        .expect_err("unknown");
-    assert_eq!(missing.code(), Code::NotFound);
+}
 
-    let url = format!("http://{METRICS_ADDR}/metrics");
-    let text = curl_in_node(&node, &url);
+/// The /metrics text after two Runs, one Stop and one NotFound Status.
+fn metrics_count_two_runs_a_stop_and_a_not_found(text: &str) {
     let runs = sample(
-        &text,
+        text,
         "crisp_rpc_duration_seconds_count{method=\"RunPodSandbox\",code=\"OK\"}",
     );
     assert_eq!(runs, Some(2.0), "{text}");
@@ -312,7 +352,7 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_rpc_duration_seconds_count{method=\"PodSandboxStatus\",code=\"NOT_FOUND\"}"
         ),
         Some(1.0),
@@ -320,7 +360,7 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_cni_plugin_duration_seconds_count{plugin=\"bridge\",command=\"ADD\"}"
         ),
         Some(2.0),
@@ -328,19 +368,19 @@ async fn metrics_are_served_and_count_what_happened() {
     );
     assert_eq!(
         sample(
-            &text,
+            text,
             "crisp_cni_plugin_duration_seconds_count{plugin=\"portmap\",command=\"DEL\"}"
         ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
+        sample(text, "crisp_sandboxes{state=\"ready\"}"),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"not_ready\"}"),
+        sample(text, "crisp_sandboxes{state=\"not_ready\"}"),
         Some(1.0),
         "{text}"
     );
@@ -349,22 +389,13 @@ async fn metrics_are_served_and_count_what_happened() {
         "{text}"
     );
     assert!(text.contains("# TYPE crisp_rpc_duration_seconds histogram"));
-    for id in [&id, &kept] {
-        remove_pod(&mut c, id).await;
-    }
-    let text = curl_in_node(&node, &url);
-    assert_eq!(
-        sample(&text, "crisp_sandboxes{state=\"ready\"}"),
-        Some(0.0),
-        "{text}"
-    );
 }
 
 /// A plugin that fails ADD with CNI error code 11 shows as a failure by plugin, command and
 /// code; its timing shows as `failed` in the daemon's metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_failures_are_counted_by_cni_code() {
-    let node = start_node(
+    let node = Node::start_with_env(
         Conf::After(vec![stand_in("fail-add")]),
         &["--metrics-addr", METRICS_ADDR],
         &[],
@@ -563,7 +594,7 @@ async fn tells_systemd_when_ready() {
     listener
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let node = start_node(
+    let node = Node::start_with_env(
         Conf::Default,
         &[],
         &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],

@@ -1,13 +1,13 @@
 //! The state is root's alone: the modes of what crisp writes under its root, through the real
 //! daemon, socket and CNI plugins, and the tightening at start of what an older crisp wrote.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use support::*;
 
 fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path)

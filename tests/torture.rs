@@ -8,16 +8,16 @@
 //! `CRISP_TORTURE_ROUNDS` sets the number of rounds (10 by default, as in `make test`;
 //! `make torture` runs 200). `CRISP_TORTURE_SEED` replays a run; the seed is printed.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use support::*;
 use tonic::transport::Channel;
 
 /// Pods kept alive at most; above this each round also removes one.
@@ -224,6 +224,29 @@ fn port_pod(node: &Node, name: &str, host_port: i32) -> cri::PodSandboxConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_random_instants_leaks_nothing() {
+    let (rounds, seed) = torture_settings();
+    eprintln!("torture: {rounds} rounds, seed {seed} (CRISP_TORTURE_SEED={seed} replays it)");
+    let mut rng = Rng(seed);
+    let mut node = Node::start().await;
+    let mut tally = Tally::default();
+    for round in 0..rounds {
+        let mut c = node.client().await;
+        tally.setup_pods += keep_two_ready(&node, &mut c, round).await;
+        let tasks = calls_in_flight(&node, &mut c, round, &mut rng).await;
+        tally.calls += tasks.len();
+        tokio::time::sleep(Duration::from_millis(rng.below(101))).await;
+        node.kill_hard();
+        tally.ok_calls += answered_ok(tasks).await;
+        drop(c);
+        node.start_daemon().await;
+        check_recovered(&node, round, &mut tally).await;
+    }
+    assert_eq!(tally.checks, rounds);
+    final_teardown_leaves_nothing(&node, rounds, &tally).await;
+}
+
+/// CRISP_TORTURE_ROUNDS (default 10) and CRISP_TORTURE_SEED (default: from the clock).
+fn torture_settings() -> (usize, u64) {
     let rounds: usize = std::env::var("CRISP_TORTURE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -238,106 +261,141 @@ async fn kill9_at_random_instants_leaks_nothing() {
                 .unwrap_or(1)
                 | 1
         });
-    eprintln!("torture: {rounds} rounds, seed {seed} (CRISP_TORTURE_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
-    let mut node = Node::start().await;
-    let started = Instant::now();
-    let mut calls = 0usize;
-    let mut ok_calls = 0usize;
-    let mut checks = 0usize;
-    let mut setup_pods = 0usize;
-    let mut recovered = BTreeMap::<&str, usize>::new();
+    (rounds, seed)
+}
 
-    for round in 0..rounds {
-        let mut c = node.client().await;
-        // Keep a few READY pods around (made outside the timed window), so the kill also
-        // lands inside Stops and Removes, not only inside Runs.
-        let ready_now = list(&mut c, None)
-            .await
-            .iter()
-            .filter(|p| p.state == PodSandboxState::SandboxReady as i32)
-            .count();
-        for k in ready_now..2 {
-            let port = 40000 + (round * 2 + k) as i32;
-            run_pod(&mut c, port_pod(&node, &format!("p{round}-{k}"), port)).await;
-            setup_pods += 1;
-        }
-        let pods: Vec<cri::PodSandbox> = list(&mut c, None).await;
-        let mut tasks = Vec::new();
-        for k in 0..2 {
-            let mut client = c.clone();
-            let config = port_pod(
-                &node,
-                &format!("t{round}-{k}"),
-                20000 + (round * 2 + k) as i32,
-            );
-            tasks.push(tokio::spawn(async move {
-                client.run_pod_sandbox(run_req(config)).await.map(|_| ())
-            }));
-        }
-        let ready: Vec<&cri::PodSandbox> = pods
-            .iter()
-            .filter(|p| p.state == PodSandboxState::SandboxReady as i32)
-            .collect();
-        if !ready.is_empty() {
-            let id = ready[rng.below(ready.len() as u64) as usize].id.clone();
-            let mut client = c.clone();
-            tasks.push(tokio::spawn(async move {
-                client
-                    .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
-                    .await
-                    .map(|_| ())
-            }));
-        }
-        let removals = if pods.len() > MAX_PODS { 2 } else { 1 };
-        for _ in 0..removals.min(pods.len()) {
-            let id = pods[rng.below(pods.len() as u64) as usize].id.clone();
-            let mut client = c.clone();
-            tasks.push(tokio::spawn(async move {
-                client
-                    .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-                    .await
-                    .map(|_| ())
-            }));
-        }
-        calls += tasks.len();
-        tokio::time::sleep(Duration::from_millis(rng.below(101))).await;
-        node.kill_hard();
-        for t in tasks {
-            if let Ok(Ok(Ok(()))) = tokio::time::timeout(CALL_LIMIT, t).await {
-                ok_calls += 1;
-            }
-        }
-        drop(c);
-        node.start_daemon().await;
+/// What the rounds did, for the closing line.
+struct Tally {
+    started: Instant,
+    calls: usize,
+    ok_calls: usize,
+    checks: usize,
+    setup_pods: usize,
+    recovered: BTreeMap<&'static str, usize>,
+}
 
-        let mut c = node.client().await;
-        let pods = reported(&mut c).await;
-        let h = held(&node);
-        checks += 1;
-        let bad = check(round, &pods, &h);
-        assert!(bad.is_empty(), "{}", bad.join("\n"));
-        let report = recovery_report(&mut c).await;
-        for key in [
-            "rolled_back",
-            "stopped",
-            "failed_repairs",
-            "orphan_netns_removed",
-            "stray_plugins_killed",
-        ] {
-            *recovered.entry(key).or_default() += report[key].as_u64().unwrap_or(0) as usize;
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            started: Instant::now(),
+            calls: 0,
+            ok_calls: 0,
+            checks: 0,
+            setup_pods: 0,
+            recovered: BTreeMap::new(),
         }
-        assert_eq!(report["failed_repairs"], 0, "round {round}: {report}");
     }
+}
 
-    // Final: stop and remove every pod, then nothing at all may be left.
+/// Keeps a few READY pods around (made outside the timed window), so the kill also lands
+/// inside Stops and Removes, not only inside Runs. Returns how many it made.
+async fn keep_two_ready(node: &Node, c: &mut RuntimeServiceClient<Channel>, round: usize) -> usize {
+    let ready_now = list(c, None)
+        .await
+        .iter()
+        .filter(|p| p.state == PodSandboxState::SandboxReady as i32)
+        .count();
+    let mut made = 0;
+    for k in ready_now..2 {
+        let port = 40000 + (round * 2 + k) as i32;
+        run_pod(c, port_pod(node, &format!("p{round}-{k}"), port)).await;
+        made += 1;
+    }
+    made
+}
+
+type Call = tokio::task::JoinHandle<Result<(), tonic::Status>>;
+
+/// Two Runs, a Stop of a random READY pod and one or two Removes of random pods, all started.
+async fn calls_in_flight(
+    node: &Node,
+    c: &mut RuntimeServiceClient<Channel>,
+    round: usize,
+    rng: &mut Rng,
+) -> Vec<Call> {
+    let pods: Vec<cri::PodSandbox> = list(c, None).await;
+    let mut tasks = Vec::new();
+    for k in 0..2 {
+        let mut client = c.clone();
+        let config = port_pod(
+            node,
+            &format!("t{round}-{k}"),
+            20000 + (round * 2 + k) as i32,
+        );
+        tasks.push(tokio::spawn(async move {
+            client.run_pod_sandbox(run_req(config)).await.map(|_| ())
+        }));
+    }
+    let ready: Vec<&cri::PodSandbox> = pods
+        .iter()
+        .filter(|p| p.state == PodSandboxState::SandboxReady as i32)
+        .collect();
+    if !ready.is_empty() {
+        let id = ready[rng.below(ready.len() as u64) as usize].id.clone();
+        let mut client = c.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .map(|_| ())
+        }));
+    }
+    let removals = if pods.len() > MAX_PODS { 2 } else { 1 };
+    for _ in 0..removals.min(pods.len()) {
+        let id = pods[rng.below(pods.len() as u64) as usize].id.clone();
+        let mut client = c.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+                .map(|_| ())
+        }));
+    }
+    tasks
+}
+
+/// How many of the calls answered OK before the kill.
+async fn answered_ok(tasks: Vec<Call>) -> usize {
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok(Ok(Ok(()))) = tokio::time::timeout(CALL_LIMIT, t).await {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// After the restart: what crisp reports matches what the node holds, and recovery repaired
+/// everything it tried to.
+async fn check_recovered(node: &Node, round: usize, tally: &mut Tally) {
+    let mut c = node.client().await;
+    let pods = reported(&mut c).await;
+    let h = held(node);
+    tally.checks += 1;
+    let bad = check(round, &pods, &h);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let report = recovery_report(&mut c).await;
+    for key in [
+        "rolled_back",
+        "stopped",
+        "failed_repairs",
+        "orphan_netns_removed",
+        "stray_plugins_killed",
+    ] {
+        *tally.recovered.entry(key).or_default() += report[key].as_u64().unwrap_or(0) as usize;
+    }
+    assert_eq!(report["failed_repairs"], 0, "round {round}: {report}");
+}
+
+/// Final: stop and remove every pod, then nothing at all may be left.
+async fn final_teardown_leaves_nothing(node: &Node, rounds: usize, tally: &Tally) {
     let mut c = node.client().await;
     let last = list(&mut c, None).await;
     for pod in &last {
         stop_pod(&mut c, &pod.id).await;
         remove_pod(&mut c, &pod.id).await;
     }
-    let h = held(&node);
+    let h = held(node);
     let bridge_present = node.node_links().contains(&node.bridge);
     let other_links: Vec<String> = node
         .node_links()
@@ -345,11 +403,15 @@ async fn kill9_at_random_instants_leaks_nothing() {
         .filter(|l| l != "lo" && *l != node.bridge)
         .collect();
     eprintln!(
-        "torture: {rounds} rounds survived in {:.1}s ({setup_pods} pods set up, {calls} calls \
-         started in the kill window, {ok_calls} answered OK before the kill); recovery: {recovered:?}; after the final stop+remove of {} pods: \
+        "torture: {rounds} rounds survived in {:.1}s ({} pods set up, {} calls \
+         started in the kill window, {} answered OK before the kill); recovery: {:?}; after the final stop+remove of {} pods: \
          netns files {}, netns mounts {}, veths {} (bridge present: {bridge_present}), other links {}, \
          host-local IP files {}, DNAT rules {}, CNI cache entries {}, records {}",
-        started.elapsed().as_secs_f64(),
+        tally.started.elapsed().as_secs_f64(),
+        tally.setup_pods,
+        tally.calls,
+        tally.ok_calls,
+        tally.recovered,
         last.len(),
         h.netns_files.len(),
         h.netns_mounts,
@@ -360,7 +422,6 @@ async fn kill9_at_random_instants_leaks_nothing() {
         h.cache_ids.len(),
         h.record_ids.len(),
     );
-    assert_eq!(checks, rounds);
     assert!(list(&mut c, None).await.is_empty());
     assert!(h.netns_files.is_empty(), "{:?}", h.netns_files);
     assert_eq!(h.netns_mounts, 0);

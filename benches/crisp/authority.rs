@@ -10,10 +10,11 @@ use std::time::Instant;
 use prost::Message;
 use serde_json::{json, Value};
 
-use crate::http2::{Framing, RawClient};
-use crate::node::Node;
+use crate::procfs::rss_kib;
 use crate::report::{ms, Samples, Table};
-use crate::{chain_list, cri, pod_config, remove_pod, run_pod, stop_pod, Res};
+use crate::support::http2::{Framing, RawClient};
+use crate::support::{try_remove_pod, try_run_pod, try_stop_pod, Node};
+use crate::{chain_node, cri, Res};
 
 const STATUS: &str = "/runtime.v1.RuntimeService/PodSandboxStatus";
 const VERSION: &str = "/runtime.v1.RuntimeService/Version";
@@ -92,12 +93,9 @@ impl AuthorityCost {
 
 /// One crisp on the real chain, one pod, `n` status calls from each client.
 pub async fn measure(n: usize) -> Res<AuthorityCost> {
-    let mut node = Node::new("authority")?;
-    let list = chain_list(&node.ipam_dir)?;
-    node.write_conf("10-crisp.conflist", &list.to_string())?;
-    node.start().await?;
-    let mut client = node.client().await?;
-    let id = run_pod(&mut client, pod_config(&node.dir, "authority")).await?;
+    let node = chain_node(&[]).await?;
+    let mut client = node.client().await;
+    let id = try_run_pod(&mut client, node.pod_config("authority")).await?;
     let socket = node.socket.clone();
     let request = cri::PodSandboxStatusRequest {
         pod_sandbox_id: id.clone(),
@@ -108,8 +106,8 @@ pub async fn measure(n: usize) -> Res<AuthorityCost> {
         .await
         .map_err(|e| format!("status round trips: {e}"))??;
     let (idle_localhost_kib, idle_path_kib) = idle_connections(&node).await?;
-    stop_pod(&mut client, &id).await?;
-    remove_pod(&mut client, &id).await?;
+    try_stop_pod(&mut client, &id).await?;
+    try_remove_pod(&mut client, &id).await?;
     Ok(AuthorityCost {
         localhost,
         path,
@@ -155,7 +153,7 @@ async fn idle_connections(node: &Node) -> Res<(i64, i64)> {
     let mut growth = Vec::new();
     let path_authority = node.socket.to_string_lossy().into_owned();
     for authority in ["localhost", path_authority.as_str()] {
-        let before = node.rss_kib()? as i64;
+        let before = rss_kib(node)? as i64;
         let socket = node.socket.clone();
         let authority = authority.to_string();
         let opened = tokio::task::spawn_blocking(move || {
@@ -171,7 +169,7 @@ async fn idle_connections(node: &Node) -> Res<(i64, i64)> {
         .await
         .map_err(|e| format!("opening idle connections: {e}"))?;
         held.push(opened);
-        growth.push(node.rss_kib()? as i64 - before);
+        growth.push(rss_kib(node)? as i64 - before);
     }
     Ok((growth[0], growth[1]))
 }

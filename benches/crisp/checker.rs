@@ -7,9 +7,9 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-use super::node::{Client, Node};
 use super::report::{ms, round3, Samples, Table};
-use super::{chain_list, create_many, remove_many, Res};
+use super::support::{try_status, Client};
+use super::{chain_node, create_many, remove_many, Res};
 use k8s_cri::v1 as cri;
 
 const INTERVAL_SECS: u64 = 30;
@@ -97,13 +97,10 @@ impl Figures {
 }
 
 pub async fn measure(n: usize) -> Res<Figures> {
-    let mut node = Node::new("checker")?;
-    node.extra_args = vec!["--cni-check-interval".into(), INTERVAL_SECS.to_string()];
-    let list = chain_list(&node.ipam_dir)?;
-    node.write_conf("10-crisp.conflist", &list.to_string())?;
-    node.start().await?;
+    let interval = INTERVAL_SECS.to_string();
+    let node = chain_node(&["--cni-check-interval", &interval]).await?;
     let ids = create_many(&node, n, "check").await?;
-    let mut client = node.client().await?;
+    let mut client = node.client().await;
     let round = full_round(&mut client, n).await?;
     let mut plain = Samples::default();
     let mut verbose = Samples::default();
@@ -111,13 +108,7 @@ pub async fn measure(n: usize) -> Res<Figures> {
         let id = &ids[(k * 7919) % ids.len()];
         for (samples, v) in [(&mut plain, false), (&mut verbose, true)] {
             let t = Instant::now();
-            client
-                .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                    pod_sandbox_id: id.clone(),
-                    verbose: v,
-                })
-                .await
-                .map_err(|e| format!("PodSandboxStatus {id}: {e}"))?;
+            try_status(&mut client, id, v).await?;
             samples.push(t.elapsed());
         }
     }

@@ -22,12 +22,11 @@
 mod authority;
 mod checker;
 mod floor;
-// The tests' raw HTTP/2 client; the bench uses only part of it.
-#[allow(dead_code)]
-#[path = "../../tests/common/http2.rs"]
-mod http2;
-mod node;
+mod procfs;
 mod report;
+// The tests' harness: the node, its daemon, the CRI calls, the raw HTTP/2 client.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -39,8 +38,12 @@ use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
 
 use floor::Floor;
-use node::{Client, Node};
+use procfs::{rss_kib, rss_parts, threads};
 use report::{ms, round3, Panel, Samples, Table};
+use support::{
+    pod_config_in, try_list, try_remove_pod, try_run_pod, try_status, try_stop_pod, Client, Conf,
+    Node,
+};
 
 struct Settings {
     n: usize,
@@ -111,6 +114,44 @@ fn chain_list(ipam_dir: &Path) -> Res<Value> {
     Ok(list)
 }
 
+/// A node for the bench: no conf yet, crisp logging at `info` as in production.
+fn bench_node() -> Node {
+    let mut node = Node::prepared(Conf::Empty);
+    node.log_level = "info";
+    node
+}
+
+/// A bench node on the repo's default network, its daemon started with `args`.
+async fn chain_node(args: &[&str]) -> Res<Node> {
+    let mut node = bench_node();
+    node.extra_args = args.iter().map(|a| a.to_string()).collect();
+    let list = chain_list(&node.ipam_dir)?;
+    node.write_conf("10-crisp.conflist", &list.to_string());
+    node.start_daemon().await;
+    Ok(node)
+}
+
+/// The chain node's memory and threads through the first phases.
+struct ChainMemory {
+    idle: u64,
+    after_seq: u64,
+    after_conc: u64,
+    threads: Option<u64>,
+}
+
+/// Everything the phases measured: what the report prints and writes.
+struct Figures {
+    machine: String,
+    seq: Seq,
+    conc: Vec<(usize, Level, Level)>,
+    chain: ChainMemory,
+    fast: FastRun,
+    user: Option<UserView>,
+    adapter: authority::AuthorityCost,
+    scale: Scale,
+    checks: checker::Figures,
+}
+
 async fn bench(s: Settings) -> Res<()> {
     let wall = Instant::now();
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -121,7 +162,6 @@ async fn bench(s: Settings) -> Res<()> {
         "N={} sequential cycles, scale={} sandboxes, concurrency {:?}",
         s.n, s.scale, s.levels
     );
-
     if std::env::var("CRISP_BENCH_ONLY").is_ok_and(|v| v == "checker") {
         eprintln!(
             "checker only: {} READY sandboxes on the real chain",
@@ -131,72 +171,41 @@ async fn bench(s: Settings) -> Res<()> {
         print!("{}", figures.table());
         return Ok(());
     }
+    let f = measure(&s, machine).await?;
+    eprintln!("[5/5] report");
+    report(&s, &f);
+    let targets = targets(&f);
+    print_targets(&targets);
+    write_files(&s, &f, &targets, &out_dir, wall)
+}
 
-    // ---- crisp on the real chain, and the floor, interleaved ----
-    let mut chain = Node::new("chain")?;
-    let list = chain_list(&chain.ipam_dir)?;
-    chain.write_conf("10-crisp.conflist", &list.to_string())?;
-    chain.start().await?;
-    let rss_chain_idle = chain.rss_kib()?;
-    let floor_node = Node::new("floor")?;
+/// The phases in order: crisp and the floor on the real chain (sequential, then
+/// concurrent), the fast path, a user's view, the authority adapter, scale, the checker.
+async fn measure(s: &Settings, machine: String) -> Res<Figures> {
+    let chain = chain_node(&[]).await?;
+    let idle = rss_kib(&chain)?;
+    let floor_node = bench_node();
     let floor = Arc::new(Floor::new(
         &chain_list(&floor_node.ipam_dir)?,
-        &floor_node.netns_path(),
+        &floor_node.node_netns_path(),
         &floor_node.netns_dir,
     )?);
-    let floor_thread = FloorThread::start(floor.clone());
-
-    let mut client = chain.client().await?;
     eprintln!("[1/5] sequential: {} cycles of crisp and of the floor", s.n);
-    for i in 0..3 {
-        cycle(&mut client, &chain.dir, &format!("warm-{i}")).await?;
-        floor_thread.cycle(&format!("{:064x}", 0xfeed_0000_u64 + i))?;
-    }
-    let mut seq = Seq::default();
-    for i in 0..s.n {
-        let name = format!("seq-{i}");
-        let t = Instant::now();
-        let id = run_pod(&mut client, pod_config(&chain.dir, &name)).await?;
-        seq.run.push(t.elapsed());
-        let t = Instant::now();
-        status(&mut client, &id).await?;
-        seq.status.push(t.elapsed());
-        let t = Instant::now();
-        list_pods(&mut client, None).await?;
-        seq.list.push(t.elapsed());
-        let t = Instant::now();
-        stop_pod(&mut client, &id).await?;
-        seq.stop.push(t.elapsed());
-        let t = Instant::now();
-        remove_pod(&mut client, &id).await?;
-        seq.remove.push(t.elapsed());
-        let (add, del) = floor_thread.cycle(&format!("{:064x}", i + 1))?;
-        seq.floor_add.push(add);
-        seq.floor_del.push(del);
-    }
-    drop(floor_thread);
-    let rss_chain_after_seq = chain.rss_kib()?;
-
-    // ---- concurrency ----
+    let seq = sequential(&chain, &floor, s.n).await?;
+    let after_seq = rss_kib(&chain)?;
     eprintln!("[2/5] concurrency {:?}, crisp then the floor", s.levels);
-    let mut conc = Vec::new();
-    for &c in &s.levels {
-        let total = (s.cycles * c).max(32);
-        let crisp_level = crisp_concurrent(&chain, c, total).await?;
-        let floor_level = floor_concurrent(&floor, c, total)?;
-        conc.push((c, crisp_level, floor_level));
-    }
-    let rss_chain_after_conc = chain.rss_kib()?;
-    let threads_chain = chain.threads();
-
-    // ---- the in-process fast path on the same network ----
+    let conc = concurrency(&chain, &floor, s).await?;
+    let chain_memory = ChainMemory {
+        idle,
+        after_seq,
+        after_conc: rss_kib(&chain)?,
+        threads: threads(&chain),
+    };
     eprintln!(
         "[2b/5] fast path (--cni-fast-path auto): {} cycles, concurrency {:?}",
         s.n, s.levels
     );
-    let fast = fast_path_run(&s).await?;
-
-    // ---- as a user sees it: one grpcurl process per call ----
+    let fast = fast_path_run(s).await?;
     eprintln!("[3/5] grpcurl: {} cycles, one process per call", s.user);
     let user = user_view(&chain, s.user)?;
     eprintln!(
@@ -206,8 +215,6 @@ async fn bench(s: Settings) -> Res<()> {
     let adapter = authority::measure(s.n).await?;
     drop(chain);
     drop(floor_node);
-
-    // ---- scale: 1,000 live sandboxes on the noop stand-in plugin ----
     eprintln!("[4/5] scale: {} live sandboxes (noop plugin)", s.scale);
     let scale = scale_run(s.scale).await?;
     eprintln!(
@@ -215,10 +222,86 @@ async fn bench(s: Settings) -> Res<()> {
         s.scale
     );
     let checks = checker::measure(s.scale).await?;
+    Ok(Figures {
+        machine,
+        seq,
+        conc,
+        chain: chain_memory,
+        fast,
+        user,
+        adapter,
+        scale,
+        checks,
+    })
+}
 
-    // ---- report ----
-    eprintln!("[5/5] report");
-    let overhead = |c: &Samples, f: &Samples, p: f64| c.pct(p) - f.pct(p);
+/// Phase 1: `n` run → status → list → stop → remove cycles of crisp, each followed by one
+/// ADD + DEL cycle of the floor (interleaved, so both see the same machine).
+async fn sequential(chain: &Node, floor: &Arc<Floor>, n: usize) -> Res<Seq> {
+    let floor_thread = FloorThread::start(floor.clone());
+    let mut client = chain.client().await;
+    let logs = chain.dir.join("logs");
+    for i in 0..3 {
+        cycle(&mut client, &logs, &format!("warm-{i}")).await?;
+        floor_thread.cycle(&format!("{:064x}", 0xfeed_0000_u64 + i))?;
+    }
+    let mut seq = Seq::default();
+    for i in 0..n {
+        let name = format!("seq-{i}");
+        let t = Instant::now();
+        let id = try_run_pod(&mut client, pod_config_in(&logs, &name)).await?;
+        seq.run.push(t.elapsed());
+        let t = Instant::now();
+        try_status(&mut client, &id, false).await?;
+        seq.status.push(t.elapsed());
+        let t = Instant::now();
+        try_list(&mut client, None).await?;
+        seq.list.push(t.elapsed());
+        let t = Instant::now();
+        try_stop_pod(&mut client, &id).await?;
+        seq.stop.push(t.elapsed());
+        let t = Instant::now();
+        try_remove_pod(&mut client, &id).await?;
+        seq.remove.push(t.elapsed());
+        let (add, del) = floor_thread.cycle(&format!("{:064x}", i + 1))?;
+        seq.floor_add.push(add);
+        seq.floor_del.push(del);
+    }
+    Ok(seq)
+}
+
+/// Phase 2: at each concurrency level, crisp's cycles then the floor's.
+async fn concurrency(chain: &Node, floor: &Floor, s: &Settings) -> Res<Vec<(usize, Level, Level)>> {
+    let mut conc = Vec::new();
+    for &c in &s.levels {
+        let total = (s.cycles * c).max(32);
+        let crisp_level = crisp_concurrent(chain, c, total).await?;
+        let floor_level = floor_concurrent(floor, c, total)?;
+        conc.push((c, crisp_level, floor_level));
+    }
+    Ok(conc)
+}
+
+/// crisp's figure minus the floor's, at the same percentile.
+fn overhead(c: &Samples, f: &Samples, p: f64) -> f64 {
+    c.pct(p) - f.pct(p)
+}
+
+/// Phase 5, the tables: every figure the phases measured, on stdout.
+fn report(s: &Settings, f: &Figures) {
+    print_sequential(s, &f.seq);
+    print_concurrency(&f.conc);
+    print_scale(&f.scale);
+    print_memory(&f.scale, &f.chain);
+    if let Some(u) = &f.user {
+        print_user(u);
+    }
+    print!("{}", f.adapter.table());
+    print!("{}", f.checks.table());
+    print_fast(s, f);
+}
+
+fn print_sequential(s: &Settings, seq: &Seq) {
     let mut t = Table::new(
         &format!(
             "Sequential latency over the socket (tonic client), N={} each, real chain bridge + host-local + portmap",
@@ -270,7 +353,9 @@ async fn bench(s: Settings) -> Res<()> {
         format!("{:.3}", cycle_crisp / cycle_floor),
     ]);
     print!("{}", t.render());
+}
 
+fn print_concurrency(conc: &[(usize, Level, Level)]) {
     let mut t = Table::new(
         "Concurrency: each client runs run → stop → remove cycles on its own connection",
         &[
@@ -286,7 +371,7 @@ async fn bench(s: Settings) -> Res<()> {
             "errors",
         ],
     );
-    for (c, cl, fl) in &conc {
+    for (c, cl, fl) in conc {
         t.row(vec![
             c.to_string(),
             cl.cycles.to_string(),
@@ -301,7 +386,9 @@ async fn bench(s: Settings) -> Res<()> {
         ]);
     }
     print!("{}", t.render());
+}
 
+fn print_scale(scale: &Scale) {
     let mut t = Table::new(
         &format!(
             "Scale: {} live sandboxes (noop stand-in plugin: each has a pinned netns, a CNI cache entry and a record; no real plugin runs)",
@@ -321,31 +408,27 @@ async fn bench(s: Settings) -> Res<()> {
             ms(smp.pct(99.0)),
         ]);
     }
-    t.row(vec![
-        "recovery (crisp log millis=)".into(),
-        format!("{} ms", scale.recovery_log_ms),
-        "".into(),
-        "".into(),
-    ]);
-    t.row(vec![
-        "restart: spawn → Version answers".into(),
-        format!("{:.1} ms", scale.restart.as_secs_f64() * 1000.0),
-        "".into(),
-        "".into(),
-    ]);
-    t.row(vec![
-        format!("create {} (16 clients)", scale.n),
-        format!("{:.1} s", scale.create.as_secs_f64()),
-        "".into(),
-        "".into(),
-    ]);
+    for (name, value) in [
+        (
+            "recovery (crisp log millis=)".to_string(),
+            format!("{} ms", scale.recovery_log_ms),
+        ),
+        (
+            "restart: spawn → Version answers".to_string(),
+            format!("{:.1} ms", scale.restart.as_secs_f64() * 1000.0),
+        ),
+        (
+            format!("create {} (16 clients)", scale.n),
+            format!("{:.1} s", scale.create.as_secs_f64()),
+        ),
+    ] {
+        t.row(vec![name, value, "".into(), "".into()]);
+    }
     print!("{}", t.render());
+}
 
-    let per_sandbox = (scale.rss_live as f64 - scale.rss_idle as f64) * 1024.0 / scale.n as f64;
-    let per_sandbox_restart =
-        (scale.rss_after_restart as f64 - scale.rss_idle as f64) * 1024.0 / scale.n as f64;
-    // Growth compares two rounds made the same way (over gRPC, no restart in between).
-    let growth = scale.rss_removed3 as i64 - scale.rss_removed2 as i64;
+/// A table of 15 rows, one per memory figure.
+fn print_memory(scale: &Scale, chain: &ChainMemory) {
     let mut t = Table::new("Memory: crisp's VmRSS", &["when", "KiB"]);
     for (name, v) in [
         (
@@ -357,17 +440,14 @@ async fn bench(s: Settings) -> Res<()> {
             format!("{} / {}", scale.rss_idle_parts.0, scale.rss_idle_parts.1),
         ),
         ("  threads when idle", scale.idle_threads.to_string()),
-        (
-            "idle, just started (chain node)",
-            rss_chain_idle.to_string(),
-        ),
+        ("idle, just started (chain node)", chain.idle.to_string()),
         (
             "chain node after N sequential cycles",
-            rss_chain_after_seq.to_string(),
+            chain.after_seq.to_string(),
         ),
         (
             "chain node after the concurrency runs",
-            rss_chain_after_conc.to_string(),
+            chain.after_conc.to_string(),
         ),
         (
             "with the sandboxes live (created over gRPC)",
@@ -386,40 +466,46 @@ async fn bench(s: Settings) -> Res<()> {
             "after a third create and remove",
             scale.rss_removed3.to_string(),
         ),
-        ("  per live sandbox, bytes", format!("{per_sandbox:.0}")),
+        (
+            "  per live sandbox, bytes",
+            format!("{:.0}", scale.per_sandbox()),
+        ),
         (
             "  per live sandbox after restart, bytes",
-            format!("{per_sandbox_restart:.0}"),
+            format!("{:.0}", scale.per_sandbox_after_restart()),
         ),
-        ("  growth, 3rd round vs 2nd, KiB", growth.to_string()),
+        (
+            "  growth, 3rd round vs 2nd, KiB",
+            scale.growth().to_string(),
+        ),
     ] {
         t.row(vec![name.into(), v]);
     }
     print!("{}", t.render());
+}
 
-    if let Some(u) = &user {
-        let mut t = Table::new(
-            &format!(
-                "As a user sees it: wall time of one `{}` process per call, {} cycles",
-                u.tool,
-                u.run.0.len()
-            ),
-            &["call", "p50 ms", "p90 ms"],
-        );
-        for (name, smp) in [
-            ("RunPodSandbox", &u.run),
-            ("StopPodSandbox", &u.stop),
-            ("RemovePodSandbox", &u.remove),
-            ("Version (the tool's own cost)", &u.version),
-        ] {
-            t.row(vec![name.into(), ms(smp.pct(50.0)), ms(smp.pct(90.0))]);
-        }
-        print!("{}", t.render());
+fn print_user(u: &UserView) {
+    let mut t = Table::new(
+        &format!(
+            "As a user sees it: wall time of one `{}` process per call, {} cycles",
+            u.tool,
+            u.run.0.len()
+        ),
+        &["call", "p50 ms", "p90 ms"],
+    );
+    for (name, smp) in [
+        ("RunPodSandbox", &u.run),
+        ("StopPodSandbox", &u.stop),
+        ("RemovePodSandbox", &u.remove),
+        ("Version (the tool's own cost)", &u.version),
+    ] {
+        t.row(vec![name.into(), ms(smp.pct(50.0)), ms(smp.pct(90.0))]);
     }
+    print!("{}", t.render());
+}
 
-    print!("{}", adapter.table());
-    print!("{}", checks.table());
-
+fn print_fast(s: &Settings, f: &Figures) {
+    let (seq, fast) = (&f.seq, &f.fast);
     let mut t = Table::new(
         &format!(
             "Fast path (--cni-fast-path auto) beside the exec path, same network, N={}",
@@ -427,32 +513,18 @@ async fn bench(s: Settings) -> Res<()> {
         ),
         &["figure", "exec", "fast", "exec/fast"],
     );
-    for (name, e, f) in [
-        (
-            "RunPodSandbox p50 ms",
-            seq.run.pct(50.0),
-            fast.run.pct(50.0),
-        ),
-        (
-            "RunPodSandbox p90 ms",
-            seq.run.pct(90.0),
-            fast.run.pct(90.0),
-        ),
-        (
-            "StopPodSandbox p50 ms",
-            seq.stop.pct(50.0),
-            fast.stop.pct(50.0),
-        ),
-        (
-            "StopPodSandbox p90 ms",
-            seq.stop.pct(90.0),
-            fast.stop.pct(90.0),
-        ),
-    ] {
-        t.row(vec![name.into(), ms(e), ms(f), format!("{:.2}", e / f)]);
+    for (name, e, fa) in [
+        ("RunPodSandbox p50 ms", &seq.run, &fast.run, 50.0),
+        ("RunPodSandbox p90 ms", &seq.run, &fast.run, 90.0),
+        ("StopPodSandbox p50 ms", &seq.stop, &fast.stop, 50.0),
+        ("StopPodSandbox p90 ms", &seq.stop, &fast.stop, 90.0),
+    ]
+    .map(|(name, e, fa, p)| (name, e.pct(p), fa.pct(p)))
+    {
+        t.row(vec![name.into(), ms(e), ms(fa), format!("{:.2}", e / fa)]);
     }
     for (c, fl) in &fast.levels {
-        if let Some((_, cl, _)) = conc.iter().find(|(cc, _, _)| cc == c) {
+        if let Some((_, cl, _)) = f.conc.iter().find(|(cc, _, _)| cc == c) {
             t.row(vec![
                 format!("{c} clients, cycles/s"),
                 format!("{:.1}", cl.per_sec()),
@@ -462,12 +534,19 @@ async fn bench(s: Settings) -> Res<()> {
         }
     }
     print!("{}", t.render());
+}
 
-    // ---- targets ----
+/// (target, met, measured).
+type Target = (String, bool, String);
+
+/// The targets crisp is held to (docs/performance.md), each with what was measured.
+fn targets(f: &Figures) -> Vec<Target> {
+    let (seq, scale) = (&f.seq, &f.scale);
     let run_over = overhead(&seq.run, &seq.floor_add, 50.0);
     let stop_over = overhead(&seq.stop, &seq.floor_del, 50.0);
-    let c32 = conc.iter().find(|(c, _, _)| *c == 32);
-    let targets: Vec<(String, bool, String)> = vec![
+    let per_sandbox = scale.per_sandbox();
+    let growth = scale.growth();
+    let mut targets: Vec<Target> = vec![
         (
             "Run overhead ≤ 1 ms p50".into(),
             run_over <= 1.0,
@@ -493,6 +572,16 @@ async fn bench(s: Settings) -> Res<()> {
             growth <= 1024,
             format!("{growth} KiB"),
         ),
+    ];
+    targets.extend(scale_targets(f));
+    targets
+}
+
+/// The targets at scale, of the adapter, under 32 clients and of the checker.
+fn scale_targets(f: &Figures) -> Vec<Target> {
+    let (scale, adapter, checks) = (&f.scale, &f.adapter, &f.checks);
+    let c32 = f.conc.iter().find(|(c, _, _)| *c == 32);
+    vec![
         (
             format!("Status with {} ≤ 2 ms p50", scale.n),
             scale.status.pct(50.0) <= 2.0,
@@ -525,10 +614,7 @@ async fn bench(s: Settings) -> Res<()> {
             c32.map(|(_, c, f)| format!("{:.1}/s vs {:.1}/s", c.per_sec(), f.per_sec()))
                 .unwrap_or_default(),
         ),
-    ];
-    let targets = [
-        targets,
-        vec![(
+        (
             "verbose PodSandboxStatus ≤ 0.3 ms p50 (no plugin run)".into(),
             checks.verbose_p50() <= 0.3,
             format!(
@@ -536,11 +622,13 @@ async fn bench(s: Settings) -> Res<()> {
                 ms(checks.verbose_p50()),
                 ms(checks.plain_p50())
             ),
-        )],
+        ),
     ]
-    .concat();
+}
+
+fn print_targets(targets: &[Target]) {
     let mut t = Table::new("Targets", &["target", "measured", "met"]);
-    for (name, met, measured) in &targets {
+    for (name, met, measured) in targets {
         t.row(vec![
             name.clone(),
             measured.clone(),
@@ -548,19 +636,22 @@ async fn bench(s: Settings) -> Res<()> {
         ]);
     }
     print!("{}", t.render());
+}
 
-    // ---- files ----
-    let json_out = json!({
-        "machine": machine,
-        "settings": {"n": s.n, "scale": s.scale, "levels": s.levels, "cycles_per_client": s.cycles, "user_cycles": s.user},
+/// The JSON of the sequential, overhead, fast-path and concurrency figures.
+fn latency_json(f: &Figures) -> Value {
+    let (seq, fast) = (&f.seq, &f.fast);
+    json!({
         "sequential": {
             "run": seq.run.json(), "stop": seq.stop.json(), "remove": seq.remove.json(),
             "status": seq.status.json(), "list": seq.list.json(),
             "floor_add": seq.floor_add.json(), "floor_del": seq.floor_del.json(),
         },
         "overhead_ms": {
-            "run_p50": round3(run_over), "run_p90": round3(overhead(&seq.run, &seq.floor_add, 90.0)),
-            "stop_p50": round3(stop_over), "stop_p90": round3(overhead(&seq.stop, &seq.floor_del, 90.0)),
+            "run_p50": round3(overhead(&seq.run, &seq.floor_add, 50.0)),
+            "run_p90": round3(overhead(&seq.run, &seq.floor_add, 90.0)),
+            "stop_p50": round3(overhead(&seq.stop, &seq.floor_del, 50.0)),
+            "stop_p90": round3(overhead(&seq.stop, &seq.floor_del, 90.0)),
             "run_ratio_p50": round3(seq.run.pct(50.0) / seq.floor_add.pct(50.0)),
             "stop_ratio_p50": round3(seq.stop.pct(50.0) / seq.floor_del.pct(50.0)),
         },
@@ -571,13 +662,20 @@ async fn bench(s: Settings) -> Res<()> {
                 "run": l.run.json(), "stop": l.stop.json(), "errors": l.errors,
             })).collect::<Vec<_>>(),
         },
-        "concurrency": conc.iter().map(|(c, cl, fl)| json!({
+        "concurrency": f.conc.iter().map(|(c, cl, fl)| json!({
             "clients": c, "cycles": cl.cycles,
             "crisp_per_sec": round3(cl.per_sec()), "floor_per_sec": round3(fl.per_sec()),
             "run": cl.run.json(), "stop": cl.stop.json(), "remove": cl.remove.json(),
             "floor_add": fl.run.json(), "floor_del": fl.stop.json(),
             "crisp_errors": cl.errors, "floor_errors": fl.errors,
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// The JSON of the scale and memory figures.
+fn scale_json(f: &Figures) -> Value {
+    let (scale, chain) = (&f.scale, &f.chain);
+    json!({
         "scale": {
             "sandboxes": scale.n, "plugin": "noop stand-in (tests/fixtures/noop)",
             "status": scale.status.json(), "list": scale.list.json(), "list_label": scale.list_label.json(),
@@ -587,31 +685,88 @@ async fn bench(s: Settings) -> Res<()> {
         },
         "memory_kib": {
             "idle": scale.rss_idle, "idle_anon": scale.rss_idle_parts.0, "idle_file": scale.rss_idle_parts.1,
-            "idle_threads": scale.idle_threads, "chain_idle": rss_chain_idle,
-            "chain_after_sequential": rss_chain_after_seq, "chain_after_concurrency": rss_chain_after_conc,
+            "idle_threads": scale.idle_threads, "chain_idle": chain.idle,
+            "chain_after_sequential": chain.after_seq, "chain_after_concurrency": chain.after_conc,
             "live": scale.rss_live, "live_after_restart": scale.rss_after_restart,
             "removed": scale.rss_removed1, "removed_again": scale.rss_removed2, "removed_third": scale.rss_removed3,
-            "per_sandbox_bytes": per_sandbox.round(), "per_sandbox_after_restart_bytes": per_sandbox_restart.round(),
-            "growth_kib": growth, "chain_threads": threads_chain,
+            "per_sandbox_bytes": scale.per_sandbox().round(),
+            "per_sandbox_after_restart_bytes": scale.per_sandbox_after_restart().round(),
+            "growth_kib": scale.growth(), "chain_threads": chain.threads,
         },
-        "user_view": user.as_ref().map(|u| json!({
-            "tool": u.tool, "run": u.run.json(), "stop": u.stop.json(), "remove": u.remove.json(),
-            "version": u.version.json(),
-        })),
-        "authority_adapter": adapter.json(),
-        "network_checker": checks.json(),
-        "targets": targets.iter().map(|(n, m, v)| json!({"target": n, "met": m, "measured": v})).collect::<Vec<_>>(),
-        "bench_seconds": round3(wall.elapsed().as_secs_f64()),
+    })
+}
+
+/// target/bench/results.json: every figure, the settings and the targets.
+fn results_json(s: &Settings, f: &Figures, targets: &[Target], wall: Instant) -> Value {
+    let mut out = json!({
+        "machine": f.machine,
+        "settings": {"n": s.n, "scale": s.scale, "levels": s.levels, "cycles_per_client": s.cycles, "user_cycles": s.user},
     });
+    for part in [latency_json(f), scale_json(f)] {
+        if let (Some(out), Value::Object(part)) = (out.as_object_mut(), part) {
+            out.extend(part);
+        }
+    }
+    out["user_view"] = json!(f.user.as_ref().map(|u| json!({
+        "tool": u.tool, "run": u.run.json(), "stop": u.stop.json(), "remove": u.remove.json(),
+        "version": u.version.json(),
+    })));
+    out["authority_adapter"] = f.adapter.json();
+    out["network_checker"] = f.checks.json();
+    out["targets"] = targets
+        .iter()
+        .map(|(n, m, v)| json!({"target": n, "met": m, "measured": v}))
+        .collect();
+    out["bench_seconds"] = json!(round3(wall.elapsed().as_secs_f64()));
+    out
+}
+
+/// Writes results.json and the latency CDFs (latency.svg, and .png with rsvg-convert).
+fn write_files(
+    s: &Settings,
+    f: &Figures,
+    targets: &[Target],
+    out_dir: &Path,
+    wall: Instant,
+) -> Res<()> {
+    let json_out = results_json(s, f, targets, wall);
     let json_path = out_dir.join("results.json");
     std::fs::write(
         &json_path,
         serde_json::to_string_pretty(&json_out).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
-    let svg = report::cdf_svg(
+    let svg = latency_svg(s, f);
+    let svg_path = out_dir.join("latency.svg");
+    std::fs::write(&svg_path, svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
+    let png_path = out_dir.join("latency.png");
+    let png = Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png_path)
+        .arg(&svg_path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success());
+    println!(
+        "\nwrote {}, {}{} in {:.0} s",
+        json_path.display(),
+        svg_path.display(),
+        if png {
+            format!(", {}", png_path.display())
+        } else {
+            String::new()
+        },
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The sequential figures as latency CDFs, crisp against the floor.
+fn latency_svg(s: &Settings, f: &Figures) -> String {
+    let seq = &f.seq;
+    report::cdf_svg(
         "crisp vs the bare CNI chain (bridge + host-local + portmap): latency CDFs",
-        &format!("{} sequential cycles each, interleaved; {machine}", s.n),
+        &format!("{} sequential cycles each, interleaved; {}", s.n, f.machine),
         &[
             Panel {
                 title: "RunPodSandbox vs netns + ADD",
@@ -636,29 +791,7 @@ async fn bench(s: Settings) -> Res<()> {
                 ],
             },
         ],
-    );
-    let svg_path = out_dir.join("latency.svg");
-    std::fs::write(&svg_path, svg).map_err(|e| format!("{}: {e}", svg_path.display()))?;
-    let png_path = out_dir.join("latency.png");
-    let png = Command::new("rsvg-convert")
-        .arg("-o")
-        .arg(&png_path)
-        .arg(&svg_path)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|st| st.success());
-    println!(
-        "\nwrote {}, {}{} in {:.0} s",
-        json_path.display(),
-        svg_path.display(),
-        if png {
-            format!(", {}", png_path.display())
-        } else {
-            String::new()
-        },
-        wall.elapsed().as_secs_f64()
-    );
-    Ok(())
+    )
 }
 
 #[derive(Default)]
@@ -756,19 +889,19 @@ async fn crisp_concurrent(node: &Node, clients: usize, total: usize) -> Res<Leve
     let per = total / clients;
     let mut conns = Vec::new();
     for _ in 0..clients {
-        conns.push(node.client().await?);
+        conns.push(node.client().await);
     }
     let errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (k, mut client) in conns.into_iter().enumerate() {
-        let dir = node.dir.clone();
+        let logs = node.dir.join("logs");
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut l = Level::default();
             for i in 0..per {
                 let name = format!("c{clients}-{k}-{i}");
-                match timed_cycle(&mut client, &dir, &name).await {
+                match timed_cycle(&mut client, &logs, &name).await {
                     Ok((r, s, m)) => {
                         l.run.push(r);
                         l.stop.push(s);
@@ -870,72 +1003,32 @@ struct Scale {
 }
 
 async fn scale_run(n: usize) -> Res<Scale> {
-    let mut node = Node::new("scale")?;
-    node.install_fixture("noop")?;
+    let mut node = bench_node();
     node.write_conf(
         "10-noop.conflist",
         r#"{"cniVersion":"1.0.0","name":"crisp-bench-noop","plugins":[{"type":"noop"}]}"#,
-    )?;
-    node.start().await?;
-    let rss_idle = node.rss_kib()?;
-    let rss_idle_parts = node.rss_parts().unwrap_or_default();
-    let idle_threads = node.threads().unwrap_or_default();
+    );
+    node.start_daemon().await;
+    let rss_idle = rss_kib(&node)?;
+    let rss_idle_parts = rss_parts(&node).unwrap_or_default();
+    let idle_threads = threads(&node).unwrap_or_default();
     let t = Instant::now();
     let ids = create_many(&node, n, "a").await?;
     let create = t.elapsed();
-    let rss_live = node.rss_kib()?;
+    let rss_live = rss_kib(&node)?;
 
-    let mut client = node.client().await?;
-    let mut status_s = Samples::default();
-    for k in 0..n.max(200) {
-        let id = &ids[(k * 7919) % ids.len()];
-        let t = Instant::now();
-        status(&mut client, id).await?;
-        status_s.push(t.elapsed());
-    }
-    let mut list_s = Samples::default();
-    let mut list_label = Samples::default();
-    for k in 0..200 {
-        let t = Instant::now();
-        let items = list_pods(&mut client, None).await?;
-        list_s.push(t.elapsed());
-        if items != n {
-            return Err(format!("List returned {items} sandboxes, expected {n}"));
-        }
-        let uid = format!("uid-scale-a-{}", (k * 31) % n);
-        let filter = cri::PodSandboxFilter {
-            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let items = list_pods(&mut client, Some(filter)).await?;
-        list_label.push(t.elapsed());
-        if items != 1 {
-            return Err(format!("List by pod uid returned {items} sandboxes"));
-        }
-    }
+    let mut client = node.client().await;
+    let status_s = status_calls(&mut client, &ids, n).await?;
+    let (list_s, list_label) = list_calls(&mut client, n).await?;
     drop(client);
 
-    node.stop()?;
-    let restart = node.start().await?;
-    let rss_after_restart = node.rss_kib()?;
+    node.stop().await;
+    let restart = node.start_daemon().await;
+    let rss_after_restart = rss_kib(&node)?;
     let recovery_log_ms = recovery_millis(&node.log())
         .ok_or("no `recovery finished ... millis=` line in crisp's log")?;
 
-    // crisp gives freed heap back to the kernel once removals have stopped for a second
-    // (crisp::heap::TRIM_AFTER_QUIET): read RSS after that.
-    let settle = crisp::heap::TRIM_AFTER_QUIET * 2;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed1 = node.rss_kib()?;
-    let ids = create_many(&node, n, "b").await?;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed2 = node.rss_kib()?;
-    let ids = create_many(&node, n, "c").await?;
-    remove_many(&node, &ids).await?;
-    tokio::time::sleep(settle).await;
-    let rss_removed3 = node.rss_kib()?;
+    let [rss_removed1, rss_removed2, rss_removed3] = removal_rounds(&node, &ids, n).await?;
     Ok(Scale {
         n,
         create,
@@ -955,19 +1048,93 @@ async fn scale_run(n: usize) -> Res<Scale> {
     })
 }
 
+/// `max(n, 200)` PodSandboxStatus calls spread over the live sandboxes.
+async fn status_calls(client: &mut Client, ids: &[String], n: usize) -> Res<Samples> {
+    let mut samples = Samples::default();
+    for k in 0..n.max(200) {
+        let id = &ids[(k * 7919) % ids.len()];
+        let t = Instant::now();
+        try_status(client, id, false).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
+}
+
+/// 200 unfiltered ListPodSandbox calls and 200 by pod-uid label, each answer counted.
+async fn list_calls(client: &mut Client, n: usize) -> Res<(Samples, Samples)> {
+    let mut list_s = Samples::default();
+    let mut list_label = Samples::default();
+    for k in 0..200 {
+        let t = Instant::now();
+        let items = try_list(client, None).await?.len();
+        list_s.push(t.elapsed());
+        if items != n {
+            return Err(format!("List returned {items} sandboxes, expected {n}"));
+        }
+        let uid = format!("uid-scale-a-{}", (k * 31) % n);
+        let filter = cri::PodSandboxFilter {
+            label_selector: [("io.kubernetes.pod.uid".to_string(), uid)].into(),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let items = try_list(client, Some(filter)).await?.len();
+        list_label.push(t.elapsed());
+        if items != 1 {
+            return Err(format!("List by pod uid returned {items} sandboxes"));
+        }
+    }
+    Ok((list_s, list_label))
+}
+
+/// Removes `ids`, then creates and removes `n` twice more: the RSS after each round.
+async fn removal_rounds(node: &Node, ids: &[String], n: usize) -> Res<[u64; 3]> {
+    // crisp gives freed heap back to the kernel once removals have stopped for a second
+    // (crisp::heap::TRIM_AFTER_QUIET): read RSS after that.
+    let settle = crisp::heap::TRIM_AFTER_QUIET * 2;
+    remove_many(node, ids).await?;
+    tokio::time::sleep(settle).await;
+    let first = rss_kib(node)?;
+    let ids = create_many(node, n, "b").await?;
+    remove_many(node, &ids).await?;
+    tokio::time::sleep(settle).await;
+    let second = rss_kib(node)?;
+    let ids = create_many(node, n, "c").await?;
+    remove_many(node, &ids).await?;
+    tokio::time::sleep(settle).await;
+    Ok([first, second, rss_kib(node)?])
+}
+
+impl Scale {
+    /// Bytes of RSS each live sandbox adds (created over gRPC).
+    fn per_sandbox(&self) -> f64 {
+        (self.rss_live as f64 - self.rss_idle as f64) * 1024.0 / self.n as f64
+    }
+
+    /// Bytes of RSS each live sandbox adds when recovered by a restart.
+    fn per_sandbox_after_restart(&self) -> f64 {
+        (self.rss_after_restart as f64 - self.rss_idle as f64) * 1024.0 / self.n as f64
+    }
+
+    /// KiB the third create-and-remove round left over the second (both over gRPC, no
+    /// restart in between).
+    fn growth(&self) -> i64 {
+        self.rss_removed3 as i64 - self.rss_removed2 as i64
+    }
+}
+
 const SCALE_CLIENTS: usize = 16;
 
 async fn create_many(node: &Node, n: usize, round: &str) -> Res<Vec<String>> {
     let mut tasks = Vec::new();
     for k in 0..SCALE_CLIENTS {
-        let mut client = node.client().await?;
-        let dir = node.dir.clone();
+        let mut client = node.client().await;
+        let logs = node.dir.join("logs");
         let round = round.to_string();
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in (k..n).step_by(SCALE_CLIENTS) {
                 let name = format!("scale-{round}-{i}");
-                ids.push(run_pod(&mut client, pod_config(&dir, &name)).await?);
+                ids.push(try_run_pod(&mut client, pod_config_in(&logs, &name)).await?);
             }
             Ok::<_, String>(ids)
         }));
@@ -982,12 +1149,12 @@ async fn create_many(node: &Node, n: usize, round: &str) -> Res<Vec<String>> {
 async fn remove_many(node: &Node, ids: &[String]) -> Res<()> {
     let mut tasks = Vec::new();
     for k in 0..SCALE_CLIENTS {
-        let mut client = node.client().await?;
+        let mut client = node.client().await;
         let mine: Vec<String> = ids.iter().skip(k).step_by(SCALE_CLIENTS).cloned().collect();
         tasks.push(tokio::spawn(async move {
             for id in mine {
-                stop_pod(&mut client, &id).await?;
-                remove_pod(&mut client, &id).await?;
+                try_stop_pod(&mut client, &id).await?;
+                try_remove_pod(&mut client, &id).await?;
             }
             Ok::<_, String>(())
         }));
@@ -1084,7 +1251,7 @@ fn user_view(node: &Node, cycles: usize) -> Res<Option<UserView>> {
         version: Samples::default(),
     };
     for i in 0..cycles {
-        let config = pod_config(&node.dir, &format!("user-{i}"));
+        let config = node.pod_config(&format!("user-{i}"));
         let body = json!({ "config": serde_json::to_value(&config).map_err(|e| e.to_string())? })
             .to_string();
         let (d, out) = call("RunPodSandbox", &body)?;
@@ -1105,63 +1272,6 @@ fn user_view(node: &Node, cycles: usize) -> Res<Option<UserView>> {
     Ok(Some(u))
 }
 
-// ---------------------------------------------------------------- CRI calls
-
-async fn run_pod(client: &mut Client, config: cri::PodSandboxConfig) -> Res<String> {
-    let name = config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    client
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-        .map_err(|e| format!("RunPodSandbox {name}: {} {}", e.code(), e.message()))
-}
-
-async fn status(client: &mut Client, id: &str) -> Res<()> {
-    client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.to_string(),
-            verbose: false,
-        })
-        .await
-        .map(drop)
-        .map_err(|e| format!("PodSandboxStatus {id}: {} {}", e.code(), e.message()))
-}
-
-async fn list_pods(client: &mut Client, filter: Option<cri::PodSandboxFilter>) -> Res<usize> {
-    client
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
-        .await
-        .map(|r| r.into_inner().items.len())
-        .map_err(|e| format!("ListPodSandbox: {} {}", e.code(), e.message()))
-}
-
-async fn stop_pod(client: &mut Client, id: &str) -> Res<()> {
-    client
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .map(drop)
-        .map_err(|e| format!("StopPodSandbox {id}: {} {}", e.code(), e.message()))
-}
-
-async fn remove_pod(client: &mut Client, id: &str) -> Res<()> {
-    client
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .map(drop)
-        .map_err(|e| format!("RemovePodSandbox {id}: {} {}", e.code(), e.message()))
-}
-
 /// The fast path's figures: the same sequential cycles and concurrency levels as the exec
 /// path's, on a node started with `--cni-fast-path auto`.
 struct FastRun {
@@ -1172,14 +1282,11 @@ struct FastRun {
 }
 
 async fn fast_path_run(s: &Settings) -> Res<FastRun> {
-    let mut node = Node::new("fast")?;
-    node.extra_args = vec!["--cni-fast-path".into(), "auto".into()];
-    let list = chain_list(&node.ipam_dir)?;
-    node.write_conf("10-crisp.conflist", &list.to_string())?;
-    node.start().await?;
-    let mut client = node.client().await?;
+    let node = chain_node(&["--cni-fast-path", "auto"]).await?;
+    let mut client = node.client().await;
+    let logs = node.dir.join("logs");
     for i in 0..3 {
-        cycle(&mut client, &node.dir, &format!("warm-{i}")).await?;
+        cycle(&mut client, &logs, &format!("warm-{i}")).await?;
     }
     if !node.log().contains("this network runs in process") {
         return Err(format!(
@@ -1190,7 +1297,7 @@ async fn fast_path_run(s: &Settings) -> Res<FastRun> {
     let (mut run, mut stop, mut remove) =
         (Samples::default(), Samples::default(), Samples::default());
     for i in 0..s.n {
-        let (r, st, rm) = timed_cycle(&mut client, &node.dir, &format!("fseq-{i}")).await?;
+        let (r, st, rm) = timed_cycle(&mut client, &logs, &format!("fseq-{i}")).await?;
         run.push(r);
         stop.push(st);
         remove.push(rm);
@@ -1208,81 +1315,26 @@ async fn fast_path_run(s: &Settings) -> Res<FastRun> {
     })
 }
 
-async fn cycle(client: &mut Client, dir: &Path, name: &str) -> Res<()> {
-    timed_cycle(client, dir, name).await.map(drop)
+/// One run → stop → remove cycle of a pod whose logs go under `logs`.
+async fn cycle(client: &mut Client, logs: &Path, name: &str) -> Res<()> {
+    timed_cycle(client, logs, name).await.map(drop)
 }
 
+/// [`cycle`], timing each call.
 async fn timed_cycle(
     client: &mut Client,
-    dir: &Path,
+    logs: &Path,
     name: &str,
 ) -> Res<(Duration, Duration, Duration)> {
     let t = Instant::now();
-    let id = run_pod(client, pod_config(dir, name)).await?;
+    let id = try_run_pod(client, pod_config_in(logs, name)).await?;
     let run = t.elapsed();
     let t = Instant::now();
-    stop_pod(client, &id).await?;
+    try_stop_pod(client, &id).await?;
     let stop = t.elapsed();
     let t = Instant::now();
-    remove_pod(client, &id).await?;
+    try_remove_pod(client, &id).await?;
     Ok((run, stop, t.elapsed()))
-}
-
-/// A PodSandboxConfig shaped like the kubelet's (labels, DNS, a declared port without a
-/// host port, cgroup parent, namespace options), as tests/common builds it.
-fn pod_config(dir: &Path, name: &str) -> cri::PodSandboxConfig {
-    let ns = "default";
-    let uid = format!("uid-{name}");
-    let labels = [
-        ("app", name),
-        ("io.kubernetes.pod.name", name),
-        ("io.kubernetes.pod.namespace", ns),
-        ("io.kubernetes.pod.uid", uid.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.to_string(),
-            uid: uid.clone(),
-            namespace: ns.to_string(),
-            attempt: 0,
-        }),
-        hostname: name.to_string(),
-        log_directory: dir
-            .join("logs")
-            .join(format!("{ns}_{name}_{uid}"))
-            .display()
-            .to_string(),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        port_mappings: vec![cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 80,
-            host_port: 0,
-            host_ip: String::new(),
-        }],
-        labels,
-        annotations: [("kubernetes.io/config.source".to_string(), "api".to_string())].into(),
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        windows: None,
-    }
 }
 
 /// CPU model, cores, kernel: where the figures came from.

@@ -1,22 +1,7 @@
-//! Test harness: runs the real `crisp` binary inside a private "node" network namespace and
-//! talks to it over its Unix socket, like crictl and kubelet do.
-//!
-//! Every resource a test creates lives in a guard ([`Node`]) whose `Drop` kills the daemon,
-//! unmounts and removes any pod namespace pin left in the temp netns dir, deletes the node
-//! namespace (and with it the bridge, veths and iptables rules the plugins made there) and removes
-//! the temp dirs, so a failing test leaks nothing. On failure the daemon log is printed.
-//!
-//! Tests run on `#[tokio::test(flavor = "multi_thread")]`: the daemon drains open connections on
-//! SIGTERM, and the clients' connection tasks must keep running (to answer its GOAWAY) while a
-//! test thread sits in `Drop` waiting for the daemon to exit.
-//!
-//! Needs root, `ip`, `nsenter`, `iptables`, the CNI plugins in /usr/lib/cni and `grpcurl`.
-#![allow(dead_code, unused_imports)]
+//! The test node: temp dirs, a private network namespace, the daemon inside it, and the
+//! `Drop` that undoes all of it. Never speaks CRI beyond Version (see client.rs).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Read;
-use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -33,14 +18,8 @@ use serde_json::{json, Value};
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-pub use cri::{NamespaceMode, PodSandboxState};
+use super::{conflist, eventually, links_in, pod_config_in, portmap, run, NETWORK, SUBNET};
 
-pub mod http2;
-
-/// The CNI network name used by every test conf.
-pub const NETWORK: &str = "crisp-test";
-/// The pod subnet. Each node has its own network namespace, so the same range can be reused.
-pub const SUBNET: &str = "10.99.0.0/24";
 /// How long the daemon may take to start answering before the test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for one RPC, so a hung daemon fails the test instead of hanging it.
@@ -74,6 +53,8 @@ pub struct Node {
     pub bridge: String,
     /// Extra daemon flags (e.g. `--cni-plugin-timeout`), kept across restarts.
     pub extra_args: Vec<String>,
+    /// The daemon's `--log-level`: `debug` for tests, `info` (as in production) for benches.
+    pub log_level: &'static str,
     child: Option<Child>,
     netns_created: bool,
     // Declared last so it is removed after everything above has been cleaned up.
@@ -95,6 +76,15 @@ impl Node {
     pub async fn start_with_args(conf: Conf, args: &[&str]) -> Node {
         let mut node = Self::prepared_with_args(conf, args);
         node.start_daemon().await;
+        node
+    }
+
+    /// Starts a node whose daemon also gets `args` and the environment `env`.
+    pub async fn start_with_env(conf: Conf, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut node = Self::prepared(conf);
+        let mut cmd = node.daemon_command();
+        cmd.args(args).envs(env.iter().copied());
+        node.start_daemon_with(cmd).await;
         node
     }
 
@@ -123,6 +113,7 @@ impl Node {
             netns_name: format!("crisp-t-{pid}-{n}"),
             bridge: format!("cr{}x{n}", pid % 1000),
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            log_level: "debug",
             dir,
             child: None,
             netns_created: false,
@@ -191,12 +182,7 @@ impl Node {
             }
         })];
         plugins.extend(tail);
-        serde_json::to_string_pretty(&json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "plugins": plugins,
-        }))
-        .unwrap()
+        conflist("1.0.0", NETWORK, &plugins)
     }
 
     /// Writes a file into the conf dir (atomically, so the daemon never reads half of it).
@@ -225,7 +211,7 @@ impl Node {
             .arg(&self.conf_dir)
             .arg("--cni-bin-dir")
             .arg(self.cni_bin_dirs())
-            .args(["--log-level", "debug"])
+            .args(["--log-level", self.log_level])
             .args(&self.extra_args);
         cmd
     }
@@ -265,23 +251,26 @@ impl Node {
         cmd
     }
 
-    /// Starts the daemon (after [`Node::stop`]) and waits until it answers Version.
-    pub async fn start_daemon(&mut self) {
+    /// Starts the daemon (after [`Node::stop`]) and waits until it answers Version; returns
+    /// the time from spawn to that first answer.
+    pub async fn start_daemon(&mut self) -> Duration {
         let cmd = self.daemon_command();
-        self.start_daemon_with(cmd).await;
+        self.start_daemon_with(cmd).await
     }
 
     /// Starts the daemon from `cmd` (which must serve this node's socket), owned by the node
-    /// from now on, and waits until it answers Version.
-    pub async fn start_daemon_with(&mut self, mut cmd: Command) {
+    /// from now on, and waits until it answers Version; returns the time from spawn to then.
+    pub async fn start_daemon_with(&mut self, mut cmd: Command) -> Duration {
         assert!(self.child.is_none(), "daemon already running");
+        let started = Instant::now();
         let child = cmd.spawn().expect("spawn crisp");
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready(started).await;
+        started.elapsed()
     }
 
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+    async fn wait_ready(&mut self, started: Instant) {
+        let deadline = started + START_TIMEOUT;
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
@@ -305,7 +294,8 @@ impl Node {
                     self.socket.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Fine-grained: the bench reports spawn-to-answer times.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -430,24 +420,26 @@ impl Node {
         links_in(&["-n", &self.netns_name])
     }
 
+    /// The host-side veths in the node namespace now.
+    pub fn veths(&self) -> Vec<String> {
+        self.node_links()
+            .into_iter()
+            .filter(|l| l.starts_with("veth"))
+            .collect()
+    }
+
     /// The node's host-side veths that are still there after their pods' namespaces had
     /// 20 s to go: a veth left to the namespace goes with it when the kernel's asynchronous
     /// namespace teardown runs, not at once.
     pub async fn veths_left_after_teardown(&self) -> Vec<String> {
-        let veths = || -> Vec<String> {
-            self.node_links()
-                .into_iter()
-                .filter(|l| l.starts_with("veth"))
-                .collect()
-        };
         let gone = eventually(Duration::from_secs(20), || async {
-            veths().is_empty().then_some(())
+            self.veths().is_empty().then_some(())
         })
         .await;
         if gone.is_some() {
             Vec::new()
         } else {
-            veths()
+            self.veths()
         }
     }
 
@@ -511,392 +503,13 @@ impl Leftovers {
     }
 }
 
-/// The portmap plugin entry of the default conf.
-pub fn portmap() -> Value {
-    json!({ "type": "portmap", "capabilities": { "portMappings": true } })
-}
-
-/// A stand-in plugin entry (`fail-add`, `garbage`, `noop`).
-pub fn stand_in(name: &str) -> Value {
-    json!({ "type": name })
-}
-
-/// The uid the helpers give a pod called `name`.
-pub fn uid_of(name: &str) -> String {
-    format!("uid-{name}")
-}
-
-/// A PodSandboxConfig like crictl's `runp` JSON, with its log directory under `log_root`.
-pub fn pod_config_in(log_root: &Path, name: &str) -> cri::PodSandboxConfig {
-    let namespace = "default";
-    let uid = uid_of(name);
-    let labels: HashMap<String, String> = [
-        ("app", name),
-        ("io.kubernetes.pod.name", name),
-        ("io.kubernetes.pod.namespace", namespace),
-        ("io.kubernetes.pod.uid", uid.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let annotations: HashMap<String, String> = [
-        ("crisp.test/purpose", "integration test"),
-        ("crisp.test/quote", "a \"quoted\" value, with: punctuation"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.to_string(),
-            uid: uid.clone(),
-            namespace: namespace.to_string(),
-            attempt: 0,
-        }),
-        hostname: name.to_string(),
-        log_directory: log_root
-            .join(format!("{namespace}_{name}_{uid}"))
-            .display()
-            .to_string(),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec![
-                "default.svc.cluster.local".into(),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            options: vec!["ndots:5".into()],
-        }),
-        port_mappings: vec![cri::PortMapping {
-            protocol: cri::Protocol::Tcp as i32,
-            container_port: 80,
-            host_port: 0,
-            host_ip: String::new(),
-        }],
-        labels,
-        annotations,
-        linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                seccomp: Some(cri::SecurityProfile {
-                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-                    localhost_ref: String::new(),
-                }),
-                ..Default::default()
-            }),
-            sysctls: HashMap::new(),
-            ..Default::default()
-        }),
-        windows: None,
-    }
-}
-
-/// Sets the network namespace mode of a config (creating the nested messages if needed).
-pub fn set_network_mode(config: &mut cri::PodSandboxConfig, mode: NamespaceMode) {
-    let linux = config.linux.get_or_insert_with(Default::default);
-    let sc = linux.security_context.get_or_insert_with(Default::default);
-    let ns = sc.namespace_options.get_or_insert_with(Default::default);
-    ns.network = mode as i32;
-}
-
-/// RunPodSandbox request for a config, default runtime handler.
-pub fn run_req(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
-    cri::RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    }
-}
-
-/// Runs a pod and returns its id (panics with the status on error).
-pub async fn run_pod(
-    client: &mut RuntimeServiceClient<Channel>,
-    config: cri::PodSandboxConfig,
-) -> String {
-    let name = config
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    let id = client
-        .run_pod_sandbox(run_req(config))
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e:?}"))
-        .into_inner()
-        .pod_sandbox_id;
-    assert_valid_id(&id);
-    id
-}
-
-/// RunPodSandbox must fail with `code` and a message holding every piece of `says`.
-pub async fn run_fails_with(
-    client: &mut RuntimeServiceClient<Channel>,
-    config: cri::PodSandboxConfig,
-    code: tonic::Code,
-    says: &[&str],
-) -> tonic::Status {
-    let err = client
-        .run_pod_sandbox(run_req(config))
-        .await
-        .expect_err("RunPodSandbox must fail");
-    assert_eq!(err.code(), code, "{err:?}");
-    for piece in says {
-        assert!(
-            err.message().contains(piece),
-            "message lacks {piece:?}: {}",
-            err.message()
-        );
-    }
-    err
-}
-
-/// The next event of a GetContainerEvents stream (panics after 30 s without one).
-pub async fn next_event(
-    events: &mut tonic::Streaming<cri::ContainerEventResponse>,
-) -> cri::ContainerEventResponse {
-    tokio::time::timeout(Duration::from_secs(30), futures::StreamExt::next(events))
-        .await
-        .expect("an event within 30 s")
-        .expect("stream open")
-        .expect("event")
-}
-
-/// The network namespace mode a sandbox status reports (kubelet recreates a pod sandbox
-/// whose mode is not POD).
-pub fn network_mode(st: &cri::PodSandboxStatus) -> Option<i32> {
-    st.linux
-        .as_ref()
-        .and_then(|l| l.namespaces.as_ref())
-        .and_then(|n| n.options.as_ref())
-        .map(|o| o.network)
-}
-
-/// PodSandboxStatus (panics on error); returns the status and the info map.
-pub async fn status(
-    client: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    verbose: bool,
-) -> (cri::PodSandboxStatus, HashMap<String, String>) {
-    let r = client
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.to_string(),
-            verbose,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e:?}"))
-        .into_inner();
-    (r.status.expect("status set"), r.info)
-}
-
-/// The verbose `info["info"]` object of a sandbox.
-pub async fn verbose_info(client: &mut RuntimeServiceClient<Channel>, id: &str) -> Value {
-    let (_, info) = status(client, id, true).await;
-    let raw = info
-        .get("info")
-        .unwrap_or_else(|| panic!("verbose status has no \"info\" key: {info:?}"));
-    serde_json::from_str(raw).unwrap_or_else(|e| panic!("info is not JSON ({e}): {raw}"))
-}
-
-/// The netns path crisp reports for a sandbox.
-pub async fn netns_path(client: &mut RuntimeServiceClient<Channel>, id: &str) -> PathBuf {
-    let info = verbose_info(client, id).await;
-    PathBuf::from(
-        info["netnsPath"]
-            .as_str()
-            .unwrap_or_else(|| panic!("info has no string netnsPath: {info}")),
-    )
-}
-
-pub async fn stop_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
-    client
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e:?}"));
-}
-
-pub async fn remove_pod(client: &mut RuntimeServiceClient<Channel>, id: &str) {
-    client
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e:?}"));
-}
-
-/// ListPodSandbox with an optional filter; returns the items.
-pub async fn list(
-    client: &mut RuntimeServiceClient<Channel>,
-    filter: Option<cri::PodSandboxFilter>,
-) -> Vec<cri::PodSandbox> {
-    client
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter })
-        .await
-        .unwrap_or_else(|e| panic!("ListPodSandbox: {e:?}"))
-        .into_inner()
-        .items
-}
-
-/// The ids of a list answer.
-pub fn ids(items: &[cri::PodSandbox]) -> Vec<String> {
-    items.iter().map(|p| p.id.clone()).collect()
-}
-
-/// Asserts a sandbox id is 64 lowercase-or-uppercase hex chars.
-pub fn assert_valid_id(id: &str) {
-    assert_eq!(id.len(), 64, "sandbox id {id:?} is not 64 chars");
-    assert!(
-        id.chars().all(|c| c.is_ascii_hexdigit()),
-        "sandbox id {id:?} is not hex"
-    );
-}
-
-/// The IPv4 addresses of `dev` inside the namespace pinned at `netns`.
-pub fn ipv4_of(netns: &Path, dev: &str) -> Vec<Ipv4Addr> {
-    let out = run(Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args(["ip", "-j", "-4", "addr", "show", "dev", dev]));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
-    let mut ips = Vec::new();
-    for link in v.as_array().into_iter().flatten() {
-        for a in link["addr_info"].as_array().into_iter().flatten() {
-            if let Some(ip) = a["local"].as_str() {
-                ips.push(ip.parse().expect("ipv4"));
-            }
-        }
-    }
-    ips
-}
-
-/// Interface names of the namespace selected by `ns_args` (e.g. `["-n", name]`).
-pub fn links_in(ns_args: &[&str]) -> Vec<String> {
-    let mut args = ns_args.to_vec();
-    args.extend_from_slice(&["-j", "link", "show"]);
-    let out = run(Command::new("ip").args(args));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Interface names inside the namespace pinned at `netns`.
-pub fn links_in_netns(netns: &Path) -> Vec<String> {
-    let out = run(Command::new("nsenter")
-        .arg(format!("--net={}", netns.display()))
-        .args(["ip", "-j", "link", "show"]));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Runs `f` on a fresh OS thread that has entered the network namespace pinned at `path`
-/// (never on a tokio worker: the setns dies with the thread).
-pub fn in_netns<T, F>(path: &Path, f: F) -> T
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns =
-                File::open(path).unwrap_or_else(|e| panic!("open netns {}: {e}", path.display()));
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// Runs a command, panics unless it exits 0, returns stdout.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// kubelet's start-up RuntimeConfig (gate KubeletCgroupDriverFromCRI, on from 1.31): three
-/// tries, none may fail; with no --cgroup-driver `linux` is unset, so kubelet keeps its own.
-pub async fn kubelet_runtime_config(client: &mut RuntimeServiceClient<Channel>) {
-    for _ in 0..3 {
-        let answer = client
-            .runtime_config(cri::RuntimeConfigRequest {})
-            .await
-            .expect("RuntimeConfig: any error but Unimplemented and kubelet exits")
-            .into_inner();
-        assert_eq!(
-            answer.linux, None,
-            "no driver unless --cgroup-driver is set"
-        );
-    }
-}
-
-/// GETs a URL from inside the node namespace with curl (loopback only).
-pub fn curl_in_node(node: &Node, url: &str) -> String {
-    run(Command::new("ip").args([
-        "netns",
-        "exec",
-        &node.netns_name,
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "20",
-        url,
-    ]))
-}
-
-/// The value of the first Prometheus sample whose line starts with `prefix`.
-pub fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Polls `f` every 100 ms until it returns Some, for at most `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Reads a whole stream (used for sockets in pod namespaces).
-pub fn read_all(r: &mut impl Read) -> Vec<u8> {
-    let mut buf = Vec::new();
-    r.read_to_end(&mut buf).expect("read");
-    buf
+/// Nothing left for any pod: no pin, IP file, record or cache entry, and (once the kernel has
+/// destroyed the pod namespaces) no host-side veth.
+pub async fn assert_nothing_leaked(node: &Node, what: &str) {
+    let left = node.leftovers();
+    assert!(left.is_empty(), "{what}: left behind {left:?}");
+    let veths = node.veths_left_after_teardown().await;
+    assert!(veths.is_empty(), "{what}: host-side veths left: {veths:?}");
 }
 
 fn list_files(dir: &Path) -> Vec<PathBuf> {
