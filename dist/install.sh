@@ -46,7 +46,12 @@ do_install() {
     TMP_MANIFEST=$(mktemp)
     trap 'rm -f "$TMP_MANIFEST"' EXIT
     mkdirs "$(dirname "$MANIFEST")"
-    put "$CRISP_BIN" "$PREFIX/bin/crisp" 0755
+    # Installed stripped: the release build's debug info (most of its size) serves no
+    # running node; target/release/crisp keeps it for debugging.
+    bin=$(mktemp)
+    strip -o "$bin" "$CRISP_BIN"
+    put "$bin" "$PREFIX/bin/crisp" 0755
+    rm -f "$bin"
     unit=$(mktemp)
     sed "s|@BINDIR@|$PREFIX/bin|g" "$SRC/dist/crisp.service.in" >"$unit"
     put "$unit" "$UNITDIR/crisp.service" 0644

@@ -33,6 +33,17 @@ fn make(target: &str, destdir: &Path) -> String {
     text
 }
 
+/// Whether an ELF file has DWARF debug info (a `.debug_info` section, as `readelf -S` lists).
+fn has_debug_sections(elf: &Path) -> bool {
+    let out = Command::new("readelf")
+        .arg("-SW")
+        .arg(elf)
+        .output()
+        .expect("run readelf");
+    assert!(out.status.success(), "readelf -S {} failed", elf.display());
+    String::from_utf8_lossy(&out.stdout).contains(" .debug_info ")
+}
+
 /// Every path under `root` (files and dirs), relative, sorted.
 fn tree(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -57,10 +68,23 @@ fn install_puts_everything_in_place_and_uninstall_removes_exactly_that() {
     make("install", root);
 
     let bin = root.join("usr/local/bin/crisp");
-    assert_eq!(
-        fs::read(&bin).expect("binary installed"),
-        fs::read(env!("CARGO_BIN_EXE_crisp")).expect("built binary")
+    // Stripped: the built binary's debug sections are gone, and what is left still runs.
+    let built = Path::new(env!("CARGO_BIN_EXE_crisp"));
+    assert!(
+        has_debug_sections(built),
+        "the test build carries debug info"
     );
+    assert!(
+        !has_debug_sections(&bin),
+        "installed binary is not stripped"
+    );
+    let size = |p: &Path| fs::metadata(p).expect("size").len();
+    assert!(size(&bin) < size(built));
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .expect("run installed");
+    assert!(version.status.success(), "installed binary does not run");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         fs::metadata(&bin).expect("meta").permissions().mode() & 0o777,
