@@ -34,7 +34,12 @@ pub fn links_in(ns_args: &[&str]) -> Vec<String> {
     let mut args = ns_args.to_vec();
     args.extend_from_slice(&["-j", "link", "show"]);
     let out = run(Command::new("ip").args(args));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
+    ifnames(&out)
+}
+
+/// The interface names in `ip -j link show` output.
+fn ifnames(out: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
     v.as_array()
         .into_iter()
         .flatten()
@@ -47,12 +52,7 @@ pub fn links_in_netns(netns: &Path) -> Vec<String> {
     let out = run(Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .args(["ip", "-j", "link", "show"]));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j: {e}: {out}"));
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .collect()
+    ifnames(&out)
 }
 
 /// Runs `f` on a fresh OS thread that has entered the network namespace pinned at `path`
