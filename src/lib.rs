@@ -24,8 +24,10 @@ pub mod modes;
 pub mod netlink;
 pub mod netns;
 pub mod network;
+pub mod nri;
 pub mod sandbox;
 pub mod server;
+pub mod socket;
 pub mod systemd;
 pub mod telemetry;
 

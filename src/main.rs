@@ -95,7 +95,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
     manager.start_network_tasks();
-    let listener = server::socket::bind(&config.socket)?;
+    let listener = crisp::socket::bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(), root = %config.root.display(),
         netns_dir = %config.netns_dir.display(), cni_conf_dir = %config.cni_conf_dir.display(),

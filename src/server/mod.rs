@@ -8,7 +8,6 @@ mod image;
 mod inflight;
 mod oversize;
 mod runtime;
-pub mod socket;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Binding the CRI socket: parent directory created, a stale socket replaced only when
+//! Binding a daemon socket (CRI, NRI): parent directory created, a stale socket replaced only when
 //! nothing answers on it, the socket made mode 0600 (access to it is root on the node).
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
