@@ -17,6 +17,12 @@ pub const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin:/usr/lib/cni";
 pub const DEFAULT_CNI_PLUGIN_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_CNI_GC_INTERVAL_SECS: u64 = 600;
 pub const DEFAULT_CNI_CHECK_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_NRI_SOCKET: &str = "/var/run/nri/nri.sock";
+pub const DEFAULT_NRI_PLUGIN_DIR: &str = "/opt/nri/plugins";
+pub const DEFAULT_NRI_PLUGIN_CONFIG_DIR: &str = "/etc/nri/conf.d";
+/// NRI's own defaults (containerd/nri pkg/api/timeouts.go).
+pub const DEFAULT_NRI_REGISTRATION_TIMEOUT_SECS: u64 = 5;
+pub const DEFAULT_NRI_REQUEST_TIMEOUT_SECS: u64 = 2;
 
 /// The command line. Every value is optional here so that a value given nowhere can fall
 /// back to the config file, then to the default (flags > env > file > defaults).
@@ -61,6 +67,24 @@ pub struct Cli {
     /// completely (same end state; see docs/fastpath.md) [default: off]
     #[arg(long, env = "CRISP_CNI_FAST_PATH", value_name = "MODE")]
     pub cni_fast_path: Option<FastPathMode>,
+    /// NRI: let node plugins hook every pod's Run, Stop and Remove (docs/nri.md) [default: off]
+    #[arg(long, env = "CRISP_NRI", value_name = "MODE")]
+    pub nri: Option<NriMode>,
+    /// Unix socket external NRI plugins connect to [default: /var/run/nri/nri.sock]
+    #[arg(long, env = "CRISP_NRI_SOCKET", value_name = "PATH")]
+    pub nri_socket: Option<PathBuf>,
+    /// Pre-registered NRI plugins (executables named IDX-NAME) crisp starts [default: /opt/nri/plugins]
+    #[arg(long, env = "CRISP_NRI_PLUGIN_DIR", value_name = "DIR")]
+    pub nri_plugin_dir: Option<PathBuf>,
+    /// Configs of pre-registered plugins: IDX-NAME.conf, else NAME.conf [default: /etc/nri/conf.d]
+    #[arg(long, env = "CRISP_NRI_PLUGIN_CONFIG_DIR", value_name = "DIR")]
+    pub nri_plugin_config_dir: Option<PathBuf>,
+    /// Seconds an NRI plugin has to register after it connects or is started [default: 5]
+    #[arg(long, env = "CRISP_NRI_REGISTRATION_TIMEOUT", value_name = "SECS")]
+    pub nri_registration_timeout: Option<u64>,
+    /// Seconds an NRI plugin has to answer one request before it is disconnected [default: 2]
+    #[arg(long, env = "CRISP_NRI_REQUEST_TIMEOUT", value_name = "SECS")]
+    pub nri_request_timeout: Option<u64>,
     /// TOML file with the same keys as the flags (e.g. `cni-conf-dir = "/etc/cni/net.d"`)
     #[arg(long, env = "CRISP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -106,6 +130,18 @@ pub enum FastPathMode {
     Auto,
 }
 
+/// Whether NRI is served.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NriMode {
+    /// No NRI socket, no plugins (the default until NRI has been proven in a release).
+    #[default]
+    Off,
+    On,
+}
+
 /// The config file: the flags' names as keys, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -120,6 +156,12 @@ struct FileConfig {
     cni_check_interval: Option<u64>,
     cgroup_driver: Option<CgroupDriver>,
     cni_fast_path: Option<FastPathMode>,
+    nri: Option<NriMode>,
+    nri_socket: Option<PathBuf>,
+    nri_plugin_dir: Option<PathBuf>,
+    nri_plugin_config_dir: Option<PathBuf>,
+    nri_registration_timeout: Option<u64>,
+    nri_request_timeout: Option<u64>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     metrics_addr: Option<SocketAddr>,
@@ -144,6 +186,14 @@ pub struct Config {
     /// What RuntimeConfig answers; `None` leaves kubelet's own setting in force.
     pub cgroup_driver: Option<CgroupDriver>,
     pub cni_fast_path: FastPathMode,
+    pub nri: NriMode,
+    pub nri_socket: PathBuf,
+    pub nri_plugin_dir: PathBuf,
+    pub nri_plugin_config_dir: PathBuf,
+    #[serde(serialize_with = "as_secs")]
+    pub nri_registration_timeout: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub nri_request_timeout: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     /// Where `/metrics` is served; `None` means metrics are off.
@@ -206,6 +256,24 @@ impl Config {
                 reason: "must be at least 1 second".into(),
             });
         }
+        let nri_timeout = |key: &'static str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(ConfigError::Invalid {
+                key,
+                reason: "must be at least 1 second".into(),
+            }),
+            v => Ok(Duration::from_secs(v.unwrap_or(default))),
+        };
+        let nri_registration_timeout = nri_timeout(
+            "nri-registration-timeout",
+            cli.nri_registration_timeout
+                .or(file.nri_registration_timeout),
+            DEFAULT_NRI_REGISTRATION_TIMEOUT_SECS,
+        )?;
+        let nri_request_timeout = nri_timeout(
+            "nri-request-timeout",
+            cli.nri_request_timeout.or(file.nri_request_timeout),
+            DEFAULT_NRI_REQUEST_TIMEOUT_SECS,
+        )?;
         Ok(Config {
             socket: cli
                 .socket
@@ -241,6 +309,21 @@ impl Config {
             .map(Duration::from_secs),
             cgroup_driver: cli.cgroup_driver.or(file.cgroup_driver),
             cni_fast_path: cli.cni_fast_path.or(file.cni_fast_path).unwrap_or_default(),
+            nri: cli.nri.or(file.nri).unwrap_or_default(),
+            nri_socket: cli
+                .nri_socket
+                .or(file.nri_socket)
+                .unwrap_or_else(|| DEFAULT_NRI_SOCKET.into()),
+            nri_plugin_dir: cli
+                .nri_plugin_dir
+                .or(file.nri_plugin_dir)
+                .unwrap_or_else(|| DEFAULT_NRI_PLUGIN_DIR.into()),
+            nri_plugin_config_dir: cli
+                .nri_plugin_config_dir
+                .or(file.nri_plugin_config_dir)
+                .unwrap_or_else(|| DEFAULT_NRI_PLUGIN_CONFIG_DIR.into()),
+            nri_registration_timeout,
+            nri_request_timeout,
             log_level: cli
                 .log_level
                 .or(file.log_level)
@@ -379,6 +462,38 @@ mod tests {
         let config = Config::resolve(cli).expect("resolves");
         assert_eq!(config.cni_check_interval, Some(Duration::from_secs(5)));
         assert_eq!(config.cgroup_driver, Some(CgroupDriver::Cgroupfs));
+    }
+
+    #[test]
+    fn nri_is_off_by_default_and_its_keys_come_from_file_and_flags() {
+        let config = Config::resolve(Cli::default()).expect("defaults");
+        assert_eq!(config.nri, NriMode::Off);
+        assert_eq!(config.nri_socket, PathBuf::from(DEFAULT_NRI_SOCKET));
+        assert_eq!(config.nri_plugin_dir, PathBuf::from(DEFAULT_NRI_PLUGIN_DIR));
+        assert_eq!(config.nri_request_timeout, Duration::from_secs(2));
+        assert_eq!(config.nri_registration_timeout, Duration::from_secs(5));
+        let file = write("nri = \"on\"\nnri-socket = \"/tmp/n.sock\"\nnri-plugin-dir = \"/p\"\n");
+        let cli = Cli {
+            config: Some(file.path().to_owned()),
+            nri_plugin_config_dir: Some("/c".into()),
+            nri_request_timeout: Some(7),
+            ..Cli::default()
+        };
+        let config = Config::resolve(cli).expect("resolves");
+        assert_eq!(config.nri, NriMode::On);
+        assert_eq!(config.nri_socket, PathBuf::from("/tmp/n.sock"));
+        assert_eq!(config.nri_plugin_dir, PathBuf::from("/p"));
+        assert_eq!(config.nri_plugin_config_dir, PathBuf::from("/c"));
+        assert_eq!(config.nri_request_timeout, Duration::from_secs(7));
+        let zero = Cli {
+            nri_registration_timeout: Some(0),
+            ..Cli::default()
+        };
+        let err = Config::resolve(zero).expect_err("zero timeout");
+        assert!(
+            err.to_string().contains("nri-registration-timeout"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,6 +63,14 @@ pub enum Error {
     #[error("sandbox record {}: {reason}", path.display())]
     Record { path: PathBuf, reason: String },
 
+    /// An NRI plugin answered RunPodSandbox with an error: the Run fails, as in containerd.
+    #[error("sandbox {sandbox}: NRI plugin {plugin} rejected RunPodSandbox: {message}")]
+    NriRejected {
+        sandbox: String,
+        plugin: String,
+        message: String,
+    },
+
     #[error("{what} is not implemented: crisp runs pod sandboxes only")]
     Unimplemented { what: &'static str },
 }
@@ -97,6 +105,8 @@ impl Error {
             },
             Error::Netns { .. } | Error::Io { .. } | Error::Record { .. } => Code::Internal,
             Error::Unimplemented { .. } => Code::Unimplemented,
+            // containerd returns a plain error here, which gRPC clients see as UNKNOWN.
+            Error::NriRejected { .. } => Code::Unknown,
         }
     }
 }

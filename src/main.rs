@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 use crisp::cni::{Cni, ConfDir, DEFAULT_SYSTEM_PATH};
-use crisp::config::{Cli, Config, LogFormat};
+use crisp::config::{Cli, Config, LogFormat, NriMode};
 use crisp::modes;
 use crisp::netns::NetnsDir;
 use crisp::network::PodNetwork;
+use crisp::nri::{Nri, NriConfig};
 use crisp::sandbox::store::Store;
 use crisp::sandbox::SandboxManager;
 use crisp::server::{self, Shared};
-use crisp::telemetry::{self, PluginTelemetry};
+use crisp::telemetry::{self, NriTelemetry, PluginTelemetry};
 
 fn main() -> ExitCode {
     crisp::heap::limit_arenas();
@@ -92,8 +93,18 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         config.cni_fast_path,
         system_path,
     );
-    let manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
+    let mut manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
+    // NRI before CRI: the plugin dir's plugins have registered (or failed) before kubelet
+    // can create the first pod, and they are synchronized with every recovered one.
+    let nri = match config.nri {
+        NriMode::On => {
+            let nri = start_nri(&config, manager.nri_pods()).await?;
+            manager.set_nri(nri.clone());
+            Some(nri)
+        }
+        NriMode::Off => None,
+    };
     manager.start_network_tasks();
     let listener = crisp::socket::bind(&config.socket)?;
     tracing::info!(
@@ -122,8 +133,32 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     let drain_limit = shared.config.cni_plugin_timeout + std::time::Duration::from_secs(5);
     server::serve(listener, shared, shutdown_signal(), drain_limit).await?;
     let _ = std::fs::remove_file(&socket);
+    if let Some(nri) = nri {
+        nri.shutdown().await;
+    }
     tracing::info!("crisp stopped; sandboxes are kept for the next start");
     Ok(())
+}
+
+async fn start_nri(
+    config: &Config,
+    pods: Vec<(crisp::nri::PodSandbox, bool)>,
+) -> Result<Arc<Nri>, crisp::Error> {
+    let nri_config = NriConfig {
+        socket: config.nri_socket.clone(),
+        plugin_dir: config.nri_plugin_dir.clone(),
+        plugin_config_dir: config.nri_plugin_config_dir.clone(),
+        timeouts: crisp::nri::Timeouts {
+            registration: config.nri_registration_timeout,
+            request: config.nri_request_timeout,
+        },
+        started_record: config.root.join("nri-plugins.json"),
+    };
+    let runtime = crisp::nri::Runtime {
+        name: "crisp".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    Nri::start(nri_config, runtime, Arc::new(NriTelemetry), pods).await
 }
 
 /// CNI GC right after start-up (recovery has settled which sandboxes exist), then on a timer.

@@ -27,6 +27,9 @@ pub const BUILD_INFO: &str = "crisp_build_info";
 pub const NETWORK_LOST: &str = "crisp_sandboxes_network_lost_total";
 pub const CHECK_ROUND: &str = "crisp_network_check_round_seconds";
 pub const CHECK_OVERRUNS: &str = "crisp_network_check_overruns_total";
+pub const NRI_PLUGINS: &str = "crisp_nri_plugins";
+pub const NRI_HOOK_DURATION: &str = "crisp_nri_hook_duration_seconds";
+pub const NRI_HOOK_FAILURES: &str = "crisp_nri_hook_failures_total";
 
 /// Histogram buckets in seconds: 100 µs (a List) up to the plugin timeout range.
 const BUCKETS: &[f64] = &[
@@ -87,6 +90,35 @@ fn describe() {
         CHECK_OVERRUNS,
         "Network check rounds that took longer than --cni-check-interval"
     );
+    describe_gauge!(NRI_PLUGINS, "Connected NRI plugins");
+    describe_histogram!(
+        NRI_HOOK_DURATION,
+        Unit::Seconds,
+        "NRI plugin calls that were answered, by plugin (IDX-NAME) and event"
+    );
+    describe_counter!(
+        NRI_HOOK_FAILURES,
+        "NRI plugin calls that failed (an error, a timeout, a lost connection), by plugin and event"
+    );
+}
+
+/// NRI's plugin count and hook times, as metrics (nri/ reports them through its observer).
+pub struct NriTelemetry;
+
+impl crate::nri::HookObserver for NriTelemetry {
+    fn plugins(&self, connected: usize) {
+        metrics::gauge!(NRI_PLUGINS).set(connected as f64);
+    }
+
+    fn hook(&self, plugin: &str, event: &'static str, took: Duration, failed: bool) {
+        let plugin = plugin.to_string();
+        if failed {
+            metrics::counter!(NRI_HOOK_FAILURES, "plugin" => plugin, "event" => event).increment(1);
+        } else {
+            metrics::histogram!(NRI_HOOK_DURATION, "plugin" => plugin, "event" => event)
+                .record(took.as_secs_f64());
+        }
+    }
 }
 
 /// A sandbox whose network the live check found gone.

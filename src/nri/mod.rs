@@ -68,6 +68,7 @@ impl Nri {
         config: NriConfig,
         runtime: Runtime,
         observer: Arc<dyn HookObserver>,
+        pods: Vec<(PodSandbox, bool)>,
     ) -> crate::Result<Arc<Nri>> {
         let killed = launch::kill_recorded(&config.started_record);
         if killed > 0 {
@@ -83,6 +84,7 @@ impl Nri {
             accept: Mutex::new(None),
             config,
         });
+        nri.registry.seed(pods);
         let accepting = nri.clone();
         let accept = tokio::spawn(async move {
             loop {
@@ -161,11 +163,6 @@ impl Nri {
             }
             Err(e) => tracing::warn!(error = %e, "NRI plugin dropped: synchronizing failed"),
         }
-    }
-
-    /// The pods crisp found at start-up; a stopped pod gets no second Stop.
-    pub fn seed(&self, pods: impl IntoIterator<Item = (PodSandbox, bool)>) {
-        self.registry.seed(pods)
     }
 
     pub async fn run_pod_sandbox(&self, pod: PodSandbox) -> Result<(), Rejection> {

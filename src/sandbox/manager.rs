@@ -24,12 +24,13 @@ use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir, NETNS_PREFIX};
 use crate::network::health::Health;
 use crate::network::{GcReport, LiveAttachment, NetworkReadiness, PodNetwork, POD_IFNAME};
+use crate::nri::{HookTime, Nri, PluginInfo};
 use crate::sandbox::checker::CheckerStatus;
-use crate::sandbox::files;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
 use crate::sandbox::store::Store;
+use crate::sandbox::{files, hooks};
 
 /// How many sandboxes recovery repairs at once.
 const RECOVERY_CONCURRENCY: usize = 16;
@@ -151,6 +152,8 @@ pub struct SandboxManager {
     heap: crate::heap::Trimmer,
     /// The background network checker's rounds so far.
     pub(super) checker: Mutex<CheckerStatus>,
+    /// NRI plugins to tell of each Run, Stop and Remove, when NRI is on.
+    nri: Option<Arc<Nri>>,
 }
 
 /// What start-up recovery found and did.
@@ -193,6 +196,67 @@ impl SandboxManager {
             creating: Mutex::new(HashSet::new()),
             heap: crate::heap::Trimmer::default(),
             checker: Mutex::new(CheckerStatus::default()),
+            nri: None,
+        }
+    }
+
+    /// Tells NRI's plugins of every Run, Stop and Remove from now on.
+    pub fn set_nri(&mut self, nri: Arc<Nri>) {
+        self.nri = Some(nri);
+    }
+
+    /// The sandboxes NRI plugins are synchronized with at start-up, with whether each is
+    /// stopped already (it gets no Stop event again).
+    pub fn nri_pods(&self) -> Vec<(crate::nri::PodSandbox, bool)> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .values()
+            .map(|entry| {
+                let sandbox = entry.current();
+                (hooks::nri_pod(&sandbox), !sandbox.is_ready())
+            })
+            .collect()
+    }
+
+    /// The connected NRI plugins; `None` when NRI is off.
+    pub fn nri_plugins(&self) -> Option<Vec<PluginInfo>> {
+        self.nri.as_ref().map(|nri| nri.plugins())
+    }
+
+    /// How long each NRI plugin took with this sandbox's events.
+    pub fn nri_hooks(&self, id: &str) -> Vec<HookTime> {
+        self.nri
+            .as_ref()
+            .map(|nri| nri.hook_times(id))
+            .unwrap_or_default()
+    }
+
+    /// RunPodSandbox to the NRI plugins: after the network is set up, before the sandbox is
+    /// READY or visible. A plugin's error fails the Run.
+    async fn nri_run(&self, sandbox: &Sandbox) -> Result<()> {
+        let Some(nri) = &self.nri else {
+            return Ok(());
+        };
+        nri.run_pod_sandbox(hooks::nri_pod(sandbox))
+            .await
+            .map_err(|rejection| Error::NriRejected {
+                sandbox: sandbox.id.clone(),
+                plugin: rejection.plugin,
+                message: rejection.message,
+            })
+    }
+
+    /// StopPodSandbox to the NRI plugins, before the network is torn down (once per pod).
+    async fn nri_stop(&self, id: &str) {
+        if let Some(nri) = &self.nri {
+            nri.stop_pod_sandbox(id).await;
+        }
+    }
+
+    /// RemovePodSandbox to the NRI plugins, before the record goes (once per pod).
+    async fn nri_remove(&self, id: &str) {
+        if let Some(nri) = &self.nri {
+            nri.remove_pod_sandbox(id).await;
         }
     }
 
@@ -451,8 +515,14 @@ impl SandboxManager {
             Err(err) => return Err(self.roll_back(sandbox, err).await),
         };
         steps.mark("files");
+        if let Err(err) = self.nri_run(&sandbox).await {
+            return Err(self.roll_back(sandbox, err).await);
+        }
+        steps.mark("nri");
         sandbox.state = SandboxState::Ready;
         if let Err(err) = self.save(&sandbox).await {
+            // The plugins accepted the pod: tell them it is gone again.
+            self.nri_remove(id).await;
             return Err(self.roll_back(sandbox, err).await);
         }
         steps.mark("record");
@@ -557,6 +627,7 @@ impl SandboxManager {
             return Ok(());
         }
         let was_ready = sandbox.is_ready();
+        self.nri_stop(&sandbox.id).await;
         let result = self.tear_down(&mut sandbox).await;
         entry.publish(&sandbox);
         if was_ready {
@@ -580,6 +651,7 @@ impl SandboxManager {
         let mut sandbox = (*entry.current()).clone();
         if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
             let was_ready = sandbox.is_ready();
+            self.nri_stop(&sandbox.id).await;
             let result = self.tear_down(&mut sandbox).await;
             entry.publish(&sandbox);
             if was_ready {
@@ -587,6 +659,7 @@ impl SandboxManager {
             }
             result?;
         }
+        self.nri_remove(&sandbox.id).await;
         self.delete_record(&sandbox.id).await?;
         entry.removed.store(true, Ordering::Release);
         self.index

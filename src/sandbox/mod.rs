@@ -4,6 +4,7 @@
 
 pub mod checker;
 pub mod files;
+pub mod hooks;
 pub mod manager;
 pub mod model;
 pub mod oci;

@@ -85,7 +85,6 @@ impl Sandbox {
         self.state == SandboxState::Ready
     }
 
-    /// Whether anything is still held for this sandbox: a namespace or a network attachment.
     /// What the network sees of this sandbox.
     pub fn as_pod(&self) -> Pod<'_> {
         let spec = &self.spec;
@@ -101,6 +100,7 @@ impl Sandbox {
         }
     }
 
+    /// Whether anything is still held for this sandbox: a namespace or a network attachment.
     pub fn holds_resources(&self) -> bool {
         self.netns_path.is_some() || self.network.is_some()
     }

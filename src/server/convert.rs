@@ -468,6 +468,7 @@ pub fn verbose_info(
     runtime_spec: Option<&serde_json::value::RawValue>,
     last_ops: Option<crate::telemetry::LastOps>,
     health: &crate::network::health::Health,
+    nri_hooks: &[crate::nri::HookTime],
 ) -> HashMap<String, String> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -488,6 +489,7 @@ pub fn verbose_info(
         cni_plugin_timings: crate::telemetry::LastOps,
         network_check: Option<&'a crate::network::health::NetworkCheck>,
         live_check: Option<&'a crate::network::health::LiveCheck>,
+        nri_hooks: &'a [crate::nri::HookTime],
     }
     let info = Info {
         sandbox_id: &sandbox.id,
@@ -513,6 +515,7 @@ pub fn verbose_info(
         cni_plugin_timings: last_ops.unwrap_or_default(),
         network_check: health.network_check.as_ref(),
         live_check: health.live_check.as_ref(),
+        nri_hooks,
     };
     let text = serde_json::to_string(&info).unwrap_or_default();
     HashMap::from([("info".to_string(), text)])

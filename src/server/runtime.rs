@@ -149,7 +149,15 @@ impl RuntimeService for RuntimeApi {
             // From memory and the sandbox's files: the background checker's last outcomes,
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
-            convert::verbose_info(&sandbox, &dir, spec.as_deref(), last_ops, &health)
+            let nri_hooks = manager.nri_hooks(&sandbox.id);
+            convert::verbose_info(
+                &sandbox,
+                &dir,
+                spec.as_deref(),
+                last_ops,
+                &health,
+                &nri_hooks,
+            )
         } else {
             Default::default()
         };
@@ -237,6 +245,14 @@ impl RuntimeService for RuntimeApi {
                 "networkChecker".to_string(),
                 serde_json::to_string(&self.shared.manager.checker()).unwrap_or_default(),
             );
+            // null when NRI is off; else the connected plugins, in the order they are called.
+            let nri = self.shared.manager.nri_plugins().map(|plugins| {
+                serde_json::json!({
+                    "socket": config.nri_socket.display().to_string(),
+                    "plugins": plugins,
+                })
+            });
+            info.insert("nri".to_string(), serde_json::json!(nri).to_string());
             // null: RuntimeConfig leaves `linux` unset and kubelet keeps its own driver.
             info.insert(
                 "cgroupDriver".to_string(),
