@@ -119,6 +119,28 @@ pub fn start(found: &Found) -> io::Result<(tokio::process::Child, tokio::net::Un
 pub struct Started {
     pub pid: u32,
     pub path: PathBuf,
+    /// The process's start time (clock ticks since boot, /proc/PID/stat field 22): with the
+    /// pid, it names this process and no later one that reuses the pid.
+    pub start_time: u64,
+}
+
+impl Started {
+    /// The record of a child crisp just spawned (`None` if it already exited).
+    pub fn of(pid: u32, path: &Path) -> Option<Started> {
+        Some(Started {
+            pid,
+            path: path.to_path_buf(),
+            start_time: start_time(pid)?,
+        })
+    }
+}
+
+/// A process's start time from /proc/PID/stat (after the `(comm)` field, which may hold spaces).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // rest starts at field 3 (state); field 22 is the 20th from there.
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Writes the record of the plugins crisp started (replacing the previous one atomically).
@@ -129,9 +151,9 @@ pub fn record(file: &Path, started: &[Started]) -> io::Result<()> {
     std::fs::rename(&tmp, file)
 }
 
-/// Kills the plugins a previous crisp recorded starting that still run the recorded
-/// executable (a pid reused by another program is left alone); removes the record. Returns
-/// how many were killed.
+/// Kills the plugins a previous crisp recorded starting that are still the processes it
+/// started (same pid and start time: a pid reused by another process is left alone); removes
+/// the record. Returns how many were killed.
 pub fn kill_recorded(file: &Path) -> usize {
     let Ok(text) = std::fs::read(file) else {
         return 0;
@@ -139,8 +161,7 @@ pub fn kill_recorded(file: &Path) -> usize {
     let started: Vec<Started> = serde_json::from_slice(&text).unwrap_or_default();
     let mut killed = 0;
     for plugin in started {
-        let exe = std::fs::read_link(format!("/proc/{}/exe", plugin.pid));
-        let same = exe.is_ok_and(|exe| exe == plugin.path);
+        let same = start_time(plugin.pid) == Some(plugin.start_time);
         let Ok(pid) = i32::try_from(plugin.pid) else {
             continue;
         };
@@ -195,13 +216,11 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_pid_running_another_program_is_not_killed() {
+    fn a_recorded_pid_that_another_process_reuses_is_not_killed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("nri-plugins.json");
-        let me = Started {
-            pid: std::process::id(),
-            path: PathBuf::from("/nonexistent/plugin"),
-        };
+        let mut me = Started::of(std::process::id(), Path::new("/a/plugin")).expect("stat");
+        me.start_time += 1;
         record(&file, &[me]).expect("record");
         assert_eq!(kill_recorded(&file), 0);
         assert!(!file.exists());

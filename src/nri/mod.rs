@@ -118,11 +118,12 @@ impl Nri {
                     continue;
                 }
             };
-            let pid = child.id().unwrap_or_default();
-            started.push(launch::Started {
-                pid,
-                path: plugin.path.clone(),
-            });
+            if let Some(record) = child
+                .id()
+                .and_then(|pid| launch::Started::of(pid, &plugin.path))
+            {
+                started.push(record);
+            }
             lock(&self.children).push(child);
             let dir = self.config.plugin_config_dir.clone();
             let config = move |id: &Identity| launch::config_for(&dir, id);

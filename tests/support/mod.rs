@@ -25,11 +25,13 @@ pub const SUBNET: &str = "10.99.0.0/24";
 mod client;
 mod host;
 mod node;
+mod nri;
 mod pods;
 
 pub use client::*;
 pub use host::*;
 pub use node::*;
+pub use nri::*;
 pub use pods::*;
 
 use k8s_cri::v1 as cri;
