@@ -124,7 +124,7 @@ async fn while_a_plugin_holds_run_the_pod_is_neither_listed_nor_found() {
     std::fs::write(&release, "").expect("release the hook");
     let ran = run.await.expect("Run task");
     assert_eq!(ran, id);
-    assert_eq!(ids(&list(&mut client, None).await), [id.clone()]);
+    assert_eq!(ids(&list(&mut client, None).await), [id.as_str()]);
     stop_pod(&mut client, &id).await;
     remove_pod(&mut client, &id).await;
 }
