@@ -45,6 +45,7 @@ fmt: ## Format the code
 
 bench: deps ## crisp vs the bare CNI chain, at scale: table on stdout, target/bench/{results.json,latency.svg}
 	@[ "$$(id -u)" = 0 ] || { echo "the bench needs root (it creates network namespaces)"; exit 1; }
+	$(CARGO) build --release --locked --example nri-test-plugin
 	$(CARGO) bench --locked --bench crisp
 	$(CARGO) bench --locked --bench fastpath
 

@@ -15,13 +15,15 @@
 //! one, idle connections) is measured on its own crisp: see authority.rs; the background
 //! network checker (a live-check and a CHECK round over CRISP_BENCH_SCALE real pods, plain vs
 //! verbose PodSandboxStatus) on another: see checker.rs. CRISP_BENCH_ONLY=checker runs only
-//! that part.
+//! that part. What NRI adds to a Run (one no-op plugin against NRI off) is nri.rs;
+//! CRISP_BENCH_ONLY=nri runs only that part.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it only says how to run it.
 
 mod authority;
 mod checker;
 mod floor;
+mod nri;
 mod procfs;
 mod report;
 // The tests' harness: the node, its daemon, the CRI calls, the raw HTTP/2 client.
@@ -150,6 +152,7 @@ struct Figures {
     adapter: authority::AuthorityCost,
     scale: Scale,
     checks: checker::Figures,
+    nri: nri::NriCost,
 }
 
 async fn bench(s: Settings) -> Res<()> {
@@ -169,6 +172,11 @@ async fn bench(s: Settings) -> Res<()> {
         );
         let figures = checker::measure(s.scale).await?;
         print!("{}", figures.table());
+        return Ok(());
+    }
+    if std::env::var("CRISP_BENCH_ONLY").is_ok_and(|v| v == "nri") {
+        eprintln!("NRI only: {} Runs with NRI off and on", s.n);
+        print!("{}", nri::measure(s.n).await?.table(s.n));
         return Ok(());
     }
     let f = measure(&s, machine).await?;
@@ -206,6 +214,11 @@ async fn measure(s: &Settings, machine: String) -> Res<Figures> {
         s.n, s.levels
     );
     let fast = fast_path_run(s).await?;
+    eprintln!(
+        "[2c/5] NRI: {} Runs with one no-op plugin and with NRI off",
+        s.n
+    );
+    let nri = nri::measure(s.n).await?;
     eprintln!("[3/5] grpcurl: {} cycles, one process per call", s.user);
     let user = user_view(&chain, s.user)?;
     eprintln!(
@@ -232,6 +245,7 @@ async fn measure(s: &Settings, machine: String) -> Res<Figures> {
         adapter,
         scale,
         checks,
+        nri,
     })
 }
 
@@ -299,6 +313,7 @@ fn report(s: &Settings, f: &Figures) {
     print!("{}", f.adapter.table());
     print!("{}", f.checks.table());
     print_fast(s, f);
+    print!("{}", f.nri.table(s.n));
 }
 
 fn print_sequential(s: &Settings, seq: &Seq) {
@@ -574,6 +589,12 @@ fn targets(f: &Figures) -> Vec<Target> {
         ),
     ];
     targets.extend(scale_targets(f));
+    let nri_added = f.nri.added_p50();
+    targets.push((
+        "NRI with one no-op plugin adds ≤ 0.5 ms to Run p50".into(),
+        nri_added <= 0.5,
+        format!("{} ms", ms(nri_added)),
+    ));
     targets
 }
 
@@ -713,6 +734,10 @@ fn results_json(s: &Settings, f: &Figures, targets: &[Target], wall: Instant) ->
     })));
     out["authority_adapter"] = f.adapter.json();
     out["network_checker"] = f.checks.json();
+    out["nri"] = json!({
+        "run_off": f.nri.off.json(), "run_on": f.nri.on.json(), "hook": f.nri.hook.json(),
+        "added_p50_ms": round3(f.nri.added_p50()),
+    });
     out["targets"] = targets
         .iter()
         .map(|(n, m, v)| json!({"target": n, "met": m, "measured": v}))
