@@ -214,4 +214,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
+mod registry_tests;
+#[cfg(test)]
 mod wire_tests;

@@ -13,6 +13,9 @@ use super::proto::api::{ConfigureResponse, Empty, RegisterPluginRequest};
 use super::proto::ttrpc::Request;
 use super::ttrpc::{self, Client, RpcStatus};
 
+/// A handler's answer: the response message's bytes, or a gRPC code and message.
+pub type Answer = Result<Vec<u8>, RpcStatus>;
+
 /// Registers as `name`/`index` and serves `handler` until the runtime closes the connection.
 /// Returns an error when the registration fails.
 pub async fn run<S, F, Fut>(stream: S, name: &str, index: &str, handler: F) -> Result<(), String>
