@@ -425,3 +425,44 @@ async fn nri_metrics_count_plugins_and_hooks() {
     let took = "crisp_nri_hook_duration_seconds_count{plugin=\"05-ok\",event=\"RunPodSandbox\"}";
     assert_eq!(sample(&text, took), Some(1.0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preregistered_plugin_that_never_registers_is_killed_and_crisp_serves_anyway() {
+    let mut node = Node::prepared(Conf::Default);
+    let dirs = enable_nri(&mut node, 1);
+    node.extra_args
+        .extend(["--nri-registration-timeout".into(), "1".into()]);
+    // A stand-in plugin that starts and says nothing (NRI_PLUGIN_SOCKET=3 unread).
+    let pid_file = node.dir.join("silent.pid");
+    let script = format!(
+        "#!/bin/sh\necho $$ > {}\nexec /bin/sleep 600\n",
+        pid_file.display()
+    );
+    let silent = dirs.plugin_dir.join("30-silent");
+    std::fs::write(&silent, script).expect("write the stand-in");
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&silent, executable).expect("chmod");
+    node.start_daemon().await;
+    let mut client = node.client().await;
+
+    assert!(connected_plugins(&mut client).await.is_empty());
+    let logged = node.log();
+    assert!(logged.contains("did not register within 1s"), "{logged}");
+    assert!(
+        logged.contains("killing an NRI plugin that did not register"),
+        "{logged}"
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let gone = eventually(Duration::from_secs(5), || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the silent plugin {pid} still runs");
+    let id = run_pod(&mut client, node.pod_config("without-plugins")).await;
+    stop_pod(&mut client, &id).await;
+    remove_pod(&mut client, &id).await;
+}

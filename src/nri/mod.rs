@@ -109,6 +109,7 @@ impl Nri {
     async fn start_preregistered(self: &Arc<Self>) -> crate::Result<()> {
         let found = launch::discover(&self.config.plugin_dir);
         let mut started = Vec::new();
+        let mut children = Vec::new();
         let mut joins = Vec::new();
         for plugin in &found {
             let (child, stream) = match launch::start(plugin) {
@@ -124,7 +125,7 @@ impl Nri {
             {
                 started.push(record);
             }
-            lock(&self.children).push(child);
+            children.push((plugin.path.clone(), child));
             let dir = self.config.plugin_config_dir.clone();
             let config = move |id: &Identity| launch::config_for(&dir, id);
             joins.push(self.join(stream, config));
@@ -136,18 +137,32 @@ impl Nri {
             );
             crate::Error::io(what, e)
         })?;
-        futures::future::join_all(joins).await;
+        let joined = futures::future::join_all(joins).await;
+        for ((path, mut child), admitted) in children.into_iter().zip(joined) {
+            if admitted {
+                lock(&self.children).push(child);
+            } else {
+                // A plugin crisp started that did not join would otherwise run until crisp stops.
+                tracing::warn!(plugin = %path.display(), "killing an NRI plugin that did not register");
+                let _ = child.kill().await;
+            }
+        }
         Ok(())
     }
 
     /// Handshake, then admission; a plugin that fails either is dropped with a log line.
-    async fn join(self: &Arc<Self>, stream: UnixStream, config: impl FnOnce(&Identity) -> String) {
+    /// Returns whether it was admitted.
+    async fn join(
+        self: &Arc<Self>,
+        stream: UnixStream,
+        config: impl FnOnce(&Identity) -> String,
+    ) -> bool {
         let connected = plugin::Plugin::connect(stream, &self.runtime, self.timeouts, config).await;
         let (plugin, queue) = match connected {
             Ok(connected) => connected,
             Err(e) => {
                 tracing::warn!(error = %e, "NRI plugin refused");
-                return;
+                return false;
             }
         };
         let identity = plugin.identity.clone();
@@ -161,8 +176,12 @@ impl Nri {
                     tracing::info!(plugin = %plugin.identity, "NRI plugin connection closed");
                     nri.registry.forget(&plugin, &*nri.observer).await;
                 });
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "NRI plugin dropped: synchronizing failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "NRI plugin dropped: synchronizing failed");
+                false
+            }
         }
     }
 
