@@ -4,8 +4,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use serde_json::Value;
@@ -21,35 +19,6 @@ async fn socket_is_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
-}
-
-/// Runs a second daemon to completion (it must exit by itself) and returns its exit status
-/// and output.
-async fn run_second(mut cmd: std::process::Command) -> (std::process::ExitStatus, String) {
-    let mut second = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn second crisp");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = second.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second crisp kept running");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let out = second.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (exit, text)
 }
 
 /// A second crisp on the same socket refuses to start with a message naming what is taken —

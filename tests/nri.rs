@@ -466,3 +466,45 @@ async fn a_preregistered_plugin_that_never_registers_is_killed_and_crisp_serves_
     stop_pod(&mut client, &id).await;
     remove_pod(&mut client, &id).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nri_socket_is_private_and_a_live_one_is_not_taken_over() {
+    let (node, dirs) = nri_node().await;
+    let mode = std::fs::metadata(&dirs.socket)
+        .expect("NRI socket")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // A second crisp of its own (socket, root) that wants the same NRI socket refuses.
+    let mut second = node.bare_daemon_command();
+    second
+        .arg("--socket")
+        .arg(node.dir.join("second.sock"))
+        .arg("--root")
+        .arg(node.dir.join("root2"))
+        .arg("--netns-dir")
+        .arg(&node.netns_dir)
+        .arg("--cni-conf-dir")
+        .arg(&node.conf_dir)
+        .arg("--cni-bin-dir")
+        .arg(node.cni_bin_dirs())
+        .args(["--nri", "on", "--nri-socket"])
+        .arg(&dirs.socket)
+        .arg("--nri-plugin-dir")
+        .arg(&dirs.plugin_dir);
+    let (exit, text) = run_second(second).await;
+    assert!(!exit.success(), "second crisp exited {exit}: {text}");
+    let socket = dirs.socket.display().to_string();
+    assert!(
+        text.contains(&socket),
+        "the refusal names the NRI socket: {text}"
+    );
+
+    let mut client = node.client().await;
+    let plugin_log = node.dir.join("plugin.log");
+    let _plugin =
+        TestPlugin::connect(&mut client, &dirs.socket, "20-still", &plugin_log, &[]).await;
+}

@@ -559,3 +559,32 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::Exit
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs a second daemon to completion (it must exit by itself) and returns its exit status
+/// and output.
+pub async fn run_second(mut cmd: std::process::Command) -> (std::process::ExitStatus, String) {
+    let mut second = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn second crisp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second crisp kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let out = second.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (exit, text)
+}
