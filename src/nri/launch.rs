@@ -42,7 +42,11 @@ pub fn discover(dir: &Path) -> Vec<Found> {
         let identity = match parsed {
             Ok(identity) => identity,
             Err(why) => {
-                tracing::warn!(file = %path.display(), %why, "skipping a file in the NRI plugin dir");
+                tracing::warn!(
+                    file = %path.display(),
+                    %why,
+                    "skipping a file in the NRI plugin dir",
+                );
                 continue;
             }
         };
@@ -50,7 +54,10 @@ pub fn discover(dir: &Path) -> Vec<Found> {
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false);
         if !executable {
-            tracing::warn!(file = %path.display(), "skipping a file in the NRI plugin dir: not an executable file");
+            tracing::warn!(
+                file = %path.display(),
+                "skipping a file in the NRI plugin dir: not an executable file",
+            );
             continue;
         }
         found.push(Found { identity, path });
@@ -70,7 +77,11 @@ pub fn config_for(dir: &Path, identity: &Identity) -> String {
             Ok(text) => return text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                tracing::warn!(file = %dir.join(&candidate).display(), error = %e, "cannot read an NRI plugin config; the plugin gets none");
+                tracing::warn!(
+                    file = %dir.join(&candidate).display(),
+                    error = %e,
+                    "cannot read an NRI plugin config; the plugin gets none",
+                );
                 return String::new();
             }
         }
@@ -168,7 +179,11 @@ pub fn kill_recorded(file: &Path) -> usize {
         if same {
             let pid = nix::unistd::Pid::from_raw(pid);
             if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
-                tracing::warn!(pid = plugin.pid, plugin = %plugin.path.display(), "killed an NRI plugin a previous crisp started");
+                tracing::warn!(
+                    pid = plugin.pid,
+                    plugin = %plugin.path.display(),
+                    "killed an NRI plugin a previous crisp started",
+                );
                 killed += 1;
             }
         }

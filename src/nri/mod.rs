@@ -102,7 +102,11 @@ impl Nri {
         });
         *lock(&nri.accept) = Some(accept);
         nri.start_preregistered().await?;
-        tracing::info!(socket = %nri.config.socket.display(), plugins = nri.plugins().len(), "NRI enabled");
+        tracing::info!(
+            socket = %nri.config.socket.display(),
+            plugins = nri.plugins().len(),
+            "NRI enabled",
+        );
         Ok(nri)
     }
 
@@ -115,7 +119,11 @@ impl Nri {
             let (child, stream) = match launch::start(plugin) {
                 Ok(started) => started,
                 Err(e) => {
-                    tracing::error!(plugin = %plugin.path.display(), error = %e, "cannot start NRI plugin");
+                    tracing::error!(
+                        plugin = %plugin.path.display(),
+                        error = %e,
+                        "cannot start NRI plugin",
+                    );
                     continue;
                 }
             };
@@ -143,7 +151,10 @@ impl Nri {
                 lock(&self.children).push(child);
             } else {
                 // A plugin crisp started that did not join would otherwise run until crisp stops.
-                tracing::warn!(plugin = %path.display(), "killing an NRI plugin that did not register");
+                tracing::warn!(
+                    plugin = %path.display(),
+                    "killing an NRI plugin that did not register",
+                );
                 let _ = child.kill().await;
             }
         }

@@ -228,11 +228,23 @@ impl Registry {
             }
             Outcome::Rejected(message) => {
                 observer.hook(&name, event_name, Duration::ZERO, true);
-                tracing::warn!(plugin = %name, event = event_name, sandbox_id = %pod.id, %message, "NRI plugin returned an error");
+                tracing::warn!(
+                    plugin = %name,
+                    event = event_name,
+                    sandbox_id = %pod.id,
+                    %message,
+                    "NRI plugin returned an error",
+                );
             }
             Outcome::Disconnected(why) => {
                 observer.hook(&name, event_name, Duration::ZERO, true);
-                tracing::error!(plugin = %name, event = event_name, sandbox_id = %pod.id, error = %why, "NRI plugin disconnected; going on without it");
+                tracing::error!(
+                    plugin = %name,
+                    event = event_name,
+                    sandbox_id = %pod.id,
+                    error = %why,
+                    "NRI plugin disconnected; going on without it",
+                );
                 self.forget(plugin, observer).await;
             }
         }
