@@ -73,7 +73,7 @@ pub struct Cli {
     /// Unix socket external NRI plugins connect to [default: /var/run/nri/nri.sock]
     #[arg(long, env = "CRISP_NRI_SOCKET", value_name = "PATH")]
     pub nri_socket: Option<PathBuf>,
-    /// Pre-registered NRI plugins (executables named IDX-NAME) crisp starts [default: /opt/nri/plugins]
+    /// Pre-registered NRI plugins (IDX-NAME executables) to start [default: /opt/nri/plugins]
     #[arg(long, env = "CRISP_NRI_PLUGIN_DIR", value_name = "DIR")]
     pub nri_plugin_dir: Option<PathBuf>,
     /// Configs of pre-registered plugins: IDX-NAME.conf, else NAME.conf [default: /etc/nri/conf.d]
