@@ -30,5 +30,7 @@ pub mod server;
 pub mod socket;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod test_scripts;
 
 pub use error::{Error, Result};

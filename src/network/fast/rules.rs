@@ -633,15 +633,13 @@ mod tests {
 
     /// A stand-in `iptables-restore` that records its pid and then hangs.
     fn hanging_restore(dir: &std::path::Path) -> std::path::PathBuf {
-        use std::os::unix::fs::PermissionsExt;
         let pid_file = dir.join("pid");
         let script = dir.join("iptables-restore");
         let body = format!(
             "#!/bin/sh\necho $$ > {}\nexec sleep 1000\n",
             pid_file.display()
         );
-        std::fs::write(&script, body).expect("write script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        crate::test_scripts::write_executable(&script, &body);
         pid_file
     }
 
