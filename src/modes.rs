@@ -107,7 +107,11 @@ fn tighten_one(path: &Path, dir_limit: u32, file_limit: u32) -> Option<Kind> {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the mode of a state file");
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot read the mode of a state file"
+            );
             return None;
         }
     };

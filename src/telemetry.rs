@@ -254,7 +254,8 @@ impl Observer for PluginTelemetry {
     }
 
     fn plugin_ran(&self, run: &PluginRun<'_>) {
-        metrics::histogram!(PLUGIN_DURATION, "plugin" => run.plugin.to_string(), "command" => run.command)
+        let plugin = run.plugin.to_string();
+        metrics::histogram!(PLUGIN_DURATION, "plugin" => plugin, "command" => run.command)
             .record(run.elapsed.as_secs_f64());
         let (outcome, cni_code) = match run.outcome {
             RunOutcome::Ok => ("ok", None),

@@ -143,7 +143,11 @@ impl Cache {
                 match parsed {
                     Ok(e) => out.push(e),
                     Err(e) => {
-                        tracing::warn!(file = %path.display(), error = %e, "unreadable CNI cache entry")
+                        tracing::warn!(
+                            file = %path.display(),
+                            error = %e,
+                            "unreadable CNI cache entry"
+                        )
                     }
                 }
             }

@@ -491,7 +491,8 @@ mod tests {
 
         std::fs::write(
             &file,
-            r#"{"cniVersion":"1.1.0","name":"net","loadOnlyInlinedPlugins":true,"plugins":[{"type":"bridge"}]}"#,
+            r#"{"cniVersion":"1.1.0","name":"net","loadOnlyInlinedPlugins":true,
+                "plugins":[{"type":"bridge"}]}"#,
         )
         .expect("w");
         assert_eq!(
@@ -522,7 +523,8 @@ mod tests {
     #[test]
     fn cni_versions_pick_the_highest_spoken() {
         let list = NetworkConfigList::from_list_bytes(
-            br#"{"cniVersion":"0.4.0","cniVersions":["1.0.0","9.0.0","0.3.1"],"name":"n","plugins":[{"type":"x"}]}"#,
+            br#"{"cniVersion":"0.4.0","cniVersions":["1.0.0","9.0.0","0.3.1"],"name":"n",
+                "plugins":[{"type":"x"}]}"#,
             Path::new("f"),
         )
         .expect("ok");

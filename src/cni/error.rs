@@ -27,7 +27,7 @@ pub enum CniError {
     #[error(
         "network {network}: plugin {plugin:?} not found in {}{}",
         join_paths(dirs),
-        unusable.iter().map(|p| format!(" ({} exists but is not an executable file)", p.display())).collect::<String>()
+        not_executable_suffix(unusable)
     )]
     PluginNotFound {
         network: String,
@@ -49,7 +49,10 @@ pub enum CniError {
     #[error("{0}")]
     Plugin(Box<PluginFailure>),
 
-    #[error("network {network}: plugin {plugin} {command} answered something that is not a CNI result: {reason}")]
+    #[error(
+        "network {network}: plugin {plugin} {command} answered something that is not a CNI \
+         result: {reason}"
+    )]
     BadResult {
         network: String,
         plugin: String,
@@ -73,7 +76,10 @@ pub enum CniError {
         reason: String,
     },
 
-    #[error("network {network}: no cached config for container {container_id} and no current config to tear it down with")]
+    #[error(
+        "network {network}: no cached config for container {container_id} and no current config \
+         to tear it down with"
+    )]
     NoConfig {
         network: String,
         container_id: String,
@@ -87,7 +93,12 @@ pub enum CniError {
         container_id: String,
     },
 
-    #[error("network {network}: the config wants CNI version {wanted} but plugin {plugin} ({}) speaks only [{}]", binary.display(), supported.join(", "))]
+    #[error(
+        "network {network}: the config wants CNI version {wanted} but plugin {plugin} ({}) \
+         speaks only [{}]",
+        binary.display(),
+        supported.join(", ")
+    )]
     Incompatible {
         network: String,
         plugin: String,
@@ -96,7 +107,10 @@ pub enum CniError {
         supported: Vec<String>,
     },
 
-    #[error("network {network}: plugin {plugin} VERSION answered something that is not a version answer: {reason}")]
+    #[error(
+        "network {network}: plugin {plugin} VERSION answered something that is not a version \
+         answer: {reason}"
+    )]
     BadVersion {
         network: String,
         plugin: String,
@@ -143,6 +157,14 @@ pub(super) fn join_paths(dirs: &[PathBuf]) -> String {
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// " (X exists but is not an executable file)" for each file found under the plugin's name.
+fn not_executable_suffix(unusable: &[PathBuf]) -> String {
+    unusable
+        .iter()
+        .map(|p| format!(" ({} exists but is not an executable file)", p.display()))
+        .collect()
 }
 
 impl CniError {

@@ -44,7 +44,11 @@ pub enum ExecError {
         binary: PathBuf,
         source: std::io::Error,
     },
-    #[error("timed out after {}s; its process group was killed{}", timeout.as_secs_f32(), stderr_suffix(stderr_tail))]
+    #[error(
+        "timed out after {}s; its process group was killed{}",
+        timeout.as_secs_f32(),
+        stderr_suffix(stderr_tail)
+    )]
     Timeout {
         timeout: Duration,
         stderr_tail: String,

@@ -142,11 +142,21 @@ impl Cni {
             };
             match self.del(&entry.network_name, &rt, None).await {
                 Ok(()) => {
-                    tracing::warn!(network = %entry.network_name, container_id = %entry.container_id, ifname = %entry.if_name, "tore down a cached CNI attachment that no sandbox owns");
+                    tracing::warn!(
+                        network = %entry.network_name,
+                        container_id = %entry.container_id,
+                        ifname = %entry.if_name,
+                        "tore down a cached CNI attachment that no sandbox owns"
+                    );
                     report.deleted.push(attachment);
                 }
                 Err(e) => {
-                    tracing::error!(network = %entry.network_name, container_id = %entry.container_id, error = %e, "tearing down a stale CNI attachment failed");
+                    tracing::error!(
+                        network = %entry.network_name,
+                        container_id = %entry.container_id,
+                        error = %e,
+                        "tearing down a stale CNI attachment failed"
+                    );
                     report.failed.push(e.to_string());
                 }
             }

@@ -16,7 +16,10 @@ pub enum ResultError {
     Json(#[from] serde_json::Error),
     #[error("CNI result must be a JSON object, got {0}")]
     NotAnObject(&'static str),
-    #[error("unsupported CNI result version \"{version}\" (supported: {})", SUPPORTED_VERSIONS.join(", "))]
+    #[error(
+        "unsupported CNI result version \"{version}\" (supported: {})",
+        SUPPORTED_VERSIONS.join(", ")
+    )]
     UnsupportedVersion { version: String },
     #[error("no converter for CNI result version \"{from}\" to \"{to}\"")]
     NoConverter { from: String, to: String },
@@ -334,7 +337,9 @@ fn is_v4_cidr(cidr: &str, field: &str) -> Result<bool, ResultError> {
 
 // ---- parsing ----
 
-/// Parse a plugin's stdout. `expected_version` is the cniVersion the plugin was given; the result's own "cniVersion" field wins when present (libcni: create.Create / version.NewResult). Any of the 7 versions.
+/// Parse a plugin's stdout. `expected_version` is the cniVersion the plugin was given; the
+/// result's own "cniVersion" field wins when present (libcni: create.Create /
+/// version.NewResult). Any of the 7 versions.
 pub fn parse_result(expected_version: &str, stdout: &[u8]) -> Result<CniResult, ResultError> {
     let raw: Value = serde_json::from_slice(stdout)?;
     // libcni's fixupResultVersion: plugin output "null" is an empty result.
@@ -473,7 +478,8 @@ impl CniResult {
         Ok(r)
     }
 
-    /// The JSON this result has in `version` (for prevResult and for the cache), as libcni's GetAsVersion.
+    /// The JSON this result has in `version` (for prevResult and for the cache), as libcni's
+    /// GetAsVersion.
     pub fn to_version_json(&self, version: &str) -> Result<Value, ResultError> {
         // libcni: a result without a version is taken to be of the newest
         // shape, and converting "to" "" means to 0.1.0.
@@ -598,8 +604,9 @@ impl CniResult {
         Ok(serde_json::to_value(out)?)
     }
 
-    /// IP addresses (without prefix) in result order, IPv4 first then IPv6 (stable within a family),
-    /// only those on an interface whose `sandbox` is set, or with no interface index (0.2.0 style).
+    /// IP addresses (without prefix) in result order, IPv4 first then IPv6 (stable within a
+    /// family), only those on an interface whose `sandbox` is set, or with no interface index
+    /// (0.2.0 style).
     pub fn pod_ips(&self) -> Vec<IpAddr> {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -663,54 +670,64 @@ mod tests {
         "dns": { "nameservers": [ "10.1.0.1" ] }
     }"#;
 
+    /// The routes and DNS that libcni's 0.3.x, 0.4.0 and 1.x encoding tests share.
+    macro_rules! libcni_routes_and_dns {
+        () => {
+            r#"
+        "routes": [
+            { "dst": "15.5.6.0/24", "gw": "15.5.6.8" },
+            { "dst": "1111:dddd::/80", "gw": "1111:dddd::aaaa" }
+        ],
+        "dns": { "nameservers": [ "1.2.3.4", "1::cafe" ], "domain": "acompany.com",
+            "search": [ "somedomain.com", "otherdomain.net" ], "options": [ "foo", "bar" ] }
+    }"#
+        };
+    }
+
     /// libcni pkg/types/100/types_test.go "correctly encodes a 1.1.0 Result".
-    const LIBCNI_100: &str = r#"{
+    const LIBCNI_100: &str = concat!(
+        r#"{
         "cniVersion": "1.1.0",
         "interfaces": [ { "name": "eth0", "mac": "00:11:22:33:44:55", "mtu": 1500,
-            "sandbox": "/proc/3553/ns/net", "pciID": "8086:9a01", "socketPath": "/path/to/vhost/fd" } ],
+            "sandbox": "/proc/3553/ns/net", "pciID": "8086:9a01",
+                "socketPath": "/path/to/vhost/fd" } ],
         "ips": [
             { "interface": 0, "address": "1.2.3.30/24", "gateway": "1.2.3.1" },
             { "interface": 0, "address": "abcd:1234:ffff::cdde/64", "gateway": "abcd:1234:ffff::1" }
         ],
-        "routes": [
-            { "dst": "15.5.6.0/24", "gw": "15.5.6.8" },
-            { "dst": "1111:dddd::/80", "gw": "1111:dddd::aaaa" }
-        ],
-        "dns": { "nameservers": [ "1.2.3.4", "1::cafe" ], "domain": "acompany.com",
-            "search": [ "somedomain.com", "otherdomain.net" ], "options": [ "foo", "bar" ] }
-    }"#;
+    "#,
+        libcni_routes_and_dns!()
+    );
 
     /// libcni 100 types_test "correctly encodes a 0.4.0 Result" (LIBCNI_100 as 0.4.0).
-    const LIBCNI_100_AS_040: &str = r#"{
+    const LIBCNI_100_AS_040: &str = concat!(
+        r#"{
         "cniVersion": "0.4.0",
-        "interfaces": [ { "name": "eth0", "mac": "00:11:22:33:44:55", "sandbox": "/proc/3553/ns/net" } ],
+        "interfaces": [ { "name": "eth0", "mac": "00:11:22:33:44:55",
+            "sandbox": "/proc/3553/ns/net" } ],
         "ips": [
             { "interface": 0, "version": "4", "address": "1.2.3.30/24", "gateway": "1.2.3.1" },
-            { "interface": 0, "version": "6", "address": "abcd:1234:ffff::cdde/64", "gateway": "abcd:1234:ffff::1" }
+            { "interface": 0, "version": "6", "address": "abcd:1234:ffff::cdde/64",
+                "gateway": "abcd:1234:ffff::1" }
         ],
-        "routes": [
-            { "dst": "15.5.6.0/24", "gw": "15.5.6.8" },
-            { "dst": "1111:dddd::/80", "gw": "1111:dddd::aaaa" }
-        ],
-        "dns": { "nameservers": [ "1.2.3.4", "1::cafe" ], "domain": "acompany.com",
-            "search": [ "somedomain.com", "otherdomain.net" ], "options": [ "foo", "bar" ] }
-    }"#;
+    "#,
+        libcni_routes_and_dns!()
+    );
 
     /// libcni 040 types_test "correctly encodes a 0.3.x Result".
-    const LIBCNI_040: &str = r#"{
+    const LIBCNI_040: &str = concat!(
+        r#"{
         "cniVersion": "0.3.1",
-        "interfaces": [ { "name": "eth0", "mac": "00:11:22:33:44:55", "sandbox": "/proc/3553/ns/net" } ],
+        "interfaces": [ { "name": "eth0", "mac": "00:11:22:33:44:55",
+            "sandbox": "/proc/3553/ns/net" } ],
         "ips": [
             { "version": "4", "interface": 0, "address": "1.2.3.30/24", "gateway": "1.2.3.1" },
-            { "version": "6", "interface": 0, "address": "abcd:1234:ffff::cdde/64", "gateway": "abcd:1234:ffff::1" }
+            { "version": "6", "interface": 0, "address": "abcd:1234:ffff::cdde/64",
+                "gateway": "abcd:1234:ffff::1" }
         ],
-        "routes": [
-            { "dst": "15.5.6.0/24", "gw": "15.5.6.8" },
-            { "dst": "1111:dddd::/80", "gw": "1111:dddd::aaaa" }
-        ],
-        "dns": { "nameservers": [ "1.2.3.4", "1::cafe" ], "domain": "acompany.com",
-            "search": [ "somedomain.com", "otherdomain.net" ], "options": [ "foo", "bar" ] }
-    }"#;
+    "#,
+        libcni_routes_and_dns!()
+    );
 
     /// libcni 020 types_test testResult JSON; also what 040/100 tests expect for 0.1.0.
     const LIBCNI_020: &str = r#"{
@@ -751,7 +768,8 @@ mod tests {
         }
         let mut ips = json!([
             { "version": "4", "interface": 0, "address": "1.2.3.30/24", "gateway": "1.2.3.1" },
-            { "version": "6", "interface": 0, "address": "abcd:1234:ffff::cdde/64", "gateway": "abcd:1234:ffff::1" }
+            { "version": "6", "interface": 0, "address": "abcd:1234:ffff::cdde/64",
+                "gateway": "abcd:1234:ffff::1" }
         ]);
         let mut iface =
             json!({ "name": "eth0", "mac": "00:11:22:33:44:55", "sandbox": "/proc/3553/ns/net" });
@@ -889,7 +907,8 @@ mod tests {
                     { "name": "veth3243", "mac": "55:44:33:22:11:11" },
                     { "name": "eth0", "mac": "99:88:77:66:55:44", "sandbox": "/var/run/netns/blue" }
                 ],
-                "ips": [ { "version": "4", "address": "10.1.0.5/16", "gateway": "10.1.0.1", "interface": 2 } ],
+                "ips": [ { "version": "4", "address": "10.1.0.5/16", "gateway": "10.1.0.1",
+                    "interface": 2 } ],
                 "routes": [ { "dst": "0.0.0.0/0" } ],
                 "dns": { "nameservers": [ "10.1.0.1" ] }
             })
@@ -898,7 +917,8 @@ mod tests {
             r.to_version_json("0.2.0").unwrap(),
             json!({
                 "cniVersion": "0.2.0",
-                "ip4": { "ip": "10.1.0.5/16", "gateway": "10.1.0.1", "routes": [ { "dst": "0.0.0.0/0" } ] },
+                "ip4": { "ip": "10.1.0.5/16", "gateway": "10.1.0.1",
+                    "routes": [ { "dst": "0.0.0.0/0" } ] },
                 "dns": { "nameservers": [ "10.1.0.1" ] }
             })
         );
@@ -939,7 +959,8 @@ mod tests {
         assert_eq!(r.to_version_json("0.4.0").unwrap(), jv(SPEC_040_PREV));
         assert_eq!(
             r.to_version_json("0.1.0").unwrap(),
-            json!({ "cniVersion": "0.1.0", "ip4": { "ip": "10.0.0.5/32" }, "dns": { "nameservers": [ "10.1.0.1" ] } })
+            json!({ "cniVersion": "0.1.0", "ip4": { "ip": "10.0.0.5/32" },
+                "dns": { "nameservers": [ "10.1.0.1" ] } })
         );
         assert_eq!(r.pod_ips(), vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
     }
@@ -957,7 +978,8 @@ mod tests {
                     {"address": "fd00::3/64", "interface": 0}
                 ],
                 "routes": [
-                    {"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100, "scope": 0},
+                    {"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400, "advmss": 1360,
+                        "priority": 5, "table": 100, "scope": 0},
                     {"dst": "::/0"}
                 ]}"#,
         );
@@ -965,7 +987,8 @@ mod tests {
             r.to_version_json("0.2.0").unwrap(),
             json!({
                 "cniVersion": "0.2.0",
-                "ip4": { "ip": "10.0.0.2/24", "gateway": "10.0.0.1", "routes": [ { "dst": "0.0.0.0/0", "gw": "10.0.0.1" } ] },
+                "ip4": { "ip": "10.0.0.2/24", "gateway": "10.0.0.1",
+                    "routes": [ { "dst": "0.0.0.0/0", "gw": "10.0.0.1" } ] },
                 "ip6": { "ip": "fd00::2/64", "routes": [ { "dst": "::/0" } ] },
                 "dns": {}
             })
@@ -974,7 +997,8 @@ mod tests {
         let v040 = r.to_version_json("0.4.0").unwrap();
         assert_eq!(
             v040["routes"][0],
-            json!({"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100, "scope": 0})
+            json!({"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1400, "advmss": 1360,
+                "priority": 5, "table": 100, "scope": 0})
         );
         assert_eq!(v040["dns"], json!({}));
         assert_eq!(

@@ -22,7 +22,10 @@ pub enum VersionError {
     Invalid { version: String, reason: String },
     #[error("decoding plugin version info: {0}")]
     Decode(String),
-    #[error("incompatible CNI versions: config is \"{config}\", plugin supports [{}]", .supported.join(", "))]
+    #[error(
+        "incompatible CNI versions: config is \"{config}\", plugin supports [{}]",
+        .supported.join(", ")
+    )]
     Incompatible {
         config: String,
         supported: Vec<String>,
@@ -245,7 +248,8 @@ mod tests {
 
     #[test]
     fn plugin_info_with_list() {
-        let spec = br#"{"cniVersion": "1.1.0", "supportedVersions": [ "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0" ]}"#;
+        let spec = br#"{"cniVersion": "1.1.0", "supportedVersions": [ "0.1.0", "0.2.0", "0.3.0",
+            "0.3.1", "0.4.0", "1.0.0", "1.1.0" ]}"#;
         let info = PluginVersionInfo::parse(spec).unwrap();
         for s in SUPPORTED_VERSIONS {
             assert!(info.supports(s));
