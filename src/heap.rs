@@ -2,9 +2,8 @@
 //!
 //! - One malloc arena instead of up to 8 per core: with one arena per thread that ever
 //!   allocated (tokio workers, blocking pool, namespace threads), memory freed after sandboxes
-//!   are removed stayed spread over arenas and RSS grew by ~15 MiB for every 1,000 sandboxes
-//!   created and removed (make bench); with one arena the second round grows ~1 MiB, at the
-//!   same Status/List latency.
+//!   are removed stayed spread over arenas and RSS kept growing with each round of sandboxes
+//!   created and removed (the figures: docs/performance.md, "One malloc arena").
 //! - Once removals have stopped for [`TRIM_AFTER_QUIET`], `malloc_trim(0)` hands the free
 //!   pages inside the heap back to the kernel: glibc only returns memory at the top of the heap
 //!   by itself, so after a node drained its pods crisp's RSS stayed at its peak.
@@ -16,8 +15,8 @@ use std::time::Duration;
 // tokio's clock, so that tests can pause it.
 use tokio::time::Instant;
 
-/// How long removals must have stopped before the heap is trimmed: a trim walks the heap
-/// (about a millisecond for tens of MiB), so a burst of removals gets one, just after it.
+/// How long removals must have stopped before the heap is trimmed: a trim walks the whole
+/// heap, so a burst of removals gets one, just after it.
 pub const TRIM_AFTER_QUIET: Duration = Duration::from_secs(1);
 
 /// Called first in main, before any other thread exists.
