@@ -108,7 +108,8 @@ fn env(
 
 fn cni_args(name: &str, id: &str) -> String {
     format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={}",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name};\
+         K8S_POD_INFRA_CONTAINER_ID={id};K8S_POD_UID={}",
         uid_of(name)
     )
 }
@@ -278,7 +279,8 @@ async fn recorded_chain_pod() -> (Node, RuntimeServiceClient<Channel>, RecordedC
     let p031 = json!({"type": "rec-031", "marker": "first",
         "capabilities": {"portMappings": true, "dns": false}});
     let p040 = json!({"type": "rec-040",
-        "capabilities": {"bandwidth": true, "ipRanges": true, "io.kubernetes.cri.pod-annotations": true}});
+        "capabilities": {"bandwidth": true, "ipRanges": true,
+            "io.kubernetes.cri.pod-annotations": true}});
     let p110 = json!({"type": "rec-110",
         "capabilities": {"dns": true, "cgroupPath": true, "notOffered": true}});
     let plugins = [p031, p040, p110];

@@ -100,7 +100,8 @@ async fn crictl_info(node: &Node) -> Value {
         .conditions
         .iter()
         .map(|c| {
-            serde_json::json!({"type": c.r#type, "status": c.status, "reason": c.reason, "message": c.message})
+            serde_json::json!({"type": c.r#type, "status": c.status, "reason": c.reason,
+                "message": c.message})
         })
         .collect();
     crictl_info_json(serde_json::json!({ "conditions": conds }), &r.info)
@@ -652,9 +653,9 @@ async fn critest_runtime_conditions() {
 // kubelet 1.29 (§3).
 
 /// The kubelet's start-up sequence and its periodic loops: connect-time Version, ImageFsInfo
-/// (used_bytes set), RuntimeConfig ×3 (OK, no driver by default), Version{"0.1.0"} answering exactly
-/// "0.1.0", Status ≥ 2 conditions, PLEG relist (ListPodSandbox unfiltered + ListContainers
-/// empty), housekeeping, image GC, stats — none of which may fail.
+/// (used_bytes set), RuntimeConfig ×3 (OK, no driver by default), Version{"0.1.0"} answering
+/// exactly "0.1.0", Status ≥ 2 conditions, PLEG relist (ListPodSandbox unfiltered +
+/// ListContainers empty), housekeeping, image GC, stats — none of which may fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_startup_sequence() {
     let node = Node::start().await;

@@ -324,7 +324,8 @@ async fn config_file_env_and_flags() {
     node.stop().await;
 
     let toml = format!(
-        "netns-dir = {:?}\ncni-conf-dir = {:?}\ncni-bin-dir = {:?}\nlog-level = \"debug\"\nlog-format = \"json\"\nroot = \"/nonexistent/overridden-by-env\"\n",
+        "netns-dir = {:?}\ncni-conf-dir = {:?}\ncni-bin-dir = {:?}\nlog-level = \
+         \"debug\"\nlog-format = \"json\"\nroot = \"/nonexistent/overridden-by-env\"\n",
         node.netns_dir.display().to_string(),
         node.conf_dir.display().to_string(),
         node.cni_bin_dirs(),

@@ -114,10 +114,12 @@ fn cases() -> Vec<Case> {
                 json!({
                     "type": "host-local",
                     "ranges": [[
-                        { "subnet": "10.99.0.0/24", "rangeStart": "10.99.0.200", "rangeEnd": "10.99.0.201" },
+                        { "subnet": "10.99.0.0/24", "rangeStart": "10.99.0.200",
+                            "rangeEnd": "10.99.0.201" },
                         { "subnet": "10.98.0.0/24" }
                     ]],
-                    "routes": [{ "dst": "10.50.0.0/16" }, { "dst": "0.0.0.0/0", "gw": "10.99.0.1" }],
+                    "routes": [{ "dst": "10.50.0.0/16" }, { "dst": "0.0.0.0/0",
+                        "gw": "10.99.0.1" }],
                     "dataDir": node.ipam_dir,
                 })
             },
@@ -597,7 +599,8 @@ async fn fast_path_leaves_exactly_what_the_plugins_leave() {
                 .map(|(a, b)| format!("  exec: {a}\n  fast: {b}"))
                 .collect();
             failures.push(format!(
-                "case {}: {} differing lines\n{}\n--- exec snapshot ---\n{exec}\n--- fast snapshot ---\n{fast}",
+                "case {}: {} differing lines\n{}\n--- exec snapshot ---\n{exec}\n--- fast \
+                 snapshot ---\n{fast}",
                 case.name,
                 diff.len(),
                 diff.join("\n")

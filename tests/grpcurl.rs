@@ -109,16 +109,19 @@ async fn grpcurl_run_status_stop_remove() {
     let node = Node::start().await;
     let body = json!({
         "config": {
-            "metadata": { "name": "grpcurl-pod", "namespace": "default", "uid": "grpcurl-uid-1", "attempt": 0 },
+            "metadata": { "name": "grpcurl-pod", "namespace": "default", "uid": "grpcurl-uid-1",
+                "attempt": 0 },
             "hostname": "grpcurl-pod",
             "log_directory": node.dir.join("logs").join("grpcurl-pod"),
-            "dns_config": { "servers": ["10.96.0.10"], "searches": ["cluster.local"], "options": ["ndots:5"] },
+            "dns_config": { "servers": ["10.96.0.10"], "searches": ["cluster.local"],
+                "options": ["ndots:5"] },
             "port_mappings": [ { "protocol": "TCP", "container_port": 80, "host_port": 0 } ],
             "labels": { "app": "grpcurl" },
             "annotations": { "note": "made by grpcurl" },
             "linux": {
                 "cgroup_parent": "/kubepods/besteffort/podgrpcurl-uid-1",
-                "security_context": { "namespace_options": { "network": "POD", "pid": "CONTAINER", "ipc": "POD" } }
+                "security_context": { "namespace_options": { "network": "POD", "pid": "CONTAINER",
+                    "ipc": "POD" } }
             }
         }
     })

@@ -404,8 +404,10 @@ async fn final_teardown_leaves_nothing(node: &Node, rounds: usize, tally: &Tally
         .collect();
     eprintln!(
         "torture: {rounds} rounds survived in {:.1}s ({} pods set up, {} calls \
-         started in the kill window, {} answered OK before the kill); recovery: {:?}; after the final stop+remove of {} pods: \
-         netns files {}, netns mounts {}, veths {} (bridge present: {bridge_present}), other links {}, \
+         started in the kill window, {} answered OK before the kill); recovery: {:?}; after the \
+          final stop+remove of {} pods: \
+         netns files {}, netns mounts {}, veths {} (bridge present: {bridge_present}), other \
+          links {}, \
          host-local IP files {}, DNAT rules {}, CNI cache entries {}, records {}",
         tally.started.elapsed().as_secs_f64(),
         tally.setup_pods,

@@ -37,7 +37,8 @@ impl AuthorityCost {
     pub fn table(&self) -> String {
         let mut t = Table::new(
             &format!(
-                "HTTP/2 authority adapter: PodSandboxStatus from a raw HTTP/2 client, N={} each, interleaved",
+                "HTTP/2 authority adapter: PodSandboxStatus from a raw HTTP/2 client, N={} each, \
+                 interleaved",
                 self.path.0.len()
             ),
             &["client's :authority", "p50 ms", "p90 ms", "p99 ms"],

@@ -319,7 +319,8 @@ fn report(s: &Settings, f: &Figures) {
 fn print_sequential(s: &Settings, seq: &Seq) {
     let mut t = Table::new(
         &format!(
-            "Sequential latency over the socket (tonic client), N={} each, real chain bridge + host-local + portmap",
+            "Sequential latency over the socket (tonic client), N={} each, real chain bridge + \
+             host-local + portmap",
             s.n
         ),
         &["call", "p50 ms", "p90 ms", "p99 ms", "max ms"],
@@ -406,7 +407,8 @@ fn print_concurrency(conc: &[(usize, Level, Level)]) {
 fn print_scale(scale: &Scale) {
     let mut t = Table::new(
         &format!(
-            "Scale: {} live sandboxes (noop stand-in plugin: each has a pinned netns, a CNI cache entry and a record; no real plugin runs)",
+            "Scale: {} live sandboxes (noop stand-in plugin: each has a pinned netns, a CNI \
+             cache entry and a record; no real plugin runs)",
             scale.n
         ),
         &["figure", "p50", "p90", "p99"],
@@ -699,17 +701,20 @@ fn scale_json(f: &Figures) -> Value {
     json!({
         "scale": {
             "sandboxes": scale.n, "plugin": "noop stand-in (tests/fixtures/noop)",
-            "status": scale.status.json(), "list": scale.list.json(), "list_label": scale.list_label.json(),
+            "status": scale.status.json(), "list": scale.list.json(),
+                "list_label": scale.list_label.json(),
             "recovery_log_ms": scale.recovery_log_ms,
             "restart_to_answer_ms": round3(scale.restart.as_secs_f64() * 1000.0),
             "create_s": round3(scale.create.as_secs_f64()),
         },
         "memory_kib": {
-            "idle": scale.rss_idle, "idle_anon": scale.rss_idle_parts.0, "idle_file": scale.rss_idle_parts.1,
+            "idle": scale.rss_idle, "idle_anon": scale.rss_idle_parts.0,
+                "idle_file": scale.rss_idle_parts.1,
             "idle_threads": scale.idle_threads, "chain_idle": chain.idle,
             "chain_after_sequential": chain.after_seq, "chain_after_concurrency": chain.after_conc,
             "live": scale.rss_live, "live_after_restart": scale.rss_after_restart,
-            "removed": scale.rss_removed1, "removed_again": scale.rss_removed2, "removed_third": scale.rss_removed3,
+            "removed": scale.rss_removed1, "removed_again": scale.rss_removed2,
+                "removed_third": scale.rss_removed3,
             "per_sandbox_bytes": scale.per_sandbox().round(),
             "per_sandbox_after_restart_bytes": scale.per_sandbox_after_restart().round(),
             "growth_kib": scale.growth(), "chain_threads": chain.threads,
@@ -721,7 +726,8 @@ fn scale_json(f: &Figures) -> Value {
 fn results_json(s: &Settings, f: &Figures, targets: &[Target], wall: Instant) -> Value {
     let mut out = json!({
         "machine": f.machine,
-        "settings": {"n": s.n, "scale": s.scale, "levels": s.levels, "cycles_per_client": s.cycles, "user_cycles": s.user},
+        "settings": {"n": s.n, "scale": s.scale, "levels": s.levels, "cycles_per_client": s.cycles,
+            "user_cycles": s.user},
     });
     for part in [latency_json(f), scale_json(f)] {
         if let (Some(out), Value::Object(part)) = (out.as_object_mut(), part) {

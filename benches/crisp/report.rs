@@ -124,7 +124,9 @@ pub fn cdf_svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
     let _ = write!(
         s,
         r##"<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">
+<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"
+     viewBox="0 0 {width} {height}"
+     font-family="DejaVu Sans, Arial, sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="12" y="20" font-size="15" font-weight="bold">{}</text>
 <text x="12" y="38" fill="#444">{}</text>
@@ -175,8 +177,10 @@ pub fn cdf_svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
         }
         let _ = write!(
             s,
-            r##"<text x="{}" y="{}" text-anchor="middle">latency, ms (axis ends at 1.25 × the largest p99)</text>
-<text x="{}" y="{}" text-anchor="middle" transform="rotate(-90 {} {})">fraction of calls ≤ x</text>
+            r##"<text x="{}" y="{}"
+      text-anchor="middle">latency, ms (axis ends at 1.25 × the largest p99)</text>
+<text x="{}" y="{}" text-anchor="middle"
+      transform="rotate(-90 {} {})">fraction of calls ≤ x</text>
 "##,
             left + w / 2.0,
             top + h + 34.0,
