@@ -8,4 +8,5 @@ pub mod conntrack;
 pub mod ip;
 pub mod netfilter;
 pub mod nftables;
+pub mod one_shot;
 pub mod route;

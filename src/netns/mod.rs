@@ -4,7 +4,9 @@
 //! This is the only module that calls `unshare`, `setns` or `mount`. Each of those runs on a
 //! dedicated, short-lived OS thread, never on a tokio worker or a pooled blocking thread: a
 //! thread that changed namespace must not go back to running other work (containerd
-//! `pkg/netns`; the opposite is a known bug in other runtimes).
+//! `pkg/netns`; the opposite is a known bug in other runtimes). The netlink work done on
+//! those threads (lo up, counters, addresses) is `netlink::one_shot`'s: this module opens no
+//! netlink socket itself.
 
 pub mod inside;
 
@@ -127,45 +129,12 @@ fn create_pinned(path: &Path) -> io::Result<()> {
             )
         })
         .map_err(io::Error::from)
-        .and_then(|()| loopback_up());
+        .and_then(|()| crate::netlink::one_shot::loopback_up());
     if let Err(e) = pinned {
         let _ = remove(path);
         return Err(e);
     }
     Ok(())
-}
-
-/// Brings `lo` (always index 1 in a new namespace) up over netlink, from inside the new
-/// namespace.
-fn loopback_up() -> io::Result<()> {
-    with_netlink(|handle| async move {
-        handle
-            .link()
-            .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
-            .execute()
-            .await
-            .map_err(|e| io::Error::other(format!("bringing lo up: {e}")))
-    })
-}
-
-/// Runs `f` with a netlink handle opened on the calling thread, so in that thread's
-/// namespace (a netlink socket belongs to the namespace it was opened in), on a small
-/// runtime of its own: the caller is a dedicated namespace thread, not a tokio worker.
-pub(crate) fn with_netlink<T, F, Fut>(f: F) -> io::Result<T>
-where
-    F: FnOnce(rtnetlink::Handle) -> Fut,
-    Fut: std::future::Future<Output = io::Result<T>>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection()?;
-        let conn = tokio::spawn(conn);
-        let out = f(handle).await;
-        conn.abort();
-        out
-    })
 }
 
 #[cfg(test)]
