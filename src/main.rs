@@ -106,6 +106,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         NriMode::Off => None,
     };
     manager.start_network_tasks();
+    let shutdown = shutdown_signal();
     let listener = crisp::socket::bind(&config.socket)?;
     tracing::info!(
         socket = %config.socket.display(), root = %config.root.display(),
@@ -131,7 +132,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     }
     // A call in flight may be running a plugin: give it the plugin timeout to finish.
     let drain_limit = shared.config.cni_plugin_timeout + std::time::Duration::from_secs(5);
-    server::serve(listener, shared, shutdown_signal(), drain_limit).await?;
+    server::serve(listener, shared, shutdown, drain_limit).await?;
     let _ = std::fs::remove_file(&socket);
     if let Some(nri) = nri {
         nri.shutdown().await;
@@ -223,17 +224,24 @@ fn lock_root(root: &Path) -> Result<std::fs::File, String> {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers now, and returns the future that ends at the first
+/// signal. Installed before the socket is bound: a client that got an answer may send SIGTERM
+/// at once, and a handler installed only when serve first polls would miss it (the default
+/// action kills crisp without draining).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop crisp with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
-        _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop crisp with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
+        }
     }
 }
