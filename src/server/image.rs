@@ -7,7 +7,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{Call, Shared};
+use super::call::Call;
+use super::Shared;
 use crate::error::Error;
 
 pub struct ImageApi {

@@ -11,7 +11,8 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tonic::{Request, Response, Status};
 
-use super::{convert, Call, Shared};
+use super::call::Call;
+use super::{request, response, Shared};
 use crate::error::Error;
 use crate::sandbox::manager::SandboxEvent;
 use crate::sandbox::{stats, ListFilter, SandboxState};
@@ -37,25 +38,6 @@ fn unimplemented<T>(method: &'static str, what: &'static str) -> Reply<T> {
     Call::read(method).finish(Err(Error::Unimplemented { what }))
 }
 
-/// A lifecycle event as kubelet's evented PLEG reads it: the sandbox id as container id,
-/// and the sandbox's status with its metadata.
-fn container_event(event: &SandboxEvent) -> cri::ContainerEventResponse {
-    use crate::sandbox::EventKind;
-    let kind = match event.kind {
-        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
-        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
-        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
-        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
-    };
-    cri::ContainerEventResponse {
-        container_id: event.sandbox.id.clone(),
-        container_event_type: kind as i32,
-        created_at: event.at,
-        pod_sandbox_status: Some(convert::pod_sandbox_status(&event.sandbox)),
-        containers_statuses: Vec::new(),
-    }
-}
-
 /// The GetContainerEvents stream over one subscription. A subscriber that falls more than the
 /// buffer behind skips what it missed (logged and counted; kubelet's relist repairs it): the
 /// lifecycle never waits for it. The receiver goes away with the stream.
@@ -63,7 +45,7 @@ fn event_stream(rx: broadcast::Receiver<SandboxEvent>) -> EventStream {
     Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(event) => return Some((Ok(container_event(&event)), rx)),
+                Ok(event) => return Some((Ok(response::container_event(&event)), rx)),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
@@ -100,7 +82,7 @@ impl RuntimeService for RuntimeApi {
             .map(|m| format!("{}/{}", m.namespace, m.name))
             .unwrap_or_default();
         let mut call = Call::write("RunPodSandbox").pod(pod);
-        let result = match convert::sandbox_spec(req) {
+        let result = match request::sandbox_spec(req) {
             Ok(spec) => self.shared.manager.run(spec).await,
             Err(e) => Err(e),
         };
@@ -150,7 +132,7 @@ impl RuntimeService for RuntimeApi {
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
             let nri_hooks = manager.nri_hooks(&sandbox.id);
-            convert::verbose_info(
+            response::verbose_info(
                 &sandbox,
                 &dir,
                 spec.as_deref(),
@@ -162,7 +144,7 @@ impl RuntimeService for RuntimeApi {
             Default::default()
         };
         call.finish(Ok(cri::PodSandboxStatusResponse {
-            status: Some(convert::pod_sandbox_status(&sandbox)),
+            status: Some(response::pod_sandbox_status(&sandbox)),
             info,
             containers_statuses: Vec::new(),
             timestamp: crate::clock::now_nanos(),
@@ -174,13 +156,13 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
         let call = Call::read("ListPodSandbox");
-        let filter = convert::list_filter(req.into_inner().filter);
+        let filter = request::list_filter(req.into_inner().filter);
         let items = self
             .shared
             .manager
             .list(&filter)
             .iter()
-            .map(|s| convert::pod_sandbox(s))
+            .map(|s| response::pod_sandbox(s))
             .collect();
         call.finish(Ok(cri::ListPodSandboxResponse { items }))
     }
@@ -295,7 +277,7 @@ impl RuntimeService for RuntimeApi {
         // crisp creates no cgroups: by default `linux` stays unset and kubelet (≥ 1.31, which
         // replaces its own cgroupDriver with the answer) keeps its setting; --cgroup-driver
         // makes kubelet follow the operator's choice for the node.
-        Call::read("RuntimeConfig").finish(Ok(convert::runtime_config(
+        Call::read("RuntimeConfig").finish(Ok(response::runtime_config(
             self.shared.config.cgroup_driver,
         )))
     }
@@ -340,7 +322,7 @@ impl RuntimeService for RuntimeApi {
         let mut out = Vec::new();
         for sandbox in self.shared.manager.list(&filter) {
             match stats::network_stats(&sandbox).await {
-                Ok(network) => out.push(convert::pod_sandbox_stats(&sandbox, network)),
+                Ok(network) => out.push(response::pod_sandbox_stats(&sandbox, network)),
                 // Stopped or removed while listing: it no longer has stats to give.
                 Err(e) => {
                     tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats")
@@ -428,7 +410,7 @@ impl RuntimeService for RuntimeApi {
             match self.shared.manager.status(&id) {
                 Ok(sandbox) => stats::network_stats(&sandbox).await.map(|network| {
                     cri::PodSandboxStatsResponse {
-                        stats: Some(convert::pod_sandbox_stats(&sandbox, network)),
+                        stats: Some(response::pod_sandbox_stats(&sandbox, network)),
                     }
                 }),
                 Err(e) => Err(e),
@@ -458,7 +440,7 @@ impl RuntimeService for RuntimeApi {
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
         Call::read("ListMetricDescriptors").finish(Ok(cri::ListMetricDescriptorsResponse {
-            descriptors: convert::metric_descriptors(),
+            descriptors: response::metric_descriptors(),
         }))
     }
 
@@ -475,7 +457,7 @@ impl RuntimeService for RuntimeApi {
         for sandbox in self.shared.manager.list(&ready) {
             match stats::network_stats(&sandbox).await {
                 Ok(Some(network)) => {
-                    pod_metrics.push(convert::pod_sandbox_metrics(&sandbox, &network))
+                    pod_metrics.push(response::pod_sandbox_metrics(&sandbox, &network))
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -1,17 +1,15 @@
-//! Proto ↔ domain: checks a request and turns it into a [`SandboxSpec`], and renders
-//! sandboxes back as CRI messages. Field names in errors are the proto's.
+//! Proto → domain: checks RunPodSandbox's request and turns it into a [`SandboxSpec`],
+//! refusing anything crisp cannot honour, and reads ListPodSandbox's filter. Field names in
+//! errors are the proto's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use k8s_cri::v1 as cri;
 
-use crate::config::CgroupDriver;
 use crate::error::{Error, Result};
-use crate::netns::inside::InterfaceStats;
 use crate::sandbox::model::{DnsConfig, PodMetadata, PortMapping, Protocol};
-use crate::sandbox::stats::NetworkStats;
-use crate::sandbox::{ListFilter, Sandbox, SandboxSpec, SandboxState};
+use crate::sandbox::{ListFilter, SandboxSpec, SandboxState};
 
 /// Longest name, namespace, uid or hostname accepted (a DNS subdomain's limit).
 const MAX_NAME_LEN: usize = 253;
@@ -375,258 +373,12 @@ fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn unsorted(map: &BTreeMap<String, String>) -> HashMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
 fn truncate(s: &str) -> String {
     const SHOWN: usize = 64;
     if s.chars().count() > SHOWN {
         format!("{}…", s.chars().take(SHOWN).collect::<String>())
     } else {
         s.to_string()
-    }
-}
-
-fn state(state: SandboxState) -> i32 {
-    match state {
-        SandboxState::Ready => cri::PodSandboxState::SandboxReady as i32,
-        _ => cri::PodSandboxState::SandboxNotready as i32,
-    }
-}
-
-fn metadata(sandbox: &Sandbox) -> cri::PodSandboxMetadata {
-    let m = &sandbox.spec.metadata;
-    cri::PodSandboxMetadata {
-        name: m.name.clone(),
-        uid: m.uid.clone(),
-        namespace: m.namespace.clone(),
-        attempt: m.attempt,
-    }
-}
-
-/// The config as it was sent, read back from the record.
-fn original_config(sandbox: &Sandbox) -> Option<cri::PodSandboxConfig> {
-    serde_json::from_value(sandbox.spec.raw_config.clone()).ok()
-}
-
-pub fn pod_sandbox(sandbox: &Sandbox) -> cri::PodSandbox {
-    cri::PodSandbox {
-        id: sandbox.id.clone(),
-        metadata: Some(metadata(sandbox)),
-        state: state(sandbox.state),
-        created_at: sandbox.created_at,
-        labels: unsorted(&sandbox.spec.labels),
-        annotations: unsorted(&sandbox.spec.annotations),
-        runtime_handler: sandbox.spec.runtime_handler.clone(),
-    }
-}
-
-pub fn pod_sandbox_status(sandbox: &Sandbox) -> cri::PodSandboxStatus {
-    // Only a READY sandbox has an address: after Stop the IP is released (containerd too).
-    let ips: &[String] = match &sandbox.network {
-        Some(n) if sandbox.is_ready() => &n.ips,
-        _ => &[],
-    };
-    let namespace_options = original_config(sandbox)
-        .and_then(|c| c.linux)
-        .and_then(|l| l.security_context)
-        .and_then(|s| s.namespace_options)
-        .unwrap_or_default();
-    cri::PodSandboxStatus {
-        id: sandbox.id.clone(),
-        metadata: Some(metadata(sandbox)),
-        state: state(sandbox.state),
-        created_at: sandbox.created_at,
-        network: Some(cri::PodSandboxNetworkStatus {
-            ip: ips.first().cloned().unwrap_or_default(),
-            additional_ips: ips
-                .iter()
-                .skip(1)
-                .map(|ip| cri::PodIp { ip: ip.clone() })
-                .collect(),
-        }),
-        linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace {
-                options: Some(namespace_options),
-            }),
-        }),
-        labels: unsorted(&sandbox.spec.labels),
-        annotations: unsorted(&sandbox.spec.annotations),
-        runtime_handler: sandbox.spec.runtime_handler.clone(),
-    }
-}
-
-/// Verbose status: one key, `info`, holding a JSON object (containerd's layout, so tools
-/// that read `info.config`, `info.cniResult` or `info.runtimeSpec` find them), plus crisp's
-/// own: where the sandbox's files are, how each plugin of the last ADD/DEL fared, and what the
-/// background checks last found. Everything is borrowed and the spec is embedded as the text it
-/// is (no parse and re-encode): this is what every `crictl inspectp` and poller pays for.
-pub fn verbose_info(
-    sandbox: &Sandbox,
-    files_dir: &std::path::Path,
-    runtime_spec: Option<&serde_json::value::RawValue>,
-    last_ops: Option<crate::telemetry::LastOps>,
-    health: &crate::network::health::Health,
-    nri_hooks: &[crate::nri::HookTime],
-) -> HashMap<String, String> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Info<'a> {
-        sandbox_id: &'a str,
-        state: SandboxState,
-        runtime_handler: &'a str,
-        host_network: bool,
-        netns_path: String,
-        net_namespace_closed: bool,
-        network: Option<&'a str>,
-        cni_result: Option<&'a serde_json::Value>,
-        network_path: Option<&'a str>,
-        last_error: Option<&'a str>,
-        config: &'a serde_json::Value,
-        runtime_spec: Option<&'a serde_json::value::RawValue>,
-        files_dir: String,
-        cni_plugin_timings: crate::telemetry::LastOps,
-        network_check: Option<&'a crate::network::health::NetworkCheck>,
-        live_check: Option<&'a crate::network::health::LiveCheck>,
-        nri_hooks: &'a [crate::nri::HookTime],
-    }
-    let info = Info {
-        sandbox_id: &sandbox.id,
-        state: sandbox.state,
-        runtime_handler: &sandbox.spec.runtime_handler,
-        host_network: sandbox.spec.host_network,
-        netns_path: sandbox
-            .netns_path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        net_namespace_closed: sandbox
-            .netns_path
-            .as_deref()
-            .is_none_or(|p| !crate::netns::is_pinned(p)),
-        network: sandbox.network.as_ref().map(|n| n.network_name.as_str()),
-        cni_result: sandbox.network.as_ref().map(|n| &n.result),
-        network_path: sandbox.network.as_ref().map(|n| n.datapath.as_str()),
-        last_error: sandbox.last_error.as_deref(),
-        config: &sandbox.spec.raw_config,
-        runtime_spec,
-        files_dir: files_dir.display().to_string(),
-        cni_plugin_timings: last_ops.unwrap_or_default(),
-        network_check: health.network_check.as_ref(),
-        live_check: health.live_check.as_ref(),
-        nri_hooks,
-    };
-    let text = serde_json::to_string(&info).unwrap_or_default();
-    HashMap::from([("info".to_string(), text)])
-}
-
-/// RuntimeConfig's answer: the configured cgroup driver, or no `linux` at all.
-pub fn runtime_config(driver: Option<CgroupDriver>) -> cri::RuntimeConfigResponse {
-    cri::RuntimeConfigResponse {
-        linux: driver.map(|d| cri::LinuxRuntimeConfiguration {
-            cgroup_driver: match d {
-                CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
-                CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
-            } as i32,
-        }),
-    }
-}
-
-fn usage(i: &InterfaceStats) -> cri::NetworkInterfaceUsage {
-    let v = |value| Some(cri::UInt64Value { value });
-    cri::NetworkInterfaceUsage {
-        name: i.name.clone(),
-        rx_bytes: v(i.rx_bytes),
-        rx_errors: v(i.rx_errors),
-        tx_bytes: v(i.tx_bytes),
-        tx_errors: v(i.tx_errors),
-    }
-}
-
-/// PodSandboxStats as `crictl statsp` and kubelet read them: the sandbox's attributes and
-/// its network usage (crisp runs no processes, so no cpu, memory or process usage).
-pub fn pod_sandbox_stats(sandbox: &Sandbox, network: Option<NetworkStats>) -> cri::PodSandboxStats {
-    cri::PodSandboxStats {
-        attributes: Some(cri::PodSandboxAttributes {
-            id: sandbox.id.clone(),
-            metadata: Some(metadata(sandbox)),
-            labels: unsorted(&sandbox.spec.labels),
-            annotations: unsorted(&sandbox.spec.annotations),
-        }),
-        linux: Some(cri::LinuxPodSandboxStats {
-            network: network.map(|n| cri::NetworkUsage {
-                timestamp: n.timestamp,
-                default_interface: n.default_interface.as_ref().map(usage),
-                interfaces: n.interfaces.iter().map(usage).collect(),
-            }),
-            ..Default::default()
-        }),
-        windows: None,
-    }
-}
-
-/// The cadvisor-named network counters crisp reports through ListPodSandboxMetrics, with
-/// what each reads from an interface.
-type Counter = fn(&InterfaceStats) -> u64;
-const NETWORK_METRICS: [(&str, &str, Counter); 4] = [
-    (
-        "container_network_receive_bytes_total",
-        "Cumulative count of bytes received",
-        |i| i.rx_bytes,
-    ),
-    (
-        "container_network_receive_errors_total",
-        "Cumulative count of errors encountered while receiving",
-        |i| i.rx_errors,
-    ),
-    (
-        "container_network_transmit_bytes_total",
-        "Cumulative count of bytes transmitted",
-        |i| i.tx_bytes,
-    ),
-    (
-        "container_network_transmit_errors_total",
-        "Cumulative count of errors encountered while transmitting",
-        |i| i.tx_errors,
-    ),
-];
-const METRIC_LABELS: [&str; 3] = ["namespace", "pod", "interface"];
-
-/// ListMetricDescriptors: the network counters, labelled by pod and interface.
-pub fn metric_descriptors() -> Vec<cri::MetricDescriptor> {
-    NETWORK_METRICS
-        .iter()
-        .map(|(name, help, _)| cri::MetricDescriptor {
-            name: name.to_string(),
-            help: help.to_string(),
-            label_keys: METRIC_LABELS.iter().map(|l| l.to_string()).collect(),
-        })
-        .collect()
-}
-
-/// One sandbox's metrics for ListPodSandboxMetrics: each counter for each interface.
-pub fn pod_sandbox_metrics(sandbox: &Sandbox, network: &NetworkStats) -> cri::PodSandboxMetrics {
-    let m = &sandbox.spec.metadata;
-    let metrics = network
-        .interfaces
-        .iter()
-        .flat_map(|iface| {
-            NETWORK_METRICS
-                .iter()
-                .map(move |(name, _, read)| cri::Metric {
-                    name: name.to_string(),
-                    timestamp: network.timestamp,
-                    metric_type: cri::MetricType::Counter as i32,
-                    label_values: vec![m.namespace.clone(), m.name.clone(), iface.name.clone()],
-                    value: Some(cri::UInt64Value { value: read(iface) }),
-                })
-        })
-        .collect();
-    cri::PodSandboxMetrics {
-        pod_sandbox_id: sandbox.id.clone(),
-        metrics,
-        container_metrics: Vec::new(),
     }
 }
 
