@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use k8s_cri::v1 as cri;
 
+use super::Shared;
 use crate::config::CgroupDriver;
 use crate::netns::inside::InterfaceStats;
+use crate::network::NetworkReadiness;
 use crate::sandbox::manager::SandboxEvent;
 use crate::sandbox::stats::NetworkStats;
 use crate::sandbox::{Sandbox, SandboxState};
@@ -158,6 +160,102 @@ pub fn runtime_config(driver: Option<CgroupDriver>) -> cri::RuntimeConfigRespons
             } as i32,
         }),
     }
+}
+
+/// Status's answer: the runtime is always ready; the network is ready unless `problem` says
+/// why not, in the words kubelet shows for a CNI plugin that is not ready.
+pub fn runtime_status(problem: Option<&str>, info: HashMap<String, String>) -> cri::StatusResponse {
+    let network_ready = cri::RuntimeCondition {
+        r#type: "NetworkReady".into(),
+        status: problem.is_none(),
+        reason: if problem.is_some() {
+            "NetworkPluginNotReady".into()
+        } else {
+            String::new()
+        },
+        message: problem
+            .map(|p| format!("Network plugin returns error: {p}"))
+            .unwrap_or_default(),
+    };
+    let runtime_ready = cri::RuntimeCondition {
+        r#type: "RuntimeReady".into(),
+        status: true,
+        reason: String::new(),
+        message: String::new(),
+    };
+    cri::StatusResponse {
+        status: Some(cri::RuntimeStatus {
+            conditions: vec![runtime_ready, network_ready],
+        }),
+        info,
+        runtime_handlers: vec![cri::RuntimeHandler {
+            name: String::new(),
+            features: None,
+        }],
+        features: None,
+    }
+}
+
+/// Verbose Status: each key one JSON document, all from memory (the effective config, the
+/// network's readiness, the recovery report, the checker's last rounds, NRI's plugins).
+pub fn status_info(
+    shared: &Shared,
+    readiness: &NetworkReadiness,
+    problem: Option<&str>,
+) -> HashMap<String, String> {
+    let config = &shared.config;
+    let mut info = HashMap::new();
+    info.insert(
+        "config".to_string(),
+        serde_json::to_string(config).unwrap_or_default(),
+    );
+    info.insert(
+        "network".to_string(),
+        network_info(readiness, problem).to_string(),
+    );
+    info.insert(
+        "recovery".to_string(),
+        serde_json::to_string(&shared.recovery).unwrap_or_default(),
+    );
+    info.insert(
+        "networkChecker".to_string(),
+        serde_json::to_string(&shared.manager.checker()).unwrap_or_default(),
+    );
+    // null when NRI is off; else the connected plugins, in the order they are called.
+    let nri = shared.manager.nri_plugins().map(|plugins| {
+        serde_json::json!({
+            "socket": config.nri_socket.display().to_string(),
+            "plugins": plugins,
+        })
+    });
+    info.insert("nri".to_string(), serde_json::json!(nri).to_string());
+    // null: RuntimeConfig leaves `linux` unset and kubelet keeps its own driver.
+    info.insert(
+        "cgroupDriver".to_string(),
+        serde_json::json!(config.cgroup_driver).to_string(),
+    );
+    info
+}
+
+/// The network part of verbose Status: readiness, the loaded list, STATUS's last answer.
+fn network_info(readiness: &NetworkReadiness, problem: Option<&str>) -> serde_json::Value {
+    let network = readiness.network.as_ref().map(|n| {
+        serde_json::json!({
+            "name": n.name,
+            "cniVersion": n.cni_version,
+            "file": n.source.display().to_string(),
+            "plugins": n.plugins.iter().map(|p| &p.plugin_type).collect::<Vec<_>>(),
+        })
+    });
+    serde_json::json!({
+        "ready": problem.is_none(),
+        "problem": problem,
+        "loaded": network,
+        "status": readiness.status,
+        "confDirWatched": readiness.conf_dir_watched,
+        "path": readiness.path,
+        "podCIDR": readiness.pod_cidr,
+    })
 }
 
 fn usage(i: &InterfaceStats) -> cri::NetworkInterfaceUsage {

@@ -3,6 +3,7 @@
 //! or Unimplemented with a message — never an Ok that did nothing. Every call goes through
 //! [`Call`]: one log line and one latency sample each.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -172,86 +173,12 @@ impl RuntimeService for RuntimeApi {
         // Never waits on a plugin: STATUS answers come from the background task.
         let readiness = self.shared.manager.network_readiness().await;
         let problem = readiness.ready_problem();
-        let network_ready = cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: problem.is_none(),
-            reason: if problem.is_some() {
-                "NetworkPluginNotReady".into()
-            } else {
-                String::new()
-            },
-            message: problem
-                .as_ref()
-                .map(|p| format!("Network plugin returns error: {p}"))
-                .unwrap_or_default(),
+        let info = if req.into_inner().verbose {
+            response::status_info(&self.shared, &readiness, problem.as_deref())
+        } else {
+            HashMap::new()
         };
-        let runtime_ready = cri::RuntimeCondition {
-            r#type: "RuntimeReady".into(),
-            status: true,
-            reason: String::new(),
-            message: String::new(),
-        };
-        let mut info = std::collections::HashMap::new();
-        if req.into_inner().verbose {
-            let network = readiness.network.as_ref().map(|n| {
-                serde_json::json!({
-                    "name": n.name,
-                    "cniVersion": n.cni_version,
-                    "file": n.source.display().to_string(),
-                    "plugins": n.plugins.iter().map(|p| &p.plugin_type).collect::<Vec<_>>(),
-                })
-            });
-            let config = &self.shared.config;
-            info.insert(
-                "config".to_string(),
-                serde_json::to_string(config).unwrap_or_default(),
-            );
-            info.insert(
-                "network".to_string(),
-                serde_json::json!({
-                    "ready": problem.is_none(),
-                    "problem": problem,
-                    "loaded": network,
-                    "status": readiness.status,
-                    "confDirWatched": readiness.conf_dir_watched,
-                    "path": readiness.path,
-                    "podCIDR": readiness.pod_cidr,
-                })
-                .to_string(),
-            );
-            info.insert(
-                "recovery".to_string(),
-                serde_json::to_string(&self.shared.recovery).unwrap_or_default(),
-            );
-            info.insert(
-                "networkChecker".to_string(),
-                serde_json::to_string(&self.shared.manager.checker()).unwrap_or_default(),
-            );
-            // null when NRI is off; else the connected plugins, in the order they are called.
-            let nri = self.shared.manager.nri_plugins().map(|plugins| {
-                serde_json::json!({
-                    "socket": config.nri_socket.display().to_string(),
-                    "plugins": plugins,
-                })
-            });
-            info.insert("nri".to_string(), serde_json::json!(nri).to_string());
-            // null: RuntimeConfig leaves `linux` unset and kubelet keeps its own driver.
-            info.insert(
-                "cgroupDriver".to_string(),
-                serde_json::json!(config.cgroup_driver).to_string(),
-            );
-        }
-        call.finish(Ok(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus {
-                conditions: vec![runtime_ready, network_ready],
-            }),
-            info,
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                features: None,
-            }],
-            features: None,
-        }))
+        call.finish(Ok(response::runtime_status(problem.as_deref(), info)))
     }
 
     async fn update_runtime_config(
