@@ -16,57 +16,17 @@ const MAX_NAME_LEN: usize = 253;
 /// Labels plus annotations, as Kubernetes bounds annotations.
 const MAX_LABELS_BYTES: usize = 256 * 1024;
 
-/// Turns RunPodSandbox's request into a spec, refusing anything crisp cannot honour.
+/// Turns RunPodSandbox's request into a spec, refusing anything crisp cannot honour. The
+/// checks run in this order, so a request with several faults is told of the first.
 pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
-    if !req.runtime_handler.is_empty() {
-        return Err(Error::invalid(
-            "runtime_handler",
-            format!(
-                "unknown runtime handler {:?}: crisp has only the default handler \"\"",
-                truncate(&req.runtime_handler)
-            ),
-        ));
-    }
+    runtime_handler(&req.runtime_handler)?;
     let config = req
         .config
         .ok_or_else(|| Error::invalid("config", "missing"))?;
-    let meta = config
-        .metadata
-        .as_ref()
-        .ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
-    name_field("config.metadata.name", &meta.name)?;
-    name_field("config.metadata.namespace", &meta.namespace)?;
-    name_field("config.metadata.uid", &meta.uid)?;
+    let metadata = pod_metadata(config.metadata.as_ref())?;
     hostname_field(&config.hostname)?;
-    let labels_bytes: usize = config
-        .labels
-        .iter()
-        .chain(config.annotations.iter())
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    if labels_bytes > MAX_LABELS_BYTES {
-        return Err(Error::invalid(
-            "config.labels",
-            format!(
-                "labels and annotations take {labels_bytes} bytes, more than {MAX_LABELS_BYTES}"
-            ),
-        ));
-    }
-    let namespace_options = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref());
-    let host_network =
-        namespace_options.is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
-    if let Some(mode) = namespace_options.map(|n| n.network) {
-        if mode != cri::NamespaceMode::Pod as i32 && mode != cri::NamespaceMode::Node as i32 {
-            return Err(Error::invalid(
-                "config.linux.security_context.namespace_options.network",
-                format!("mode {mode} is not supported: only POD (0) and NODE (2)"),
-            ));
-        }
-    }
+    labels_size(&config)?;
+    let host_network = host_network(config.linux.as_ref())?;
     let sysctls = sysctls(config.linux.as_ref().map(|l| &l.sysctls), host_network)?;
     let port_mappings = port_mappings(&config.port_mappings)?;
     let dns = dns_config(config.dns_config.as_ref())?;
@@ -77,12 +37,7 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
     let raw_config = serde_json::to_value(&config)
         .map_err(|e| Error::invalid("config", format!("cannot be recorded: {e}")))?;
     Ok(SandboxSpec {
-        metadata: PodMetadata {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            attempt: meta.attempt,
-        },
+        metadata,
         hostname: config.hostname.clone(),
         host_network,
         port_mappings,
@@ -98,6 +53,72 @@ pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
         runtime_handler: req.runtime_handler,
         raw_config,
     })
+}
+
+/// crisp has one runtime handler, the default "".
+fn runtime_handler(handler: &str) -> Result<()> {
+    if handler.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "runtime_handler",
+        format!(
+            "unknown runtime handler {:?}: crisp has only the default handler \"\"",
+            truncate(handler)
+        ),
+    ))
+}
+
+/// The pod's name, namespace and uid, each checked by [`name_field`].
+fn pod_metadata(meta: Option<&cri::PodSandboxMetadata>) -> Result<PodMetadata> {
+    let meta = meta.ok_or_else(|| Error::invalid("config.metadata", "missing"))?;
+    name_field("config.metadata.name", &meta.name)?;
+    name_field("config.metadata.namespace", &meta.namespace)?;
+    name_field("config.metadata.uid", &meta.uid)?;
+    Ok(PodMetadata {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        attempt: meta.attempt,
+    })
+}
+
+/// Labels and annotations together stay under [`MAX_LABELS_BYTES`].
+fn labels_size(config: &cri::PodSandboxConfig) -> Result<()> {
+    let labels_bytes: usize = config
+        .labels
+        .iter()
+        .chain(config.annotations.iter())
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if labels_bytes > MAX_LABELS_BYTES {
+        return Err(Error::invalid(
+            "config.labels",
+            format!(
+                "labels and annotations take {labels_bytes} bytes, more than {MAX_LABELS_BYTES}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the pod shares the node's network namespace (NODE) or gets its own (POD, the
+/// default); crisp supports no other mode.
+fn host_network(linux: Option<&cri::LinuxPodSandboxConfig>) -> Result<bool> {
+    let namespace_options = linux
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    let host_network =
+        namespace_options.is_some_and(|n| n.network == cri::NamespaceMode::Node as i32);
+    if let Some(mode) = namespace_options.map(|n| n.network) {
+        if mode != cri::NamespaceMode::Pod as i32 && mode != cri::NamespaceMode::Node as i32 {
+            return Err(Error::invalid(
+                "config.linux.security_context.namespace_options.network",
+                format!("mode {mode} is not supported: only POD (0) and NODE (2)"),
+            ));
+        }
+    }
+    Ok(host_network)
 }
 
 /// Name, namespace and uid travel to CNI plugins inside `CNI_ARGS` (`K=V;K=V`) and make up
