@@ -176,6 +176,7 @@ fn hostname_field(value: &str) -> Result<()> {
 /// Longest sysctl key and value accepted.
 const MAX_SYSCTL_KEY: usize = 256;
 const MAX_SYSCTL_VALUE: usize = 4096;
+const SYSCTLS_FIELD: &str = "config.linux.sysctls";
 
 /// Only sysctls of the pod's network namespace (`net.*`), with keys that name a file below
 /// `/proc/sys/net` and nothing else, and single-line values. Whether the namespace really has
@@ -184,75 +185,89 @@ fn sysctls(
     sysctls: Option<&HashMap<String, String>>,
     host_network: bool,
 ) -> Result<BTreeMap<String, String>> {
-    let field = "config.linux.sysctls";
     let Some(sysctls) = sysctls else {
         return Ok(BTreeMap::new());
     };
     for (key, value) in sysctls {
-        let shown = truncate(key);
-        if key.len() > MAX_SYSCTL_KEY {
-            return Err(Error::invalid(
-                field,
-                format!("sysctl key {shown:?} is longer than {MAX_SYSCTL_KEY} bytes"),
-            ));
-        }
-        let (separator, inner_dots) = if key.contains('/') {
-            ('/', true)
-        } else {
-            ('.', false)
-        };
-        let mut parts = key.split(separator);
-        if parts.next() != Some("net") {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "sysctl {shown:?} is not a network namespace sysctl (net.*): crisp owns only \
-                     the pod's network namespace, so it cannot honour it"
-                ),
-            ));
-        }
-        let parts: Vec<&str> = parts.collect();
-        let bad_part = |p: &&str| {
-            p.is_empty()
-                || *p == "."
-                || *p == ".."
-                || !p.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || c == '_' || c == '-' || (inner_dots && c == '.')
-                })
-        };
-        if parts.is_empty() || parts.iter().any(bad_part) {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "sysctl {shown:?} is not a valid key: components are letters, digits, '_' \
-                     and '-', separated by '.' (or '/' when a component holds a '.')"
-                ),
-            ));
-        }
+        sysctl_key(key)?;
         if host_network {
             return Err(Error::invalid(
-                field,
+                SYSCTLS_FIELD,
                 format!(
-                    "sysctl {shown:?} is refused for a host-network pod: it would change the \
-                     node's own network namespace"
+                    "sysctl {:?} is refused for a host-network pod: it would change the \
+                     node's own network namespace",
+                    truncate(key)
                 ),
             ));
         }
-        if value.is_empty()
-            || value.len() > MAX_SYSCTL_VALUE
-            || value.chars().any(|c| c.is_control() && c != '\t')
-        {
-            return Err(Error::invalid(
-                field,
-                format!(
-                    "sysctl {shown:?}: value {:?} is empty, longer than {MAX_SYSCTL_VALUE} bytes \
-                     or holds a control character",
-                    truncate(value)
-                ),
-            ));
-        }
+        sysctl_value(key, value)?;
     }
     Ok(sorted(sysctls))
+}
+
+/// A key is `net` then components of letters, digits, `_` and `-`, separated by `.`, or by
+/// `/` when a component holds a `.` (an interface name such as `eth0.100`).
+fn sysctl_key(key: &str) -> Result<()> {
+    let shown = truncate(key);
+    if key.len() > MAX_SYSCTL_KEY {
+        return Err(Error::invalid(
+            SYSCTLS_FIELD,
+            format!("sysctl key {shown:?} is longer than {MAX_SYSCTL_KEY} bytes"),
+        ));
+    }
+    let (separator, inner_dots) = if key.contains('/') {
+        ('/', true)
+    } else {
+        ('.', false)
+    };
+    let mut parts = key.split(separator);
+    if parts.next() != Some("net") {
+        return Err(Error::invalid(
+            SYSCTLS_FIELD,
+            format!(
+                "sysctl {shown:?} is not a network namespace sysctl (net.*): crisp owns only \
+                 the pod's network namespace, so it cannot honour it"
+            ),
+        ));
+    }
+    let parts: Vec<&str> = parts.collect();
+    let bad_part = |p: &&str| {
+        p.is_empty()
+            || *p == "."
+            || *p == ".."
+            || !p.chars().all(|c| {
+                c.is_ascii_alphanumeric() || c == '_' || c == '-' || (inner_dots && c == '.')
+            })
+    };
+    if parts.is_empty() || parts.iter().any(bad_part) {
+        return Err(Error::invalid(
+            SYSCTLS_FIELD,
+            format!(
+                "sysctl {shown:?} is not a valid key: components are letters, digits, '_' \
+                 and '-', separated by '.' (or '/' when a component holds a '.')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A value is one line: not empty, not too long, no control character but tab.
+fn sysctl_value(key: &str, value: &str) -> Result<()> {
+    if value.is_empty()
+        || value.len() > MAX_SYSCTL_VALUE
+        || value.chars().any(|c| c.is_control() && c != '\t')
+    {
+        return Err(Error::invalid(
+            SYSCTLS_FIELD,
+            format!(
+                "sysctl {:?}: value {:?} is empty, longer than {MAX_SYSCTL_VALUE} bytes \
+                 or holds a control character",
+                truncate(key),
+                truncate(value)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>> {
