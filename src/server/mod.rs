@@ -18,6 +18,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::config::Config;
 use crate::sandbox::{EventKind, ListFilter, RecoveryReport, SandboxManager};
@@ -50,23 +51,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     drain_limit: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // Both reflection versions: grpcurl releases differ in which one they ask for.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(CRI_DESCRIPTOR)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
     telemetry::record_recovery(&shared.recovery.repairs());
     tokio::spawn(watch_sandboxes(shared.clone()));
+    // Both reflection versions: grpcurl releases differ in which one they ask for.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RuntimeServiceServer<RuntimeApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ImageServiceServer<ImageApi>>()
-        .await;
+    let health = health_service().await;
     let runtime = RuntimeServiceServer::new(RuntimeApi::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let image =
@@ -104,6 +94,25 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// gRPC reflection over the CRI proto and the health service.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(CRI_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The gRPC health service, with both CRI services serving.
+async fn health_service() -> HealthServer<impl Health> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RuntimeServiceServer<RuntimeApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ImageServiceServer<ImageApi>>()
+        .await;
+    health
 }
 
 /// Each accepted connection, wrapped so that any `:authority` is accepted.
