@@ -73,24 +73,24 @@ impl Call {
         telemetry::record_rpc(method, code_name(code), elapsed);
         match result {
             Ok(value) => {
+                // tracing fixes an event's level where it is written: one line, two levels.
+                macro_rules! succeeded {
+                    ($level:expr) => {
+                        tracing::event!(
+                            $level,
+                            method,
+                            sandbox_id,
+                            pod,
+                            code = "OK",
+                            duration_ms = ms,
+                            "rpc"
+                        )
+                    };
+                }
                 if self.mutates {
-                    tracing::info!(
-                        method,
-                        sandbox_id,
-                        pod,
-                        code = "OK",
-                        duration_ms = ms,
-                        "rpc"
-                    );
+                    succeeded!(tracing::Level::INFO);
                 } else {
-                    tracing::debug!(
-                        method,
-                        sandbox_id,
-                        pod,
-                        code = "OK",
-                        duration_ms = ms,
-                        "rpc"
-                    );
+                    succeeded!(tracing::Level::DEBUG);
                 }
                 Ok(tonic::Response::new(value))
             }

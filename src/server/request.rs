@@ -128,12 +128,7 @@ fn name_field(field: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    if value.len() > MAX_NAME_LEN {
-        return Err(Error::invalid(
-            field,
-            format!("{} bytes long, more than {MAX_NAME_LEN}", value.len()),
-        ));
-    }
+    name_length(field, value)?;
     if let Some(c) = value
         .chars()
         .find(|c| !c.is_ascii_graphic() || matches!(c, '/' | '\\' | ';' | '='))
@@ -152,15 +147,21 @@ fn name_field(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// The hostname ends up in the pod's /etc/hostname: no blanks, control characters or `/`.
-fn hostname_field(value: &str) -> Result<()> {
-    let field = "config.hostname";
+/// Names and the hostname are at most [`MAX_NAME_LEN`] bytes.
+fn name_length(field: &'static str, value: &str) -> Result<()> {
     if value.len() > MAX_NAME_LEN {
         return Err(Error::invalid(
             field,
             format!("{} bytes long, more than {MAX_NAME_LEN}", value.len()),
         ));
     }
+    Ok(())
+}
+
+/// The hostname ends up in the pod's /etc/hostname: no blanks, control characters or `/`.
+fn hostname_field(value: &str) -> Result<()> {
+    let field = "config.hostname";
+    name_length(field, value)?;
     if let Some(c) = value
         .chars()
         .find(|c| c.is_control() || c.is_whitespace() || *c == '/')
