@@ -25,7 +25,7 @@ use crate::sandbox::{EventKind, ListFilter, RecoveryReport, SandboxManager};
 use crate::telemetry::{self, PluginTelemetry};
 
 pub use image::ImageApi;
-pub use request::sandbox_spec as check_run_request;
+pub use request::check_run_request;
 pub use runtime::RuntimeApi;
 
 /// The CRI proto's descriptor set, for reflection (built from `proto/api.proto`).

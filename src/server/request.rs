@@ -18,7 +18,7 @@ const MAX_LABELS_BYTES: usize = 256 * 1024;
 
 /// Turns RunPodSandbox's request into a spec, refusing anything crisp cannot honour. The
 /// checks run in this order, so a request with several faults is told of the first.
-pub fn sandbox_spec(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
+pub fn check_run_request(req: cri::RunPodSandboxRequest) -> Result<SandboxSpec> {
     runtime_handler(&req.runtime_handler)?;
     let config = req
         .config
@@ -64,7 +64,7 @@ fn runtime_handler(handler: &str) -> Result<()> {
         "runtime_handler",
         format!(
             "unknown runtime handler {:?}: crisp has only the default handler \"\"",
-            truncate(handler)
+            excerpt(handler)
         ),
     ))
 }
@@ -137,7 +137,7 @@ fn name_field(field: &'static str, value: &str) -> Result<()> {
             field,
             format!(
                 "{:?} contains the character {c:?} (allowed: printable ASCII except / \\ ; =)",
-                truncate(value)
+                excerpt(value)
             ),
         ));
     }
@@ -168,7 +168,7 @@ fn hostname_field(value: &str) -> Result<()> {
     {
         return Err(Error::invalid(
             field,
-            format!("{:?} contains the character {c:?}", truncate(value)),
+            format!("{:?} contains the character {c:?}", excerpt(value)),
         ));
     }
     Ok(())
@@ -197,7 +197,7 @@ fn sysctls(
                 format!(
                     "sysctl {:?} is refused for a host-network pod: it would change the \
                      node's own network namespace",
-                    truncate(key)
+                    excerpt(key)
                 ),
             ));
         }
@@ -209,7 +209,7 @@ fn sysctls(
 /// A key is `net` then components of letters, digits, `_` and `-`, separated by `.`, or by
 /// `/` when a component holds a `.` (an interface name such as `eth0.100`).
 fn sysctl_key(key: &str) -> Result<()> {
-    let shown = truncate(key);
+    let shown = excerpt(key);
     if key.len() > MAX_SYSCTL_KEY {
         return Err(Error::invalid(
             SYSCTLS_FIELD,
@@ -263,8 +263,8 @@ fn sysctl_value(key: &str, value: &str) -> Result<()> {
             format!(
                 "sysctl {:?}: value {:?} is empty, longer than {MAX_SYSCTL_VALUE} bytes \
                  or holds a control character",
-                truncate(key),
-                truncate(value)
+                excerpt(key),
+                excerpt(value)
             ),
         ));
     }
@@ -306,7 +306,7 @@ fn port_mappings(ports: &[cri::PortMapping]) -> Result<Vec<PortMapping>> {
             if !p.host_ip.is_empty() && p.host_ip.parse::<IpAddr>().is_err() {
                 return Err(Error::invalid(
                     field,
-                    format!("host_ip {:?} is not an IP address", truncate(&p.host_ip)),
+                    format!("host_ip {:?} is not an IP address", excerpt(&p.host_ip)),
                 ));
             }
             if host_port != 0 && !published.insert((protocol, host_port, p.host_ip.clone())) {
@@ -337,7 +337,7 @@ fn dns_config(dns: Option<&cri::DnsConfig>) -> Result<DnsConfig> {
         if server.parse::<IpAddr>().is_err() {
             return Err(Error::invalid(
                 "config.dns_config.servers",
-                format!("{:?} is not an IP address", truncate(server)),
+                format!("{:?} is not an IP address", excerpt(server)),
             ));
         }
     }
@@ -355,7 +355,7 @@ fn dns_config(dns: Option<&cri::DnsConfig>) -> Result<DnsConfig> {
                 field,
                 format!(
                     "{:?} is empty, too long, or contains a blank or control character",
-                    truncate(bad)
+                    excerpt(bad)
                 ),
             ));
         }
@@ -388,7 +388,7 @@ fn dns_option(option: &str) -> Result<()> {
             field,
             format!(
                 "{:?} is not a resolv.conf option (name or name:value)",
-                truncate(option)
+                excerpt(option)
             ),
         ));
     }
@@ -399,7 +399,7 @@ fn dns_option(option: &str) -> Result<()> {
             field,
             format!(
                 "{:?}: {name} needs a number, as in {name}:5",
-                truncate(option)
+                excerpt(option)
             ),
         ));
     }
@@ -410,7 +410,8 @@ fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn truncate(s: &str) -> String {
+/// A client's value as error messages quote it: the first 64 characters, then `…`.
+fn excerpt(s: &str) -> String {
     const SHOWN: usize = 64;
     if s.chars().count() > SHOWN {
         format!("{}…", s.chars().take(SHOWN).collect::<String>())
@@ -466,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_plain_request_converts() {
-        let spec = sandbox_spec(request()).expect("valid");
+        let spec = check_run_request(request()).expect("valid");
         assert_eq!(spec.metadata.reservation_key(), "web_default_u-1_0");
         assert!(!spec.host_network);
         assert_eq!(spec.raw_config["metadata"]["name"], "web");
@@ -490,7 +491,10 @@ mod tests {
                 1 => meta.namespace.clear(),
                 _ => meta.uid.clear(),
             }
-            assert_eq!(field_of(sandbox_spec(req).expect_err("refused")), field);
+            assert_eq!(
+                field_of(check_run_request(req).expect_err("refused")),
+                field
+            );
         }
     }
 
@@ -506,7 +510,7 @@ mod tests {
                 host_ip: String::new(),
             }];
             assert_eq!(
-                field_of(sandbox_spec(req).expect_err("refused")),
+                field_of(check_run_request(req).expect_err("refused")),
                 "config.port_mappings"
             );
         }
@@ -523,7 +527,7 @@ mod tests {
         };
         req.config.as_mut().expect("config").port_mappings = vec![mapping.clone(), mapping];
         assert_eq!(
-            field_of(sandbox_spec(req).expect_err("refused")),
+            field_of(check_run_request(req).expect_err("refused")),
             "config.port_mappings"
         );
     }
@@ -542,7 +546,7 @@ mod tests {
             "net.ipv4.ip_unprivileged_port_start",
             "net/ipv4/conf/eth0.100/forwarding",
         ] {
-            let spec = sandbox_spec(with_sysctl(key, "0")).expect("accepted");
+            let spec = check_run_request(with_sysctl(key, "0")).expect("accepted");
             assert_eq!(spec.sysctls.get(key).map(String::as_str), Some("0"));
         }
     }
@@ -559,7 +563,7 @@ mod tests {
             ("net.ipv4.ip_forward", "1\n2"),
             ("net.ipv4.ip_forward", ""),
         ] {
-            let err = sandbox_spec(with_sysctl(key, value)).expect_err(key);
+            let err = check_run_request(with_sysctl(key, value)).expect_err(key);
             let msg = err.to_string();
             assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument, "{msg}");
             assert!(msg.contains("config.linux.sysctls"), "{msg}");
@@ -579,7 +583,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let err = sandbox_spec(req).expect_err("refused");
+        let err = check_run_request(req).expect_err("refused");
         assert!(err.to_string().contains("host-network"), "{err}");
     }
 
@@ -596,7 +600,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert!(sandbox_spec(req).expect("valid").host_network);
+        assert!(check_run_request(req).expect("valid").host_network);
     }
 
     #[test]
@@ -604,7 +608,7 @@ mod tests {
         let mut req = request();
         req.runtime_handler = "kata".into();
         assert_eq!(
-            field_of(sandbox_spec(req).expect_err("refused")),
+            field_of(check_run_request(req).expect_err("refused")),
             "runtime_handler"
         );
     }

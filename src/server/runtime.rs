@@ -83,7 +83,7 @@ impl RuntimeService for RuntimeApi {
             .map(|m| format!("{}/{}", m.namespace, m.name))
             .unwrap_or_default();
         let mut call = Call::write("RunPodSandbox").pod(pod);
-        let result = match request::sandbox_spec(req) {
+        let result = match request::check_run_request(req) {
             Ok(spec) => self.shared.manager.run(spec).await,
             Err(e) => Err(e),
         };
