@@ -40,7 +40,7 @@ pub struct Shared {
     pub config: Config,
     pub recovery: RecoveryReport,
     /// Each sandbox's last CNI ADD/DEL timings (cni reports them through its observer hook).
-    pub plugins: Arc<PluginTelemetry>,
+    pub plugin_timings: Arc<PluginTelemetry>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish
@@ -137,7 +137,7 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
         loop {
             match next {
                 Ok(event) if event.kind == EventKind::Deleted => {
-                    shared.plugins.forget(&event.sandbox.id)
+                    shared.plugin_timings.forget(&event.sandbox.id)
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
@@ -147,7 +147,7 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
                         .iter()
                         .map(|s| s.id.clone())
                         .collect();
-                    shared.plugins.retain(|id| live.contains(id));
+                    shared.plugin_timings.retain(|id| live.contains(id));
                 }
                 Err(RecvError::Closed) => return,
             }

@@ -128,7 +128,7 @@ impl RuntimeService for RuntimeApi {
             let dir = manager.files_dir(&sandbox.id);
             // The spec exactly as written for runtimes (kept in memory once read).
             let spec = manager.runtime_spec(&sandbox).await;
-            let last_ops = self.shared.plugins.last_ops(&sandbox.id);
+            let last_ops = self.shared.plugin_timings.last_ops(&sandbox.id);
             // From memory and the sandbox's files: the background checker's last outcomes,
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
