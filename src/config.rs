@@ -45,13 +45,15 @@ pub struct Cli {
     /// CNI network configuration directory [default: /etc/cni/net.d]
     #[arg(long, env = "CRISP_CNI_CONF_DIR", value_name = "DIR")]
     pub cni_conf_dir: Option<PathBuf>,
-    /// CNI plugin directories, colon-separated, searched in order [default: /opt/cni/bin:/usr/lib/cni]
+    /// CNI plugin directories, colon-separated, searched in order
+    /// [default: /opt/cni/bin:/usr/lib/cni]
     #[arg(long, env = "CRISP_CNI_BIN_DIR", value_name = "DIRS")]
     pub cni_bin_dir: Option<String>,
     /// Seconds a CNI plugin may run before its process group is killed [default: 60]
     #[arg(long, env = "CRISP_CNI_PLUGIN_TIMEOUT", value_name = "SECS")]
     pub cni_plugin_timeout: Option<u64>,
-    /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start [default: 600]
+    /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start
+    /// [default: 600]
     #[arg(long, env = "CRISP_CNI_GC_INTERVAL", value_name = "SECS")]
     pub cni_gc_interval: Option<u64>,
     /// Seconds between background network checks of READY pods (CNI CHECK, and that the

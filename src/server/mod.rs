@@ -90,7 +90,10 @@ pub async fn serve(
     tokio::select! {
         served = &mut server => served?,
         () = calls.idle(drain_limit) => {
-            tracing::info!(in_flight = calls.count(), "in-flight calls finished or drain limit reached; exiting");
+            tracing::info!(
+                in_flight = calls.count(),
+                "in-flight calls finished or drain limit reached; exiting"
+            );
         }
     }
     Ok(())
@@ -115,11 +118,11 @@ async fn health_service() -> HealthServer<impl Health> {
     health
 }
 
+/// One accepted client connection, behind the authority adapter.
+type Connection = authority::AuthorityAdapter<tokio::net::UnixStream>;
+
 /// Each accepted connection, wrapped so that any `:authority` is accepted.
-fn accepted(
-    listener: UnixListener,
-) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityAdapter<tokio::net::UnixStream>>>
-{
+fn accepted(listener: UnixListener) -> impl futures::Stream<Item = std::io::Result<Connection>> {
     use futures::TryStreamExt;
     UnixListenerStream::new(listener).map_ok(authority::AuthorityAdapter::new)
 }

@@ -252,7 +252,9 @@ impl RuntimeService for RuntimeApi {
                 Ok(network) => out.push(response::pod_sandbox_stats(&sandbox, network)),
                 // Stopped or removed while listing: it no longer has stats to give.
                 Err(e) => {
-                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats")
+                    tracing::debug!(
+                        sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats"
+                    )
                 }
             }
         }
@@ -388,7 +390,9 @@ impl RuntimeService for RuntimeApi {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxMetrics")
+                    tracing::debug!(
+                        sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxMetrics"
+                    )
                 }
             }
         }
