@@ -1,6 +1,8 @@
 //! crisp's configuration: command-line flags (each with an environment variable) over a
-//! TOML file over built-in defaults. argv and the environment are read only in `main`;
-//! everything else takes a finished [`Config`].
+//! TOML file over built-in defaults, checked once into a [`Config`]. argv and the environment
+//! are read only in `main` (through [`Cli`]); everything else takes a finished [`Config`].
+//! It reads the config file and nothing else: whether the directories exist is for the
+//! modules that use them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,6 @@
-//! One CRI call at the boundary: its log line, its latency sample and its gRPC code name.
+//! One CRI call at the boundary: its one log line (mutations at info, polled reads at debug,
+//! failures at warn), its latency sample and its gRPC code's canonical name. It never changes
+//! a result and never picks a code: errors become statuses through `error.rs`.
 
 use super::Shared;
 use crate::telemetry;

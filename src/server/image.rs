@@ -1,5 +1,7 @@
 //! ImageService: crisp manages no images, but kubelet, crictl and critest open this service
-//! and read the image filesystem's usage, so those calls answer truthfully.
+//! and read the image filesystem's usage, so those calls answer truthfully (the usage of the
+//! filesystem holding crisp's root). It never pulls, lists or removes an image: those calls
+//! answer empty or Unimplemented.
 
 use std::sync::Arc;
 

@@ -1,6 +1,11 @@
-//! The gRPC adapter: binds the socket, serves CRI v1 (RuntimeService, ImageService), gRPC
-//! reflection and health. Handlers only translate and delegate to `sandbox/`; each call is
-//! logged once here with its outcome.
+//! The gRPC adapter: serves CRI v1 (RuntimeService, ImageService), gRPC reflection and
+//! health on a listener it is given (`crate::socket` binds it), and at shutdown waits for the
+//! calls in flight, not for idle connections. It owns the tower stack in front of the
+//! handlers (the authority adapter, the in-flight count, the oversize rewrite) and [`Shared`],
+//! what every handler sees. tonic and the CRI proto stop here (outside `server/`, only
+//! `error.rs` names tonic, to map errors to codes). Handlers translate and delegate to
+//! `sandbox/`: nothing here names `cni::` or `fast::`, touches a namespace or writes a
+//! record, and no handler picks a gRPC code for an error itself.
 
 pub mod authority;
 mod call;

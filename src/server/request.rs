@@ -1,6 +1,8 @@
 //! Proto → domain: checks RunPodSandbox's request and turns it into a [`SandboxSpec`],
 //! refusing anything crisp cannot honour, and reads ListPodSandbox's filter. Field names in
-//! errors are the proto's.
+//! errors are the proto's, and a client's values are quoted short ([`excerpt`]). It never
+//! touches the system (no files, namespaces or sandbox state): whether the kernel knows a
+//! sysctl is learnt when the sandbox sets it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

@@ -1,5 +1,7 @@
-//! Domain → proto: renders sandboxes, their stats and metrics, and crisp's answers as CRI
-//! messages.
+//! Domain → proto: renders sandboxes, their status, stats and metrics, lifecycle events and
+//! crisp's Status and RuntimeConfig answers as CRI messages. It renders what it is given or
+//! what the manager holds in memory (the one system read: whether a namespace is still
+//! pinned); it never fails a call, never runs a plugin and never writes anything.
 
 use std::collections::{BTreeMap, HashMap};
 

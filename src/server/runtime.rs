@@ -1,7 +1,9 @@
-//! RuntimeService: the sandbox RPCs delegate to the manager; the container RPCs a
+//! RuntimeService: the thin trait impl. The sandbox RPCs check the request (`request`),
+//! delegate to the manager and render the answer (`response`); the container RPCs a
 //! sandbox-only runtime cannot serve answer what kubelet tolerates (empty lists, NotFound)
 //! or Unimplemented with a message — never an Ok that did nothing. Every call goes through
-//! [`Call`]: one log line and one latency sample each.
+//! [`Call`]: one log line and one latency sample each. No check, rule or rendering lives
+//! here, and no call waits on a plugin: status comes from what the manager holds in memory.
 
 use std::collections::HashMap;
 use std::pin::Pin;
