@@ -440,6 +440,17 @@ pub fn list_filter(filter: Option<cri::PodSandboxFilter>) -> ListFilter {
     }
 }
 
+/// ListPodSandboxStats's filter. Only READY sandboxes have a namespace to read, as
+/// containerd lists them.
+pub fn stats_filter(filter: Option<cri::PodSandboxStatsFilter>) -> ListFilter {
+    let filter = filter.unwrap_or_default();
+    ListFilter {
+        id: (!filter.id.is_empty()).then_some(filter.id),
+        state: Some(SandboxState::Ready),
+        labels: filter.label_selector.into_iter().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

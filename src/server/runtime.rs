@@ -37,8 +37,9 @@ type Reply<T> = Result<Response<T>, Status>;
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
-fn unimplemented<T>(method: &'static str, what: &'static str) -> Reply<T> {
-    Call::read(method).finish(Err(Error::Unimplemented { what }))
+/// A call a sandbox-only runtime cannot serve: Unimplemented, naming the method.
+fn unimplemented<T>(method: &'static str) -> Reply<T> {
+    Call::read(method).finish(Err(Error::Unimplemented { what: method }))
 }
 
 /// The GetContainerEvents stream over one subscription. A subscriber that falls more than the
@@ -241,13 +242,7 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         let call = Call::read("ListPodSandboxStats");
-        let filter = req.into_inner().filter.unwrap_or_default();
-        // Only READY sandboxes have a namespace to read, as containerd lists them.
-        let filter = ListFilter {
-            id: (!filter.id.is_empty()).then_some(filter.id),
-            state: Some(SandboxState::Ready),
-            labels: filter.label_selector.into_iter().collect(),
-        };
+        let filter = request::stats_filter(req.into_inner().filter);
         let mut out = Vec::new();
         for sandbox in self.shared.manager.list(&filter) {
             match stats::network_stats(&sandbox).await {
@@ -267,68 +262,68 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer", "CreateContainer")
+        unimplemented("CreateContainer")
     }
 
     async fn start_container(
         &self,
         _req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        unimplemented("StartContainer", "StartContainer")
+        unimplemented("StartContainer")
     }
 
     async fn stop_container(
         &self,
         _req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
-        unimplemented("StopContainer", "StopContainer")
+        unimplemented("StopContainer")
     }
 
     async fn remove_container(
         &self,
         _req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer", "RemoveContainer")
+        unimplemented("RemoveContainer")
     }
 
     async fn update_container_resources(
         &self,
         _req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources", "UpdateContainerResources")
+        unimplemented("UpdateContainerResources")
     }
 
     async fn reopen_container_log(
         &self,
         _req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog", "ReopenContainerLog")
+        unimplemented("ReopenContainerLog")
     }
 
     async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
-        unimplemented("ExecSync", "ExecSync")
+        unimplemented("ExecSync")
     }
 
     async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        unimplemented("Exec", "Exec")
+        unimplemented("Exec")
     }
 
     async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        unimplemented("Attach", "Attach")
+        unimplemented("Attach")
     }
 
     async fn port_forward(
         &self,
         _req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        unimplemented("PortForward", "PortForward")
+        unimplemented("PortForward")
     }
 
     async fn container_stats(
         &self,
         _req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats", "ContainerStats")
+        unimplemented("ContainerStats")
     }
 
     async fn pod_sandbox_stats(
@@ -353,7 +348,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::CheckpointContainerRequest>,
     ) -> Reply<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer", "CheckpointContainer")
+        unimplemented("CheckpointContainer")
     }
 
     type GetContainerEventsStream = EventStream;
