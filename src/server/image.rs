@@ -82,12 +82,8 @@ fn filesystem_usage(root: &std::path::Path) -> crate::Result<cri::FilesystemUsag
     let frsize = stat.fragment_size() as u64;
     let used_bytes = (stat.blocks() as u64).saturating_sub(stat.blocks_free() as u64) * frsize;
     let inodes_used = (stat.files() as u64).saturating_sub(stat.files_free() as u64);
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(1);
     Ok(cri::FilesystemUsage {
-        timestamp,
+        timestamp: crate::clock::now_nanos(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: root.display().to_string(),
         }),
