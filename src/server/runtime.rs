@@ -3,7 +3,8 @@
 //! sandbox-only runtime cannot serve answer what kubelet tolerates (empty lists, NotFound)
 //! or Unimplemented with a message — never an Ok that did nothing. Every call goes through
 //! [`Call`]: one log line and one latency sample each. No check, rule or rendering lives
-//! here, and no call waits on a plugin: status comes from what the manager holds in memory.
+//! here. Status, list and stats calls never wait on a plugin (they read the manager's memory
+//! or a namespace's counters); only Run, Stop and Remove run plugins, inside the manager.
 
 use std::collections::HashMap;
 use std::pin::Pin;
