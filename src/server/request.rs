@@ -488,22 +488,20 @@ mod tests {
 
     #[test]
     fn each_missing_metadata_field_is_named() {
-        for (field, clear) in [
-            ("config.metadata.name", 0),
-            ("config.metadata.namespace", 1),
-            ("config.metadata.uid", 2),
-        ] {
+        type Clear = fn(&mut cri::PodSandboxMetadata);
+        let clears: [(&str, Clear); 3] = [
+            ("config.metadata.name", |m| m.name.clear()),
+            ("config.metadata.namespace", |m| m.namespace.clear()),
+            ("config.metadata.uid", |m| m.uid.clear()),
+        ];
+        for (field, clear) in clears {
             let mut req = request();
-            let meta = req
-                .config
-                .as_mut()
-                .and_then(|c| c.metadata.as_mut())
-                .expect("meta");
-            match clear {
-                0 => meta.name.clear(),
-                1 => meta.namespace.clear(),
-                _ => meta.uid.clear(),
-            }
+            clear(
+                req.config
+                    .as_mut()
+                    .and_then(|c| c.metadata.as_mut())
+                    .expect("meta"),
+            );
             assert_eq!(
                 field_of(check_run_request(req).expect_err("refused")),
                 field
@@ -584,9 +582,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn host_network_pods_get_no_net_sysctls() {
-        let mut req = with_sysctl("net.ipv4.ip_forward", "1");
+    /// Asks for the node's network namespace (NamespaceMode NODE).
+    fn on_node_network(req: &mut cri::RunPodSandboxRequest) {
         let config = req.config.as_mut().expect("config");
         let linux = config.linux.get_or_insert_with(Default::default);
         linux.security_context = Some(cri::LinuxSandboxSecurityContext {
@@ -596,6 +593,12 @@ mod tests {
             }),
             ..Default::default()
         });
+    }
+
+    #[test]
+    fn host_network_pods_get_no_net_sysctls() {
+        let mut req = with_sysctl("net.ipv4.ip_forward", "1");
+        on_node_network(&mut req);
         let err = check_run_request(req).expect_err("refused");
         assert!(err.to_string().contains("host-network"), "{err}");
     }
@@ -603,16 +606,7 @@ mod tests {
     #[test]
     fn host_network_is_detected() {
         let mut req = request();
-        req.config.as_mut().expect("config").linux = Some(cri::LinuxPodSandboxConfig {
-            security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        on_node_network(&mut req);
         assert!(check_run_request(req).expect("valid").host_network);
     }
 
