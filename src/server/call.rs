@@ -5,6 +5,10 @@
 use super::Shared;
 use crate::telemetry;
 
+/// The rpc lines keep the target they had before this module was split from `server`'s
+/// (log filters and readers match on it).
+const RPC_LOG_TARGET: &str = "crisp::server";
+
 /// One CRI call being served: measured, and logged in one line when it finishes (mutations
 /// at info, the reads kubelet polls at debug, failures at warn).
 pub(crate) struct Call {
@@ -79,6 +83,7 @@ impl Call {
                 macro_rules! succeeded {
                     ($level:expr) => {
                         tracing::event!(
+                            target: RPC_LOG_TARGET,
                             $level,
                             method,
                             sandbox_id,
@@ -98,6 +103,7 @@ impl Call {
             }
             Err(status) => {
                 tracing::warn!(
+                    target: RPC_LOG_TARGET,
                     method, sandbox_id, pod, code = code_name(code), duration_ms = ms,
                     error = %status.message(), "rpc failed"
                 );
