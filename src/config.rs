@@ -1,6 +1,8 @@
 //! crisp's configuration: command-line flags (each with an environment variable) over a
-//! TOML file over built-in defaults. argv and the environment are read only in `main`;
-//! everything else takes a finished [`Config`].
+//! TOML file over built-in defaults, checked once into a [`Config`]. argv and the environment
+//! are read only in `main` (through [`Cli`]); everything else takes a finished [`Config`].
+//! It reads the config file and nothing else: whether the directories exist is for the
+//! modules that use them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,13 +47,15 @@ pub struct Cli {
     /// CNI network configuration directory [default: /etc/cni/net.d]
     #[arg(long, env = "CRISP_CNI_CONF_DIR", value_name = "DIR")]
     pub cni_conf_dir: Option<PathBuf>,
-    /// CNI plugin directories, colon-separated, searched in order [default: /opt/cni/bin:/usr/lib/cni]
+    /// CNI plugin directories, colon-separated, searched in order
+    /// [default: /opt/cni/bin:/usr/lib/cni]
     #[arg(long, env = "CRISP_CNI_BIN_DIR", value_name = "DIRS")]
     pub cni_bin_dir: Option<String>,
     /// Seconds a CNI plugin may run before its process group is killed [default: 60]
     #[arg(long, env = "CRISP_CNI_PLUGIN_TIMEOUT", value_name = "SECS")]
     pub cni_plugin_timeout: Option<u64>,
-    /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start [default: 600]
+    /// Seconds between CNI GC passes (one also runs right after start-up); 0 = only at start
+    /// [default: 600]
     #[arg(long, env = "CRISP_CNI_GC_INTERVAL", value_name = "SECS")]
     pub cni_gc_interval: Option<u64>,
     /// Seconds between background network checks of READY pods (CNI CHECK, and that the
@@ -229,99 +233,54 @@ pub enum ConfigError {
 impl Config {
     /// Merges the command line over the config file (if one is named) over the defaults.
     pub fn resolve(cli: Cli) -> Result<Config, ConfigError> {
-        let file = match &cli.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let bin_dirs = cli
-            .cni_bin_dir
-            .or(file.cni_bin_dir)
-            .unwrap_or_else(|| DEFAULT_CNI_BIN_DIR.to_string());
-        let cni_bin_dirs: Vec<PathBuf> = std::env::split_paths(&bin_dirs)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
-        if cni_bin_dirs.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "cni-bin-dir",
-                reason: "no directory given".into(),
-            });
-        }
-        let timeout = cli
-            .cni_plugin_timeout
-            .or(file.cni_plugin_timeout)
-            .unwrap_or(DEFAULT_CNI_PLUGIN_TIMEOUT_SECS);
-        if timeout == 0 {
-            return Err(ConfigError::Invalid {
-                key: "cni-plugin-timeout",
-                reason: "must be at least 1 second".into(),
-            });
-        }
-        let nri_timeout = |key: &'static str, value: Option<u64>, default: u64| match value {
-            Some(0) => Err(ConfigError::Invalid {
-                key,
-                reason: "must be at least 1 second".into(),
-            }),
-            v => Ok(Duration::from_secs(v.unwrap_or(default))),
-        };
-        let nri_registration_timeout = nri_timeout(
+        let file = cli.config.as_deref().map(read_file).transpose()?;
+        let file = file.unwrap_or_default();
+        let cni_bin_dirs = cni_bin_dirs(cli.cni_bin_dir.or(file.cni_bin_dir))?;
+        let cni_plugin_timeout = at_least_one_second(
+            "cni-plugin-timeout",
+            cli.cni_plugin_timeout.or(file.cni_plugin_timeout),
+            DEFAULT_CNI_PLUGIN_TIMEOUT_SECS,
+        )?;
+        let nri_registration_timeout = at_least_one_second(
             "nri-registration-timeout",
             cli.nri_registration_timeout
                 .or(file.nri_registration_timeout),
             DEFAULT_NRI_REGISTRATION_TIMEOUT_SECS,
         )?;
-        let nri_request_timeout = nri_timeout(
+        let nri_request_timeout = at_least_one_second(
             "nri-request-timeout",
             cli.nri_request_timeout.or(file.nri_request_timeout),
             DEFAULT_NRI_REQUEST_TIMEOUT_SECS,
         )?;
         Ok(Config {
-            socket: cli
-                .socket
-                .or(file.socket)
-                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
-            root: cli
-                .root
-                .or(file.root)
-                .unwrap_or_else(|| DEFAULT_ROOT.into()),
-            netns_dir: cli
-                .netns_dir
-                .or(file.netns_dir)
-                .unwrap_or_else(|| DEFAULT_NETNS_DIR.into()),
-            cni_conf_dir: cli
-                .cni_conf_dir
-                .or(file.cni_conf_dir)
-                .unwrap_or_else(|| DEFAULT_CNI_CONF_DIR.into()),
+            socket: path_or(cli.socket, file.socket, DEFAULT_SOCKET),
+            root: path_or(cli.root, file.root, DEFAULT_ROOT),
+            netns_dir: path_or(cli.netns_dir, file.netns_dir, DEFAULT_NETNS_DIR),
+            cni_conf_dir: path_or(cli.cni_conf_dir, file.cni_conf_dir, DEFAULT_CNI_CONF_DIR),
             cni_bin_dirs,
-            cni_plugin_timeout: Duration::from_secs(timeout),
-            cni_gc_interval: Some(
-                cli.cni_gc_interval
-                    .or(file.cni_gc_interval)
-                    .unwrap_or(DEFAULT_CNI_GC_INTERVAL_SECS),
-            )
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs),
-            cni_check_interval: Some(
-                cli.cni_check_interval
-                    .or(file.cni_check_interval)
-                    .unwrap_or(DEFAULT_CNI_CHECK_INTERVAL_SECS),
-            )
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs),
+            cni_plugin_timeout,
+            cni_gc_interval: interval(
+                cli.cni_gc_interval.or(file.cni_gc_interval),
+                DEFAULT_CNI_GC_INTERVAL_SECS,
+            ),
+            cni_check_interval: interval(
+                cli.cni_check_interval.or(file.cni_check_interval),
+                DEFAULT_CNI_CHECK_INTERVAL_SECS,
+            ),
             cgroup_driver: cli.cgroup_driver.or(file.cgroup_driver),
             cni_fast_path: cli.cni_fast_path.or(file.cni_fast_path).unwrap_or_default(),
             nri: cli.nri.or(file.nri).unwrap_or_default(),
-            nri_socket: cli
-                .nri_socket
-                .or(file.nri_socket)
-                .unwrap_or_else(|| DEFAULT_NRI_SOCKET.into()),
-            nri_plugin_dir: cli
-                .nri_plugin_dir
-                .or(file.nri_plugin_dir)
-                .unwrap_or_else(|| DEFAULT_NRI_PLUGIN_DIR.into()),
-            nri_plugin_config_dir: cli
-                .nri_plugin_config_dir
-                .or(file.nri_plugin_config_dir)
-                .unwrap_or_else(|| DEFAULT_NRI_PLUGIN_CONFIG_DIR.into()),
+            nri_socket: path_or(cli.nri_socket, file.nri_socket, DEFAULT_NRI_SOCKET),
+            nri_plugin_dir: path_or(
+                cli.nri_plugin_dir,
+                file.nri_plugin_dir,
+                DEFAULT_NRI_PLUGIN_DIR,
+            ),
+            nri_plugin_config_dir: path_or(
+                cli.nri_plugin_config_dir,
+                file.nri_plugin_config_dir,
+                DEFAULT_NRI_PLUGIN_CONFIG_DIR,
+            ),
             nri_registration_timeout,
             nri_request_timeout,
             log_level: cli
@@ -333,6 +292,48 @@ impl Config {
             config_file: cli.config,
         })
     }
+}
+
+/// The flag's path, else the file's, else the default.
+fn path_or(flag: Option<PathBuf>, file: Option<PathBuf>, default: &str) -> PathBuf {
+    flag.or(file).unwrap_or_else(|| default.into())
+}
+
+/// The plugin search path: colon-separated, empty entries skipped, at least one directory.
+fn cni_bin_dirs(given: Option<String>) -> Result<Vec<PathBuf>, ConfigError> {
+    let bin_dirs = given.unwrap_or_else(|| DEFAULT_CNI_BIN_DIR.to_string());
+    let cni_bin_dirs: Vec<PathBuf> = std::env::split_paths(&bin_dirs)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    if cni_bin_dirs.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "cni-bin-dir",
+            reason: "no directory given".into(),
+        });
+    }
+    Ok(cni_bin_dirs)
+}
+
+/// A timeout in seconds: 0 would fail every call at once, so it is refused.
+fn at_least_one_second(
+    key: &'static str,
+    given: Option<u64>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match given {
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be at least 1 second".into(),
+        }),
+        secs => Ok(Duration::from_secs(secs.unwrap_or(default))),
+    }
+}
+
+/// A period in seconds, where 0 means "never" (`None`).
+fn interval(given: Option<u64>, default: u64) -> Option<Duration> {
+    Some(given.unwrap_or(default))
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

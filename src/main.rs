@@ -118,7 +118,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         manager,
         config,
         recovery,
-        plugins,
+        plugin_timings: plugins,
     });
     tokio::spawn(collect_garbage(shared.clone()));
     if let Some(every) = shared.config.cni_check_interval {

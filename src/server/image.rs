@@ -1,5 +1,7 @@
 //! ImageService: crisp manages no images, but kubelet, crictl and critest open this service
-//! and read the image filesystem's usage, so those calls answer truthfully.
+//! and read the image filesystem's usage, so those calls answer truthfully (the usage of the
+//! filesystem holding crisp's root). It never pulls, lists or removes an image: those calls
+//! answer empty or Unimplemented.
 
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
-use super::{Call, Shared};
+use super::call::Call;
+use super::Shared;
 use crate::error::Error;
 
 pub struct ImageApi {
@@ -79,12 +82,8 @@ fn filesystem_usage(root: &std::path::Path) -> crate::Result<cri::FilesystemUsag
     let frsize = stat.fragment_size() as u64;
     let used_bytes = (stat.blocks() as u64).saturating_sub(stat.blocks_free() as u64) * frsize;
     let inodes_used = (stat.files() as u64).saturating_sub(stat.files_free() as u64);
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(1);
     Ok(cri::FilesystemUsage {
-        timestamp,
+        timestamp: crate::clock::now_nanos(),
         fs_id: Some(cri::FilesystemIdentifier {
             mountpoint: root.display().to_string(),
         }),

@@ -1,4 +1,5 @@
 //! Counts the RPCs being served, so shutdown can wait for them (and not for idle connections).
+//! A tower layer under every service; it never delays, refuses or looks into a call.
 
 use std::future::Future;
 use std::pin::Pin;

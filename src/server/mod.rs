@@ -1,12 +1,19 @@
-//! The gRPC adapter: binds the socket, serves CRI v1 (RuntimeService, ImageService), gRPC
-//! reflection and health. Handlers only translate and delegate to `sandbox/`; each call is
-//! logged once here with its outcome.
+//! The gRPC adapter: serves CRI v1 (RuntimeService, ImageService), gRPC reflection and
+//! health on a listener it is given (`crate::socket` binds it), and at shutdown waits for the
+//! calls in flight, not for idle connections. It owns the tower stack in front of the
+//! handlers (the authority adapter, the in-flight count, the oversize rewrite) and [`Shared`],
+//! what every handler sees. tonic and the CRI proto stop here (outside `server/`, only
+//! `error.rs` names tonic, to map errors to codes). Handlers translate and delegate to
+//! `sandbox/`: nothing here names `cni::` or `fast::`, touches a namespace or writes a
+//! record, and no handler picks a gRPC code for an error itself.
 
 pub mod authority;
-mod convert;
+mod call;
 mod image;
 mod inflight;
 mod oversize;
+mod request;
+mod response;
 mod runtime;
 
 use std::future::Future;
@@ -16,13 +23,14 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::config::Config;
 use crate::sandbox::{EventKind, ListFilter, RecoveryReport, SandboxManager};
 use crate::telemetry::{self, PluginTelemetry};
 
-pub use convert::sandbox_spec as check_run_request;
 pub use image::ImageApi;
+pub use request::check_run_request;
 pub use runtime::RuntimeApi;
 
 /// The CRI proto's descriptor set, for reflection (built from `proto/api.proto`).
@@ -37,7 +45,7 @@ pub struct Shared {
     pub config: Config,
     pub recovery: RecoveryReport,
     /// Each sandbox's last CNI ADD/DEL timings (cni reports them through its observer hook).
-    pub plugins: Arc<PluginTelemetry>,
+    pub plugin_timings: Arc<PluginTelemetry>,
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish
@@ -48,23 +56,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     drain_limit: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // Both reflection versions: grpcurl releases differ in which one they ask for.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(CRI_DESCRIPTOR)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
     telemetry::record_recovery(&shared.recovery.repairs());
     tokio::spawn(watch_sandboxes(shared.clone()));
+    // Both reflection versions: grpcurl releases differ in which one they ask for.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RuntimeServiceServer<RuntimeApi>>()
-        .await;
-    health_reporter
-        .set_serving::<ImageServiceServer<ImageApi>>()
-        .await;
+    let health = health_service().await;
     let runtime = RuntimeServiceServer::new(RuntimeApi::new(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let image =
@@ -98,17 +95,39 @@ pub async fn serve(
     tokio::select! {
         served = &mut server => served?,
         () = calls.idle(drain_limit) => {
-            tracing::info!(in_flight = calls.count(), "in-flight calls finished or drain limit reached; exiting");
+            tracing::info!(
+                in_flight = calls.count(),
+                "in-flight calls finished or drain limit reached; exiting"
+            );
         }
     }
     Ok(())
 }
 
+/// gRPC reflection over the CRI proto and the health service.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(CRI_DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// The gRPC health service, with both CRI services serving.
+async fn health_service() -> HealthServer<impl Health> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RuntimeServiceServer<RuntimeApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ImageServiceServer<ImageApi>>()
+        .await;
+    health
+}
+
+/// One accepted client connection, behind the authority adapter.
+type Connection = authority::AuthorityAdapter<tokio::net::UnixStream>;
+
 /// Each accepted connection, wrapped so that any `:authority` is accepted.
-fn accepted(
-    listener: UnixListener,
-) -> impl futures::Stream<Item = std::io::Result<authority::AuthorityAdapter<tokio::net::UnixStream>>>
-{
+fn accepted(listener: UnixListener) -> impl futures::Stream<Item = std::io::Result<Connection>> {
     use futures::TryStreamExt;
     UnixListenerStream::new(listener).map_ok(authority::AuthorityAdapter::new)
 }
@@ -126,7 +145,7 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
         loop {
             match next {
                 Ok(event) if event.kind == EventKind::Deleted => {
-                    shared.plugins.forget(&event.sandbox.id)
+                    shared.plugin_timings.forget(&event.sandbox.id)
                 }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
@@ -136,7 +155,7 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
                         .iter()
                         .map(|s| s.id.clone())
                         .collect();
-                    shared.plugins.retain(|id| live.contains(id));
+                    shared.plugin_timings.retain(|id| live.contains(id));
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -147,131 +166,5 @@ async fn watch_sandboxes(shared: Arc<Shared>) {
                 Err(TryRecvError::Closed) => return,
             };
         }
-    }
-}
-
-/// One CRI call being served: measured, and logged in one line when it finishes (mutations
-/// at info, the reads kubelet polls at debug, failures at warn).
-pub(crate) struct Call {
-    method: &'static str,
-    started: std::time::Instant,
-    sandbox_id: String,
-    pod: String,
-    mutates: bool,
-}
-
-impl Call {
-    pub(crate) fn read(method: &'static str) -> Call {
-        Call {
-            method,
-            started: std::time::Instant::now(),
-            sandbox_id: String::new(),
-            pod: String::new(),
-            mutates: false,
-        }
-    }
-
-    pub(crate) fn write(method: &'static str) -> Call {
-        Call {
-            mutates: true,
-            ..Call::read(method)
-        }
-    }
-
-    /// Names the sandbox the call is about, and its pod when crisp knows the id.
-    pub(crate) fn sandbox(mut self, shared: &Shared, id: &str) -> Call {
-        self.sandbox_id = id.to_string();
-        if let Ok(sandbox) = shared.manager.status(id) {
-            self.sandbox_id = sandbox.id.clone();
-            let m = &sandbox.spec.metadata;
-            self.pod = format!("{}/{}", m.namespace, m.name);
-        }
-        self
-    }
-
-    pub(crate) fn pod(mut self, pod: String) -> Call {
-        self.pod = pod;
-        self
-    }
-
-    pub(crate) fn set_sandbox_id(&mut self, id: &str) {
-        self.sandbox_id = id.to_string();
-    }
-
-    /// Logs and measures the call, and turns its error into a status.
-    pub(crate) fn finish<T>(
-        self,
-        result: crate::Result<T>,
-    ) -> Result<tonic::Response<T>, tonic::Status> {
-        self.finish_status(result.map_err(tonic::Status::from))
-    }
-
-    pub(crate) fn finish_status<T>(
-        self,
-        result: Result<T, tonic::Status>,
-    ) -> Result<tonic::Response<T>, tonic::Status> {
-        let elapsed = self.started.elapsed();
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        let (method, sandbox_id, pod) = (self.method, &self.sandbox_id, &self.pod);
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        telemetry::record_rpc(method, code_name(code), elapsed);
-        match result {
-            Ok(value) => {
-                if self.mutates {
-                    tracing::info!(
-                        method,
-                        sandbox_id,
-                        pod,
-                        code = "OK",
-                        duration_ms = ms,
-                        "rpc"
-                    );
-                } else {
-                    tracing::debug!(
-                        method,
-                        sandbox_id,
-                        pod,
-                        code = "OK",
-                        duration_ms = ms,
-                        "rpc"
-                    );
-                }
-                Ok(tonic::Response::new(value))
-            }
-            Err(status) => {
-                tracing::warn!(
-                    method, sandbox_id, pod, code = code_name(code), duration_ms = ms,
-                    error = %status.message(), "rpc failed"
-                );
-                Err(status)
-            }
-        }
-    }
-}
-
-/// gRPC's canonical code names, as they appear in metrics and logs.
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }

@@ -1,6 +1,6 @@
 //! A request over the message limit is `ResourceExhausted`, as grpc-go (containerd, CRI-O)
 //! answers it; tonic's decoder says `OutOfRange`, so its answer is rewritten here, on the
-//! way out, before any handler ran.
+//! way out, before any handler ran. Every other answer passes untouched.
 
 use tonic::codegen::http;
 use tonic::{Code, Status};

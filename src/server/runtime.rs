@@ -1,8 +1,12 @@
-//! RuntimeService: the sandbox RPCs delegate to the manager; the container RPCs a
+//! RuntimeService: the thin trait impl. The sandbox RPCs check the request (`request`),
+//! delegate to the manager and render the answer (`response`); the container RPCs a
 //! sandbox-only runtime cannot serve answer what kubelet tolerates (empty lists, NotFound)
 //! or Unimplemented with a message — never an Ok that did nothing. Every call goes through
-//! [`Call`]: one log line and one latency sample each.
+//! [`Call`]: one log line and one latency sample each. No check, rule or rendering lives
+//! here. Status, list and stats calls never wait on a plugin (they read the manager's memory
+//! or a namespace's counters); only Run, Stop and Remove run plugins, inside the manager.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -11,7 +15,8 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tonic::{Request, Response, Status};
 
-use super::{convert, Call, Shared};
+use super::call::Call;
+use super::{request, response, Shared};
 use crate::error::Error;
 use crate::sandbox::manager::SandboxEvent;
 use crate::sandbox::{stats, ListFilter, SandboxState};
@@ -33,27 +38,9 @@ type Reply<T> = Result<Response<T>, Status>;
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
-fn unimplemented<T>(method: &'static str, what: &'static str) -> Reply<T> {
-    Call::read(method).finish(Err(Error::Unimplemented { what }))
-}
-
-/// A lifecycle event as kubelet's evented PLEG reads it: the sandbox id as container id,
-/// and the sandbox's status with its metadata.
-fn container_event(event: &SandboxEvent) -> cri::ContainerEventResponse {
-    use crate::sandbox::EventKind;
-    let kind = match event.kind {
-        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
-        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
-        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
-        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
-    };
-    cri::ContainerEventResponse {
-        container_id: event.sandbox.id.clone(),
-        container_event_type: kind as i32,
-        created_at: event.at,
-        pod_sandbox_status: Some(convert::pod_sandbox_status(&event.sandbox)),
-        containers_statuses: Vec::new(),
-    }
+/// A call a sandbox-only runtime cannot serve: Unimplemented, naming the method.
+fn unimplemented<T>(method: &'static str) -> Reply<T> {
+    Call::read(method).finish(Err(Error::Unimplemented { what: method }))
 }
 
 /// The GetContainerEvents stream over one subscription. A subscriber that falls more than the
@@ -63,7 +50,7 @@ fn event_stream(rx: broadcast::Receiver<SandboxEvent>) -> EventStream {
     Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(event) => return Some((Ok(container_event(&event)), rx)),
+                Ok(event) => return Some((Ok(response::container_event(&event)), rx)),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         missed,
@@ -100,7 +87,7 @@ impl RuntimeService for RuntimeApi {
             .map(|m| format!("{}/{}", m.namespace, m.name))
             .unwrap_or_default();
         let mut call = Call::write("RunPodSandbox").pod(pod);
-        let result = match convert::sandbox_spec(req) {
+        let result = match request::check_run_request(req) {
             Ok(spec) => self.shared.manager.run(spec).await,
             Err(e) => Err(e),
         };
@@ -145,12 +132,12 @@ impl RuntimeService for RuntimeApi {
             let dir = manager.files_dir(&sandbox.id);
             // The spec exactly as written for runtimes (kept in memory once read).
             let spec = manager.runtime_spec(&sandbox).await;
-            let last_ops = self.shared.plugins.last_ops(&sandbox.id);
+            let last_ops = self.shared.plugin_timings.last_ops(&sandbox.id);
             // From memory and the sandbox's files: the background checker's last outcomes,
             // never a plugin run on this call's path.
             let health = manager.health(&sandbox.id);
             let nri_hooks = manager.nri_hooks(&sandbox.id);
-            convert::verbose_info(
+            response::verbose_info(
                 &sandbox,
                 &dir,
                 spec.as_deref(),
@@ -162,7 +149,7 @@ impl RuntimeService for RuntimeApi {
             Default::default()
         };
         call.finish(Ok(cri::PodSandboxStatusResponse {
-            status: Some(convert::pod_sandbox_status(&sandbox)),
+            status: Some(response::pod_sandbox_status(&sandbox)),
             info,
             containers_statuses: Vec::new(),
             timestamp: crate::clock::now_nanos(),
@@ -174,13 +161,13 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
         let call = Call::read("ListPodSandbox");
-        let filter = convert::list_filter(req.into_inner().filter);
+        let filter = request::list_filter(req.into_inner().filter);
         let items = self
             .shared
             .manager
             .list(&filter)
             .iter()
-            .map(|s| convert::pod_sandbox(s))
+            .map(|s| response::pod_sandbox(s))
             .collect();
         call.finish(Ok(cri::ListPodSandboxResponse { items }))
     }
@@ -190,86 +177,12 @@ impl RuntimeService for RuntimeApi {
         // Never waits on a plugin: STATUS answers come from the background task.
         let readiness = self.shared.manager.network_readiness().await;
         let problem = readiness.ready_problem();
-        let network_ready = cri::RuntimeCondition {
-            r#type: "NetworkReady".into(),
-            status: problem.is_none(),
-            reason: if problem.is_some() {
-                "NetworkPluginNotReady".into()
-            } else {
-                String::new()
-            },
-            message: problem
-                .as_ref()
-                .map(|p| format!("Network plugin returns error: {p}"))
-                .unwrap_or_default(),
+        let info = if req.into_inner().verbose {
+            response::status_info(&self.shared, &readiness, problem.as_deref())
+        } else {
+            HashMap::new()
         };
-        let runtime_ready = cri::RuntimeCondition {
-            r#type: "RuntimeReady".into(),
-            status: true,
-            reason: String::new(),
-            message: String::new(),
-        };
-        let mut info = std::collections::HashMap::new();
-        if req.into_inner().verbose {
-            let network = readiness.network.as_ref().map(|n| {
-                serde_json::json!({
-                    "name": n.name,
-                    "cniVersion": n.cni_version,
-                    "file": n.source.display().to_string(),
-                    "plugins": n.plugins.iter().map(|p| &p.plugin_type).collect::<Vec<_>>(),
-                })
-            });
-            let config = &self.shared.config;
-            info.insert(
-                "config".to_string(),
-                serde_json::to_string(config).unwrap_or_default(),
-            );
-            info.insert(
-                "network".to_string(),
-                serde_json::json!({
-                    "ready": problem.is_none(),
-                    "problem": problem,
-                    "loaded": network,
-                    "status": readiness.status,
-                    "confDirWatched": readiness.conf_dir_watched,
-                    "path": readiness.path,
-                    "podCIDR": readiness.pod_cidr,
-                })
-                .to_string(),
-            );
-            info.insert(
-                "recovery".to_string(),
-                serde_json::to_string(&self.shared.recovery).unwrap_or_default(),
-            );
-            info.insert(
-                "networkChecker".to_string(),
-                serde_json::to_string(&self.shared.manager.checker()).unwrap_or_default(),
-            );
-            // null when NRI is off; else the connected plugins, in the order they are called.
-            let nri = self.shared.manager.nri_plugins().map(|plugins| {
-                serde_json::json!({
-                    "socket": config.nri_socket.display().to_string(),
-                    "plugins": plugins,
-                })
-            });
-            info.insert("nri".to_string(), serde_json::json!(nri).to_string());
-            // null: RuntimeConfig leaves `linux` unset and kubelet keeps its own driver.
-            info.insert(
-                "cgroupDriver".to_string(),
-                serde_json::json!(config.cgroup_driver).to_string(),
-            );
-        }
-        call.finish(Ok(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus {
-                conditions: vec![runtime_ready, network_ready],
-            }),
-            info,
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                features: None,
-            }],
-            features: None,
-        }))
+        call.finish(Ok(response::runtime_status(problem.as_deref(), info)))
     }
 
     async fn update_runtime_config(
@@ -295,7 +208,7 @@ impl RuntimeService for RuntimeApi {
         // crisp creates no cgroups: by default `linux` stays unset and kubelet (≥ 1.31, which
         // replaces its own cgroupDriver with the answer) keeps its setting; --cgroup-driver
         // makes kubelet follow the operator's choice for the node.
-        Call::read("RuntimeConfig").finish(Ok(convert::runtime_config(
+        Call::read("RuntimeConfig").finish(Ok(response::runtime_config(
             self.shared.config.cgroup_driver,
         )))
     }
@@ -330,20 +243,16 @@ impl RuntimeService for RuntimeApi {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         let call = Call::read("ListPodSandboxStats");
-        let filter = req.into_inner().filter.unwrap_or_default();
-        // Only READY sandboxes have a namespace to read, as containerd lists them.
-        let filter = ListFilter {
-            id: (!filter.id.is_empty()).then_some(filter.id),
-            state: Some(SandboxState::Ready),
-            labels: filter.label_selector.into_iter().collect(),
-        };
+        let filter = request::stats_filter(req.into_inner().filter);
         let mut out = Vec::new();
         for sandbox in self.shared.manager.list(&filter) {
             match stats::network_stats(&sandbox).await {
-                Ok(network) => out.push(convert::pod_sandbox_stats(&sandbox, network)),
+                Ok(network) => out.push(response::pod_sandbox_stats(&sandbox, network)),
                 // Stopped or removed while listing: it no longer has stats to give.
                 Err(e) => {
-                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats")
+                    tracing::debug!(
+                        sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxStats"
+                    )
                 }
             }
         }
@@ -354,68 +263,68 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer", "CreateContainer")
+        unimplemented("CreateContainer")
     }
 
     async fn start_container(
         &self,
         _req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        unimplemented("StartContainer", "StartContainer")
+        unimplemented("StartContainer")
     }
 
     async fn stop_container(
         &self,
         _req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
-        unimplemented("StopContainer", "StopContainer")
+        unimplemented("StopContainer")
     }
 
     async fn remove_container(
         &self,
         _req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer", "RemoveContainer")
+        unimplemented("RemoveContainer")
     }
 
     async fn update_container_resources(
         &self,
         _req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources", "UpdateContainerResources")
+        unimplemented("UpdateContainerResources")
     }
 
     async fn reopen_container_log(
         &self,
         _req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog", "ReopenContainerLog")
+        unimplemented("ReopenContainerLog")
     }
 
     async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
-        unimplemented("ExecSync", "ExecSync")
+        unimplemented("ExecSync")
     }
 
     async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        unimplemented("Exec", "Exec")
+        unimplemented("Exec")
     }
 
     async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        unimplemented("Attach", "Attach")
+        unimplemented("Attach")
     }
 
     async fn port_forward(
         &self,
         _req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        unimplemented("PortForward", "PortForward")
+        unimplemented("PortForward")
     }
 
     async fn container_stats(
         &self,
         _req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats", "ContainerStats")
+        unimplemented("ContainerStats")
     }
 
     async fn pod_sandbox_stats(
@@ -428,7 +337,7 @@ impl RuntimeService for RuntimeApi {
             match self.shared.manager.status(&id) {
                 Ok(sandbox) => stats::network_stats(&sandbox).await.map(|network| {
                     cri::PodSandboxStatsResponse {
-                        stats: Some(convert::pod_sandbox_stats(&sandbox, network)),
+                        stats: Some(response::pod_sandbox_stats(&sandbox, network)),
                     }
                 }),
                 Err(e) => Err(e),
@@ -440,7 +349,7 @@ impl RuntimeService for RuntimeApi {
         &self,
         _req: Request<cri::CheckpointContainerRequest>,
     ) -> Reply<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer", "CheckpointContainer")
+        unimplemented("CheckpointContainer")
     }
 
     type GetContainerEventsStream = EventStream;
@@ -458,7 +367,7 @@ impl RuntimeService for RuntimeApi {
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
         Call::read("ListMetricDescriptors").finish(Ok(cri::ListMetricDescriptorsResponse {
-            descriptors: convert::metric_descriptors(),
+            descriptors: response::metric_descriptors(),
         }))
     }
 
@@ -475,11 +384,13 @@ impl RuntimeService for RuntimeApi {
         for sandbox in self.shared.manager.list(&ready) {
             match stats::network_stats(&sandbox).await {
                 Ok(Some(network)) => {
-                    pod_metrics.push(convert::pod_sandbox_metrics(&sandbox, &network))
+                    pod_metrics.push(response::pod_sandbox_metrics(&sandbox, &network))
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxMetrics")
+                    tracing::debug!(
+                        sandbox_id = %sandbox.id, error = %e, "skipped in ListPodSandboxMetrics"
+                    )
                 }
             }
         }
