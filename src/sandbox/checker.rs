@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use crate::netns;
 use crate::network::health::LiveCheck;
-use crate::sandbox::manager::{EventKind, RunningCheck, SandboxManager};
+use crate::sandbox::events::EventKind;
+use crate::sandbox::manager::{RunningCheck, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
 
 /// At most this many CHECK chains run at once (each runs its plugins one after another, so

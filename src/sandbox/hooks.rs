@@ -1,7 +1,11 @@
 //! What NRI plugins are told of a sandbox: the pod as NRI's `PodSandbox`, with the network
 //! namespace (OCI type `network`) and the pod's IPs once CNI ADD has set them up.
 
-use crate::nri::{LinuxNamespace, LinuxPodSandbox, PodSandbox};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::nri::{HookTime, LinuxNamespace, LinuxPodSandbox, Nri, PluginInfo, PodSandbox};
+use crate::sandbox::manager::SandboxManager;
 
 use super::model::Sandbox;
 
@@ -34,5 +38,66 @@ pub fn nri_pod(sandbox: &Sandbox) -> PodSandbox {
             .as_ref()
             .map(|n| n.ips.clone())
             .unwrap_or_default(),
+    }
+}
+impl SandboxManager {
+    /// Tells NRI's plugins of every Run, Stop and Remove from now on.
+    pub fn set_nri(&mut self, nri: Arc<Nri>) {
+        self.nri = Some(nri);
+    }
+
+    /// The sandboxes NRI plugins are synchronized with at start-up, with whether each is
+    /// stopped already (it gets no Stop event again).
+    pub fn nri_pods(&self) -> Vec<(crate::nri::PodSandbox, bool)> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        index
+            .values()
+            .map(|entry| {
+                let sandbox = entry.current();
+                (nri_pod(&sandbox), !sandbox.is_ready())
+            })
+            .collect()
+    }
+
+    /// The connected NRI plugins; `None` when NRI is off.
+    pub fn nri_plugins(&self) -> Option<Vec<PluginInfo>> {
+        self.nri.as_ref().map(|nri| nri.plugins())
+    }
+
+    /// How long each NRI plugin took with this sandbox's events.
+    pub fn nri_hooks(&self, id: &str) -> Vec<HookTime> {
+        self.nri
+            .as_ref()
+            .map(|nri| nri.hook_times(id))
+            .unwrap_or_default()
+    }
+
+    /// RunPodSandbox to the NRI plugins: after the network is set up, before the sandbox is
+    /// READY or visible. A plugin's error fails the Run.
+    pub(super) async fn nri_run(&self, sandbox: &Sandbox) -> Result<()> {
+        let Some(nri) = &self.nri else {
+            return Ok(());
+        };
+        nri.run_pod_sandbox(nri_pod(sandbox))
+            .await
+            .map_err(|rejection| Error::NriRejected {
+                sandbox: sandbox.id.clone(),
+                plugin: rejection.plugin,
+                message: rejection.message,
+            })
+    }
+
+    /// StopPodSandbox to the NRI plugins, before the network is torn down (once per pod).
+    pub(super) async fn nri_stop(&self, id: &str) {
+        if let Some(nri) = &self.nri {
+            nri.stop_pod_sandbox(id).await;
+        }
+    }
+
+    /// RemovePodSandbox to the NRI plugins, before the record goes (once per pod).
+    pub(super) async fn nri_remove(&self, id: &str) {
+        if let Some(nri) = &self.nri {
+            nri.remove_pod_sandbox(id).await;
+        }
     }
 }

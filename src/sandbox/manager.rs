@@ -13,47 +13,26 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
-use futures::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 
 use crate::clock::{now_nanos, Steps};
 use crate::error::{Error, Result};
-use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::netns::{self, NetnsDir};
 use crate::network::health::Health;
-use crate::network::{GcReport, LiveAttachment, NetworkReadiness, PodNetwork, POD_IFNAME};
-use crate::nri::{HookTime, Nri, PluginInfo};
+use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
+use crate::nri::Nri;
 use crate::sandbox::checker::CheckerStatus;
+use crate::sandbox::events::EVENT_BUFFER;
 use crate::sandbox::model::{
     is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
 };
+// `sandbox::manager::SandboxEvent` is the path server/ imports.
+pub use crate::sandbox::events::{EventKind, SandboxEvent};
+use crate::sandbox::files;
+use crate::sandbox::names::Reservation;
 use crate::sandbox::store::Store;
-use crate::sandbox::{files, hooks};
-
-/// How many sandboxes recovery repairs at once.
-const RECOVERY_CONCURRENCY: usize = 16;
-/// Lifecycle events buffered per subscriber; a slower one skips the oldest.
-const EVENT_BUFFER: usize = 1024;
-
-/// A sandbox lifecycle change, for GetContainerEvents (evented PLEG) and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Created,
-    Started,
-    Stopped,
-    Deleted,
-}
-
-#[derive(Debug, Clone)]
-pub struct SandboxEvent {
-    pub kind: EventKind,
-    /// The sandbox as it is after the change.
-    pub sandbox: Arc<Sandbox>,
-    /// Nanoseconds since the epoch.
-    pub at: i64,
-}
 
 pub(super) struct Entry {
     /// Serialises Run/Stop/Remove of this sandbox (and the start of a background CHECK).
@@ -78,7 +57,7 @@ pub(super) struct RunningCheck {
 }
 
 impl Entry {
-    fn new(sandbox: Sandbox) -> Arc<Entry> {
+    pub(super) fn new(sandbox: Sandbox) -> Arc<Entry> {
         Arc::new(Entry {
             op: tokio::sync::Mutex::new(()),
             snapshot: RwLock::new(Arc::new(sandbox)),
@@ -119,17 +98,6 @@ impl Entry {
     }
 }
 
-enum Reservation {
-    /// A RunPodSandbox is in flight; a retry with the same spec waits for it.
-    Creating {
-        spec: Box<SandboxSpec>,
-        done: watch::Receiver<()>,
-    },
-    Held {
-        id: String,
-    },
-}
-
 /// Which sandboxes a List returns; every set field must match.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
@@ -139,49 +107,21 @@ pub struct ListFilter {
 }
 
 pub struct SandboxManager {
-    store: Store,
-    netns: NetnsDir,
+    pub(super) store: Store,
+    pub(super) netns: NetnsDir,
     pub(super) network: PodNetwork,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
-    names: Mutex<HashMap<String, Reservation>>,
+    pub(super) names: Mutex<HashMap<String, Reservation>>,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
-    events: broadcast::Sender<SandboxEvent>,
+    pub(super) events: broadcast::Sender<SandboxEvent>,
     /// Sandboxes being created and not yet indexed: their attachments are live for GC.
-    creating: Mutex<HashSet<String>>,
+    pub(super) creating: Mutex<HashSet<String>>,
     /// Gives the heap back to the kernel after many removals.
     heap: crate::heap::Trimmer,
     /// The background network checker's rounds so far.
     pub(super) checker: Mutex<CheckerStatus>,
     /// NRI plugins to tell of each Run, Stop and Remove, when NRI is on.
-    nri: Option<Arc<Nri>>,
-}
-
-/// What start-up recovery found and did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct RecoveryReport {
-    pub loaded: usize,
-    pub ready: usize,
-    pub rolled_back: usize,
-    pub stopped: usize,
-    pub failed_repairs: usize,
-    pub bad_records: usize,
-    pub orphan_netns_removed: usize,
-    /// Plugin processes of a previous (killed) crisp still running for our sandboxes.
-    pub stray_plugins_killed: usize,
-    pub millis: u128,
-}
-
-impl RecoveryReport {
-    /// The repairs by kind, as the recovery metric counts them.
-    pub fn repairs(&self) -> [(&'static str, usize); 5] {
-        [
-            ("rolled_back", self.rolled_back),
-            ("stopped", self.stopped),
-            ("failed_repair", self.failed_repairs),
-            ("bad_record", self.bad_records),
-            ("orphan_netns_removed", self.orphan_netns_removed),
-        ]
-    }
+    pub(super) nri: Option<Arc<Nri>>,
 }
 
 impl SandboxManager {
@@ -200,136 +140,10 @@ impl SandboxManager {
         }
     }
 
-    /// Tells NRI's plugins of every Run, Stop and Remove from now on.
-    pub fn set_nri(&mut self, nri: Arc<Nri>) {
-        self.nri = Some(nri);
-    }
-
-    /// The sandboxes NRI plugins are synchronized with at start-up, with whether each is
-    /// stopped already (it gets no Stop event again).
-    pub fn nri_pods(&self) -> Vec<(crate::nri::PodSandbox, bool)> {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        index
-            .values()
-            .map(|entry| {
-                let sandbox = entry.current();
-                (hooks::nri_pod(&sandbox), !sandbox.is_ready())
-            })
-            .collect()
-    }
-
-    /// The connected NRI plugins; `None` when NRI is off.
-    pub fn nri_plugins(&self) -> Option<Vec<PluginInfo>> {
-        self.nri.as_ref().map(|nri| nri.plugins())
-    }
-
-    /// How long each NRI plugin took with this sandbox's events.
-    pub fn nri_hooks(&self, id: &str) -> Vec<HookTime> {
-        self.nri
-            .as_ref()
-            .map(|nri| nri.hook_times(id))
-            .unwrap_or_default()
-    }
-
-    /// RunPodSandbox to the NRI plugins: after the network is set up, before the sandbox is
-    /// READY or visible. A plugin's error fails the Run.
-    async fn nri_run(&self, sandbox: &Sandbox) -> Result<()> {
-        let Some(nri) = &self.nri else {
-            return Ok(());
-        };
-        nri.run_pod_sandbox(hooks::nri_pod(sandbox))
-            .await
-            .map_err(|rejection| Error::NriRejected {
-                sandbox: sandbox.id.clone(),
-                plugin: rejection.plugin,
-                message: rejection.message,
-            })
-    }
-
-    /// StopPodSandbox to the NRI plugins, before the network is torn down (once per pod).
-    async fn nri_stop(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.stop_pod_sandbox(id).await;
-        }
-    }
-
-    /// RemovePodSandbox to the NRI plugins, before the record goes (once per pod).
-    async fn nri_remove(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.remove_pod_sandbox(id).await;
-        }
-    }
-
-    /// Lifecycle events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
-        self.events.subscribe()
-    }
-
-    pub(super) fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
-        // An error only means nobody listens.
-        let _ = self.events.send(SandboxEvent {
-            kind,
-            sandbox: Arc::new(sandbox.clone()),
-            at: now_nanos(),
-        });
-    }
-
     /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
     pub fn files_dir(&self, id: &str) -> PathBuf {
         self.store.files_dir(id)
     }
-
-    /// One CNI GC pass (see [`PodNetwork::collect_garbage`]): every sandbox that holds a
-    /// network, indexed or still being created, is a valid attachment; any other cached
-    /// attachment is torn down (then its orphan pin removed), and the plugins are told which
-    /// ones are live.
-    pub async fn collect_garbage(&self) -> GcReport {
-        let report = self
-            .network
-            .collect_garbage(|| async {
-                let creating = self
-                    .creating
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-                let mut valid: Vec<LiveAttachment> = index
-                    .values()
-                    .map(|e| e.current())
-                    .filter_map(|s| {
-                        s.network.as_ref().map(|n| LiveAttachment {
-                            network_name: Some(n.network_name.clone()),
-                            container_id: s.id.clone(),
-                            ifname: n.ifname.clone(),
-                        })
-                    })
-                    .collect();
-                // A creation's network is not known here: it counts as live on any network.
-                valid.extend(creating.into_iter().map(|id| LiveAttachment {
-                    network_name: None,
-                    container_id: id,
-                    ifname: POD_IFNAME.to_string(),
-                }));
-                Some(valid)
-            })
-            .await;
-        for attachment in &report.stale.deleted {
-            let pin = self.netns.path_for(&attachment.container_id);
-            if pin.exists() && !self.owns_pin(&attachment.container_id) {
-                self.remove_orphan_pin(&pin);
-            }
-        }
-        report
-    }
-
-    /// True when an indexed sandbox or a creation in flight has this id.
-    fn owns_pin(&self, id: &str) -> bool {
-        let creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        creating.contains(id) || index.contains_key(id)
-    }
-
-    /// Starts the network's background work (conf dir watching, CNI STATUS); after recovery,
     /// so that its first round sees the repaired state.
     pub fn start_network_tasks(&self) {
         self.network.watch_conf_dir();
@@ -565,7 +379,7 @@ impl SandboxManager {
     /// Releases what the sandbox holds: "stopping" → CNI DEL → namespace removed →
     /// "not_ready". On failure the record stays NOT_READY with the error and what is still
     /// held, so the next Stop/Remove (or a restart) retries.
-    async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
+    pub(super) async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
         let mut steps = Steps::start();
         sandbox.state = SandboxState::Stopping;
         self.save(sandbox).await?;
@@ -788,177 +602,13 @@ impl SandboxManager {
             .map_err(|e| Error::io("saving a sandbox record", std::io::Error::other(e)))?
     }
 
-    async fn delete_record(&self, id: &str) -> Result<()> {
+    pub(super) async fn delete_record(&self, id: &str) -> Result<()> {
         let store = self.store.clone();
         let id = id.to_string();
         tokio::task::spawn_blocking(move || store.delete(&id))
             .await
             .map_err(|e| Error::io("deleting a sandbox record", std::io::Error::other(e)))?
     }
-
-    /// Start-up: load every record, finish or undo what a previous run left half done,
-    /// index the survivors and re-reserve their names, then remove namespace pins in the
-    /// netns dir that no record names.
-    pub async fn recover(&self) -> Result<RecoveryReport> {
-        let started = Instant::now();
-        let store = self.store.clone();
-        let (records, bad) = tokio::task::spawn_blocking(move || store.load_all())
-            .await
-            .map_err(|e| Error::io("loading sandbox records", std::io::Error::other(e)))??;
-        let mut report = RecoveryReport {
-            loaded: records.len(),
-            bad_records: bad.len(),
-            ..RecoveryReport::default()
-        };
-        for err in &bad {
-            tracing::error!(error = %err, "unreadable sandbox record left in place for inspection");
-        }
-        let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
-        report.stray_plugins_killed = self.network.kill_stray_plugins(ids).await;
-        let mut known: Vec<PathBuf> = records
-            .iter()
-            .filter_map(|s| s.netns_path.clone())
-            .collect();
-        // A pin a CNI cache entry still names is left to the GC pass: its DEL needs the
-        // namespace to remove the pod's end of the veth (and so the host end) at once; the
-        // pass removes the pin after the DEL.
-        known.extend(self.network.cached_netns_paths().await);
-        let outcomes: Vec<Recovered> = futures::stream::iter(records)
-            .map(|sandbox| self.recover_one(sandbox))
-            .buffer_unordered(RECOVERY_CONCURRENCY)
-            .collect()
-            .await;
-        {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            for outcome in outcomes {
-                let sandbox = match outcome {
-                    Recovered::RolledBack => {
-                        report.rolled_back += 1;
-                        continue;
-                    }
-                    Recovered::Kept { sandbox, repaired } => {
-                        if repaired == Some(false) {
-                            report.failed_repairs += 1;
-                        } else if repaired == Some(true) {
-                            report.stopped += 1;
-                        }
-                        sandbox
-                    }
-                };
-                if sandbox.is_ready() {
-                    report.ready += 1;
-                }
-                names.insert(
-                    sandbox.spec.metadata.reservation_slot(),
-                    Reservation::Held {
-                        id: sandbox.id.clone(),
-                    },
-                );
-                index.insert(sandbox.id.clone(), Entry::new(*sandbox));
-            }
-        }
-        report.orphan_netns_removed = self.remove_orphan_pins(&known);
-        report.millis = started.elapsed().as_millis();
-        tracing::info!(
-            loaded = report.loaded,
-            ready = report.ready,
-            rolled_back = report.rolled_back,
-            stopped = report.stopped,
-            failed_repairs = report.failed_repairs,
-            bad_records = report.bad_records,
-            orphan_netns_removed = report.orphan_netns_removed,
-            stray_plugins_killed = report.stray_plugins_killed,
-            millis = report.millis as u64,
-            "recovery finished"
-        );
-        Ok(report)
-    }
-
-    async fn recover_one(&self, mut sandbox: Sandbox) -> Recovered {
-        let why = match sandbox.state {
-            SandboxState::Creating => {
-                tracing::warn!(sandbox_id = %sandbox.id, "rolling back a creation interrupted by a restart");
-                return match self.tear_down(&mut sandbox).await {
-                    Ok(()) => match self.delete_record(&sandbox.id).await {
-                        Ok(()) => Recovered::RolledBack,
-                        Err(_) => Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        },
-                    },
-                    Err(e) => {
-                        tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
-                        Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        }
-                    }
-                };
-            }
-            SandboxState::Stopping => "finishing a stop interrupted by a restart",
-            SandboxState::Ready
-                if sandbox
-                    .netns_path
-                    .as_deref()
-                    .is_some_and(|p| !netns::is_pinned(p)) =>
-            {
-                "its network namespace is gone (reboot?)"
-            }
-            SandboxState::Ready | SandboxState::NotReady => {
-                return Recovered::Kept {
-                    sandbox: Box::new(sandbox),
-                    repaired: None,
-                }
-            }
-        };
-        tracing::warn!(sandbox_id = %sandbox.id, reason = why, "stopping sandbox during recovery");
-        let repaired = match self.tear_down(&mut sandbox).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(sandbox_id = %sandbox.id, error = %e, "recovery teardown failed; kept NOT_READY");
-                false
-            }
-        };
-        Recovered::Kept {
-            sandbox: Box::new(sandbox),
-            repaired: Some(repaired),
-        }
-    }
-
-    /// Removes `crisp-*` pins in the netns dir that no record names (a crash between
-    /// pinning and… nothing: records are written first, so these come from lost state).
-    fn remove_orphan_pins(&self, known: &[PathBuf]) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.netns.dir()) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let ours = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(NETNS_PREFIX));
-            if ours && !known.iter().any(|k| k == &path) && self.remove_orphan_pin(&path) {
-                removed += 1;
-            }
-        }
-        removed
-    }
-
-    fn remove_orphan_pin(&self, path: &Path) -> bool {
-        match netns::remove(path) {
-            Ok(()) => {
-                tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
-                true
-            }
-            Err(e) => {
-                tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin");
-                false
-            }
-        }
-    }
-
     pub fn netns_dir(&self) -> &Path {
         self.netns.dir()
     }
@@ -993,15 +643,6 @@ impl Drop for Creating<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
     }
-}
-
-enum Recovered {
-    RolledBack,
-    /// `repaired`: `None` nothing needed, `Some(true)` stopped, `Some(false)` teardown failed.
-    Kept {
-        sandbox: Box<Sandbox>,
-        repaired: Option<bool>,
-    },
 }
 
 /// What clients see: only READY and NOT_READY exist in CRI.

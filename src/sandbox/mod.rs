@@ -3,13 +3,18 @@
 //! tonic: `server/` translates requests into these terms.
 
 pub mod checker;
+pub mod events;
 pub mod files;
 pub mod hooks;
 pub mod manager;
 pub mod model;
+pub mod names;
 pub mod oci;
+pub mod recovery;
 pub mod stats;
 pub mod store;
 
-pub use manager::{EventKind, ListFilter, RecoveryReport, SandboxEvent, SandboxManager};
+pub use events::{EventKind, SandboxEvent};
+pub use manager::{ListFilter, SandboxManager};
 pub use model::{count_by_state, Sandbox, SandboxSpec, SandboxState};
+pub use recovery::RecoveryReport;
