@@ -9,13 +9,13 @@
 //! Stop: record "stopping" → CNI DEL → netns removed → "not_ready".
 //! The namespace is removed only after DEL succeeded; a failed DEL stays on the record.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::clock::{now_nanos, Steps};
 use crate::error::{Error, Result};
@@ -25,13 +25,11 @@ use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::nri::Nri;
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::events::EVENT_BUFFER;
-use crate::sandbox::model::{
-    is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
-};
+use crate::sandbox::model::{is_id_prefix, NetworkAttachment, Sandbox, SandboxSpec, SandboxState};
 // `sandbox::manager::SandboxEvent` is the path server/ imports.
 pub use crate::sandbox::events::{EventKind, SandboxEvent};
 use crate::sandbox::files;
-use crate::sandbox::names::Reservation;
+use crate::sandbox::names::{Claim, Names};
 use crate::sandbox::store::Store;
 
 pub(super) struct Entry {
@@ -111,7 +109,7 @@ pub struct SandboxManager {
     pub(super) netns: NetnsDir,
     pub(super) network: PodNetwork,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
-    pub(super) names: Mutex<HashMap<String, Reservation>>,
+    pub(super) names: Names,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
     pub(super) events: broadcast::Sender<SandboxEvent>,
     /// Sandboxes being created and not yet indexed: their attachments are live for GC.
@@ -131,7 +129,7 @@ impl SandboxManager {
             netns,
             network,
             index: RwLock::new(BTreeMap::new()),
-            names: Mutex::new(HashMap::new()),
+            names: Names::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
             creating: Mutex::new(HashSet::new()),
             heap: crate::heap::Trimmer::default(),
@@ -162,62 +160,15 @@ impl SandboxManager {
     /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
     /// sends after its own timeout) waits for it and gets its id instead of an error.
     pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
-        let key = spec.metadata.reservation_slot();
-        let (id, done) = loop {
-            let mut wait = {
-                let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-                match names.get(&key) {
-                    None => {
-                        let id = new_id().map_err(|e| Error::io("generating a sandbox id", e))?;
-                        let (tx, rx) = watch::channel(());
-                        names.insert(
-                            key.clone(),
-                            Reservation::Creating {
-                                spec: Box::new(spec.clone()),
-                                done: rx,
-                            },
-                        );
-                        break (id, tx);
-                    }
-                    Some(Reservation::Held { id }) => {
-                        return Err(Error::NameReserved {
-                            name: spec.metadata.reservation_key(),
-                            holder: id.clone(),
-                        })
-                    }
-                    Some(Reservation::Creating { spec: first, done }) if **first == spec => {
-                        done.clone()
-                    }
-                    Some(Reservation::Creating { .. }) => {
-                        return Err(Error::NameReserved {
-                            name: spec.metadata.reservation_key(),
-                            holder: "a sandbox still being created with a different config".into(),
-                        })
-                    }
-                }
-            };
-            // Resolves when the first creation ends (its sender is dropped).
-            let _ = wait.changed().await;
-            let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(Reservation::Held { id }) = names.get(&key) {
-                return Ok(id.clone());
-            }
-            // The first attempt failed and released the name: this retry tries afresh.
+        let (key, id, done) = match self.names.claim(&spec).await? {
+            Claim::Fresh { key, id, done } => (key, id, done),
+            Claim::Existing(id) => return Ok(id),
         };
-
         let outcome = self.create(&id, spec).await;
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        match &outcome {
-            // A sandbox that failed but could not be fully rolled back stays listed and
-            // keeps its name until it is removed.
-            Ok(()) | Err((_, true)) => {
-                names.insert(key, Reservation::Held { id: id.clone() });
-            }
-            Err((_, false)) => {
-                names.remove(&key);
-            }
-        }
-        drop(names);
+        // A sandbox that failed but could not be fully rolled back stays listed and keeps
+        // its name until it is removed.
+        let kept = matches!(outcome, Ok(()) | Err((_, true)));
+        self.names.settle(key, &id, kept);
         drop(done);
         outcome.map(|()| id).map_err(|(e, _)| e)
     }
@@ -480,12 +431,7 @@ impl SandboxManager {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&sandbox.id);
-        let key = sandbox.spec.metadata.reservation_slot();
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(names.get(&key), Some(Reservation::Held { id }) if *id == sandbox.id) {
-            names.remove(&key);
-        }
-        drop(names);
+        self.names.release(&sandbox.spec, &sandbox.id);
         self.emit(EventKind::Deleted, &sandbox);
         self.heap.sandbox_removed();
         Ok(())

@@ -13,7 +13,6 @@ use crate::netns::{self, NETNS_PREFIX};
 use crate::network::{GcReport, LiveAttachment, POD_IFNAME};
 use crate::sandbox::manager::{Entry, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
-use crate::sandbox::names::Reservation;
 
 /// How many sandboxes recovery repairs at once.
 const RECOVERY_CONCURRENCY: usize = 16;
@@ -131,7 +130,6 @@ impl SandboxManager {
             .await;
         {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
             for outcome in outcomes {
                 let sandbox = match outcome {
                     Recovered::RolledBack => {
@@ -150,12 +148,7 @@ impl SandboxManager {
                 if sandbox.is_ready() {
                     report.ready += 1;
                 }
-                names.insert(
-                    sandbox.spec.metadata.reservation_slot(),
-                    Reservation::Held {
-                        id: sandbox.id.clone(),
-                    },
-                );
+                self.names.hold(&sandbox.spec, &sandbox.id);
                 index.insert(sandbox.id.clone(), Entry::new(*sandbox));
             }
         }
