@@ -81,6 +81,16 @@ impl Entry {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// With `op` held: ends a background CHECK, then the sandbox to change, or `None` when
+    /// Remove took it out of the index meanwhile.
+    async fn still_indexed(&self) -> Option<Sandbox> {
+        self.cancel_check().await;
+        if self.removed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some((*self.current()).clone())
+    }
+
     /// Kills a background CHECK of this sandbox and discards its result; returns once its
     /// plugin processes are killed. Called with `op` held, so none can start meanwhile.
     async fn cancel_check(&self) {
@@ -378,25 +388,28 @@ impl SandboxManager {
 
     /// StopPodSandbox: idempotent; an id that names no sandbox is success.
     pub async fn stop(&self, id_or_prefix: &str) -> Result<()> {
-        let Some(entry) = self.find(id_or_prefix)? else {
-            names_no_sandbox("StopPodSandbox", id_or_prefix);
+        let Some(entry) = self.find_for("StopPodSandbox", id_or_prefix)? else {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        entry.cancel_check().await;
-        if entry.removed.load(Ordering::Acquire) {
+        let Some(mut sandbox) = entry.still_indexed().await else {
             return Ok(());
-        }
-        let mut sandbox = (*entry.current()).clone();
+        };
         if sandbox.state == SandboxState::NotReady && !sandbox.holds_resources() {
             return Ok(());
         }
+        self.stop_entry(&entry, &mut sandbox).await
+    }
+
+    /// The teardown of Stop (and of Remove when needed), with the lock of `entry` held: NRI
+    /// is told first, the outcome is published, and a READY sandbox emits its stop.
+    async fn stop_entry(&self, entry: &Entry, sandbox: &mut Sandbox) -> Result<()> {
         let was_ready = sandbox.is_ready();
         self.nri_stop(&sandbox.id).await;
-        let result = self.tear_down(&mut sandbox).await;
-        entry.publish(&sandbox);
+        let result = self.tear_down(sandbox).await;
+        entry.publish(sandbox);
         if was_ready {
-            self.emit(EventKind::Stopped, &sandbox);
+            self.emit(EventKind::Stopped, sandbox);
         }
         result
     }
@@ -404,25 +417,15 @@ impl SandboxManager {
     /// RemovePodSandbox: stops first if needed, then forgets the sandbox. Idempotent. A
     /// sandbox whose teardown fails is not removed: the error is returned and it is kept.
     pub async fn remove(&self, id_or_prefix: &str) -> Result<()> {
-        let Some(entry) = self.find(id_or_prefix)? else {
-            names_no_sandbox("RemovePodSandbox", id_or_prefix);
+        let Some(entry) = self.find_for("RemovePodSandbox", id_or_prefix)? else {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        entry.cancel_check().await;
-        if entry.removed.load(Ordering::Acquire) {
+        let Some(mut sandbox) = entry.still_indexed().await else {
             return Ok(());
-        }
-        let mut sandbox = (*entry.current()).clone();
+        };
         if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
-            let was_ready = sandbox.is_ready();
-            self.nri_stop(&sandbox.id).await;
-            let result = self.tear_down(&mut sandbox).await;
-            entry.publish(&sandbox);
-            if was_ready {
-                self.emit(EventKind::Stopped, &sandbox);
-            }
-            result?;
+            self.stop_entry(&entry, &mut sandbox).await?;
         }
         self.nri_remove(&sandbox.id).await;
         self.delete_record(&sandbox.id).await?;
@@ -509,6 +512,16 @@ impl SandboxManager {
             .collect();
         out.sort_by_key(|s| s.created_at);
         out
+    }
+
+    /// [`Self::find`] for Stop and Remove, which succeed (and log it) on an id that names
+    /// no sandbox.
+    fn find_for(&self, method: &'static str, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
+        let entry = self.find(id_or_prefix)?;
+        if entry.is_none() {
+            names_no_sandbox(method, id_or_prefix);
+        }
+        Ok(entry)
     }
 
     /// Resolves a full id or a unique prefix. An id that names no sandbox (unknown, or not
