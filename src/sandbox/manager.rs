@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use crate::clock::{now_nanos, Steps};
+use crate::cni::NetworkConfigList;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir};
 use crate::network::health::Health;
@@ -190,28 +191,15 @@ impl SandboxManager {
         self.create_inner(id, spec).await
     }
 
+    /// Run's steps: choose the network, write the intent (while the namespace is created),
+    /// then set the sandbox up; a failure after the intent is rolled back.
     async fn create_inner(
         &self,
         id: &str,
         spec: SandboxSpec,
     ) -> std::result::Result<(), (Error, bool)> {
         let mut steps = Steps::start();
-        let network = if spec.host_network {
-            None
-        } else {
-            let readiness = self.network.readiness().await;
-            match (readiness.network, readiness.problem) {
-                (Some(list), None) => Some(list),
-                (_, problem) => {
-                    return Err((
-                        Error::NetworkNotReady {
-                            reason: problem.unwrap_or_else(|| "no CNI network config".into()),
-                        },
-                        false,
-                    ))
-                }
-            }
-        };
+        let network = self.network_for(&spec).await.map_err(|e| (e, false))?;
         steps.mark("conf");
         let mut sandbox = Sandbox {
             id: id.to_string(),
@@ -224,86 +212,147 @@ impl SandboxManager {
             created_at: now_nanos(),
             last_error: None,
         };
+        let created = self.record_intent(&sandbox).await.map_err(|e| (e, false))?;
+        steps.mark("record, netns");
+        match self
+            .set_up(&mut sandbox, network.as_deref(), created, &mut steps)
+            .await
+        {
+            Ok(spec_text) => {
+                tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
+                self.publish_created(sandbox, spec_text);
+                Ok(())
+            }
+            Err(err) => Err(self.roll_back(sandbox, err).await),
+        }
+    }
+
+    /// The network a new sandbox joins: none for a host-network pod, else the current one;
+    /// NetworkNotReady when pods cannot be networked now.
+    async fn network_for(&self, spec: &SandboxSpec) -> Result<Option<Arc<NetworkConfigList>>> {
+        if spec.host_network {
+            return Ok(None);
+        }
+        let readiness = self.network.readiness().await;
+        match (readiness.network, readiness.problem) {
+            (Some(list), None) => Ok(Some(list)),
+            (_, problem) => Err(Error::NetworkNotReady {
+                reason: problem.unwrap_or_else(|| "no CNI network config".into()),
+            }),
+        }
+    }
+
+    /// Writes the "creating" record while the namespace (if any) is created, and returns how
+    /// that creation went. When the record cannot be written, a namespace made meanwhile is
+    /// removed again and the write's error returned: nothing needs rolling back.
+    async fn record_intent(&self, sandbox: &Sandbox) -> Result<Option<std::io::Result<()>>> {
         // Intent first: the record names the netns and network before the ADD. Its durable
         // write (fsync of file and dir, milliseconds) overlaps the namespace's creation
         // (milliseconds too): a crash in between leaves at worst a pin no record names,
         // which recovery removes, and a power cut takes the namespace with it. What outlives
         // a power cut (host-local's files) only starts with the ADD, after both.
-        let netns_path = network.as_ref().and(sandbox.netns_path.clone());
-        let (saved, created) = tokio::join!(self.save(&sandbox), async {
-            match &netns_path {
+        let netns_path = &sandbox.netns_path;
+        let (saved, created) = tokio::join!(self.save(sandbox), async {
+            match netns_path {
                 Some(path) => Some(self.netns.create(path).await),
                 None => None,
             }
         });
-        steps.mark("record, netns");
         if let Err(e) = saved {
-            if let (Some(path), Some(Ok(()))) = (&netns_path, &created) {
+            if let (Some(path), Some(Ok(()))) = (netns_path, &created) {
                 if let Err(remove) = netns::remove(path) {
-                    tracing::error!(sandbox_id = %id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
+                    tracing::error!(sandbox_id = %sandbox.id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
                 }
             }
-            return Err((e, false));
+            return Err(e);
         }
+        Ok(created)
+    }
 
-        if let (Some(list), Some(path), Some(created)) = (&network, netns_path, created) {
-            if let Err(source) = created {
-                let err = Error::Netns {
-                    sandbox: id.to_string(),
-                    op: "creating",
-                    path,
-                    source,
-                };
-                return Err(self.roll_back(sandbox, err).await);
-            }
-            match self.network.attach(&sandbox.as_pod(), list, &path).await {
-                Ok(attachment) => sandbox.network = Some(attachment),
-                Err(source) => {
-                    let err = Error::Cni {
-                        sandbox: id.to_string(),
-                        step: "setting up the pod network (CNI ADD)",
-                        source: Box::new(source),
-                    };
-                    return Err(self.roll_back(sandbox, err).await);
-                }
-            }
-            steps.mark("cni add");
-            // After ADD, as runc applies them once the namespace is wired (eth0 exists).
-            if !sandbox.spec.sysctls.is_empty() {
-                let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
-                if let Err(e) = netns::inside::set_sysctls(&path, sysctls).await {
-                    let err = sysctl_error(id, e);
-                    return Err(self.roll_back(sandbox, err).await);
-                }
-            }
+    /// After the intent: wire the network, write the files, tell NRI, record "ready".
+    /// Returns the runtime spec as compact JSON; an error leaves the rollback to the caller.
+    async fn set_up(
+        &self,
+        sandbox: &mut Sandbox,
+        network: Option<&NetworkConfigList>,
+        created: Option<std::io::Result<()>>,
+        steps: &mut Steps,
+    ) -> Result<String> {
+        if let (Some(list), Some(path), Some(created)) =
+            (network, sandbox.netns_path.clone(), created)
+        {
+            self.wire_network(sandbox, list, path, created, steps)
+                .await?;
         }
-        let dir = self.store.files_dir(id);
-        let written = {
-            let sandbox = sandbox.clone();
-            tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
-                .await
-                .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
-                .and_then(|r| r)
-        };
-        let spec_text = match written {
-            Ok(text) => text,
-            Err(err) => return Err(self.roll_back(sandbox, err).await),
-        };
+        let spec_text = self.write_files(sandbox).await?;
         steps.mark("files");
-        if let Err(err) = self.nri_run(&sandbox).await {
-            return Err(self.roll_back(sandbox, err).await);
-        }
+        self.nri_run(sandbox).await?;
         steps.mark("nri");
         sandbox.state = SandboxState::Ready;
-        if let Err(err) = self.save(&sandbox).await {
+        if let Err(err) = self.save(sandbox).await {
             // The plugins accepted the pod: tell them it is gone again.
-            self.nri_remove(id).await;
-            return Err(self.roll_back(sandbox, err).await);
+            self.nri_remove(&sandbox.id).await;
+            return Err(err);
         }
         steps.mark("record");
-        tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
+        Ok(spec_text)
+    }
+
+    /// The namespace just created at `path` (`created` says how that went) joins `list`
+    /// (CNI ADD, the attachment recorded on `sandbox`), then gets the pod's sysctls.
+    async fn wire_network(
+        &self,
+        sandbox: &mut Sandbox,
+        list: &NetworkConfigList,
+        path: PathBuf,
+        created: std::io::Result<()>,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        if let Err(source) = created {
+            return Err(Error::Netns {
+                sandbox: sandbox.id.clone(),
+                op: "creating",
+                path,
+                source,
+            });
+        }
+        match self.network.attach(&sandbox.as_pod(), list, &path).await {
+            Ok(attachment) => sandbox.network = Some(attachment),
+            Err(source) => {
+                return Err(Error::Cni {
+                    sandbox: sandbox.id.clone(),
+                    step: "setting up the pod network (CNI ADD)",
+                    source: Box::new(source),
+                })
+            }
+        }
+        steps.mark("cni add");
+        // After ADD, as runc applies them once the namespace is wired (eth0 exists).
+        if !sandbox.spec.sysctls.is_empty() {
+            let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
+            netns::inside::set_sysctls(&path, sysctls)
+                .await
+                .map_err(|e| sysctl_error(&sandbox.id, e))?;
+        }
+        Ok(())
+    }
+
+    /// `hostname`, `hosts`, `resolv.conf` and `config.json`, off the async workers.
+    async fn write_files(&self, sandbox: &Sandbox) -> Result<String> {
+        let dir = self.store.files_dir(&sandbox.id);
+        let sandbox = sandbox.clone();
+        tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
+            .await
+            .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
+            .and_then(|r| r)
+    }
+
+    /// A READY sandbox becomes visible: its events, then its place in the index (with the
+    /// runtime spec for verbose status).
+    fn publish_created(&self, sandbox: Sandbox, spec_text: String) {
         self.emit(EventKind::Created, &sandbox);
         self.emit(EventKind::Started, &sandbox);
+        let id = sandbox.id.clone();
         let entry = Entry::new(sandbox);
         if let Ok(spec) = RawValue::from_string(spec_text) {
             let _ = entry.runtime_spec.set(Arc::from(spec));
@@ -311,8 +360,7 @@ impl SandboxManager {
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), entry);
-        Ok(())
+            .insert(id, entry);
     }
 
     /// Undoes a failed creation in reverse order. If the teardown itself fails, the sandbox
