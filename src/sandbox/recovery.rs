@@ -136,12 +136,13 @@ impl SandboxManager {
                         report.rolled_back += 1;
                         continue;
                     }
-                    Recovered::Kept { sandbox, repaired } => {
-                        if repaired == Some(false) {
-                            report.failed_repairs += 1;
-                        } else if repaired == Some(true) {
-                            report.stopped += 1;
-                        }
+                    Recovered::Kept(sandbox) => sandbox,
+                    Recovered::Stopped(sandbox) => {
+                        report.stopped += 1;
+                        sandbox
+                    }
+                    Recovered::RepairFailed(sandbox) => {
+                        report.failed_repairs += 1;
                         sandbox
                     }
                 };
@@ -176,17 +177,11 @@ impl SandboxManager {
                 return match self.tear_down(&mut sandbox).await {
                     Ok(()) => match self.delete_record(&sandbox.id).await {
                         Ok(()) => Recovered::RolledBack,
-                        Err(_) => Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        },
+                        Err(_) => Recovered::RepairFailed(Box::new(sandbox)),
                     },
                     Err(e) => {
                         tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
-                        Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        }
+                        Recovered::RepairFailed(Box::new(sandbox))
                     }
                 };
             }
@@ -200,23 +195,16 @@ impl SandboxManager {
                 "its network namespace is gone (reboot?)"
             }
             SandboxState::Ready | SandboxState::NotReady => {
-                return Recovered::Kept {
-                    sandbox: Box::new(sandbox),
-                    repaired: None,
-                }
+                return Recovered::Kept(Box::new(sandbox))
             }
         };
         tracing::warn!(sandbox_id = %sandbox.id, reason = why, "stopping sandbox during recovery");
-        let repaired = match self.tear_down(&mut sandbox).await {
-            Ok(()) => true,
+        match self.tear_down(&mut sandbox).await {
+            Ok(()) => Recovered::Stopped(Box::new(sandbox)),
             Err(e) => {
                 tracing::error!(sandbox_id = %sandbox.id, error = %e, "recovery teardown failed; kept NOT_READY");
-                false
+                Recovered::RepairFailed(Box::new(sandbox))
             }
-        };
-        Recovered::Kept {
-            sandbox: Box::new(sandbox),
-            repaired: Some(repaired),
         }
     }
 
@@ -254,11 +242,17 @@ impl SandboxManager {
     }
 }
 
+/// What recovery did with one record.
+#[derive(Debug)]
 enum Recovered {
+    /// An interrupted creation, undone: its record is gone.
     RolledBack,
-    /// `repaired`: `None` nothing needed, `Some(true)` stopped, `Some(false)` teardown failed.
-    Kept {
-        sandbox: Box<Sandbox>,
-        repaired: Option<bool>,
-    },
+    /// Kept as it was: nothing needed repairing.
+    Kept(Box<Sandbox>),
+    /// Torn down (an interrupted stop finished, or a READY sandbox whose namespace is
+    /// gone) and kept NOT_READY.
+    Stopped(Box<Sandbox>),
+    /// Its rollback or teardown failed, or its record could not be deleted: kept NOT_READY
+    /// with what it still holds, for Stop/Remove to retry.
+    RepairFailed(Box<Sandbox>),
 }
