@@ -33,6 +33,21 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    fn log(&self) {
+        tracing::info!(
+            loaded = self.loaded,
+            ready = self.ready,
+            rolled_back = self.rolled_back,
+            stopped = self.stopped,
+            failed_repairs = self.failed_repairs,
+            bad_records = self.bad_records,
+            orphan_netns_removed = self.orphan_netns_removed,
+            stray_plugins_killed = self.stray_plugins_killed,
+            millis = self.millis as u64,
+            "recovery finished"
+        );
+    }
+
     /// The repairs by kind, as the recovery metric counts them.
     pub fn repairs(&self) -> [(&'static str, usize); 5] {
         [
@@ -115,6 +130,22 @@ impl SandboxManager {
         }
         let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
         report.stray_plugins_killed = self.network.kill_stray_plugins(ids).await;
+        let known = self.known_pins(&records).await;
+        let outcomes: Vec<Recovered> = futures::stream::iter(records)
+            .map(|sandbox| self.recover_one(sandbox))
+            .buffer_unordered(RECOVERY_CONCURRENCY)
+            .collect()
+            .await;
+        self.index_survivors(outcomes, &mut report);
+        report.orphan_netns_removed = self.remove_orphan_pins(&known);
+        report.millis = started.elapsed().as_millis();
+        report.log();
+        Ok(report)
+    }
+
+    /// The pins that are not orphans: those the records name, and those a CNI cache entry
+    /// still names.
+    async fn known_pins(&self, records: &[Sandbox]) -> Vec<PathBuf> {
         let mut known: Vec<PathBuf> = records
             .iter()
             .filter_map(|s| s.netns_path.clone())
@@ -123,51 +154,34 @@ impl SandboxManager {
         // namespace to remove the pod's end of the veth (and so the host end) at once; the
         // pass removes the pin after the DEL.
         known.extend(self.network.cached_netns_paths().await);
-        let outcomes: Vec<Recovered> = futures::stream::iter(records)
-            .map(|sandbox| self.recover_one(sandbox))
-            .buffer_unordered(RECOVERY_CONCURRENCY)
-            .collect()
-            .await;
-        {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for outcome in outcomes {
-                let sandbox = match outcome {
-                    Recovered::RolledBack => {
-                        report.rolled_back += 1;
-                        continue;
-                    }
-                    Recovered::Kept(sandbox) => sandbox,
-                    Recovered::Stopped(sandbox) => {
-                        report.stopped += 1;
-                        sandbox
-                    }
-                    Recovered::RepairFailed(sandbox) => {
-                        report.failed_repairs += 1;
-                        sandbox
-                    }
-                };
-                if sandbox.is_ready() {
-                    report.ready += 1;
+        known
+    }
+
+    /// Counts what recovery did and indexes every kept sandbox, its name held again.
+    fn index_survivors(&self, outcomes: Vec<Recovered>, report: &mut RecoveryReport) {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for outcome in outcomes {
+            let sandbox = match outcome {
+                Recovered::RolledBack => {
+                    report.rolled_back += 1;
+                    continue;
                 }
-                self.names.hold(&sandbox.spec, &sandbox.id);
-                index.insert(sandbox.id.clone(), Entry::new(*sandbox));
+                Recovered::Kept(sandbox) => sandbox,
+                Recovered::Stopped(sandbox) => {
+                    report.stopped += 1;
+                    sandbox
+                }
+                Recovered::RepairFailed(sandbox) => {
+                    report.failed_repairs += 1;
+                    sandbox
+                }
+            };
+            if sandbox.is_ready() {
+                report.ready += 1;
             }
+            self.names.hold(&sandbox.spec, &sandbox.id);
+            index.insert(sandbox.id.clone(), Entry::new(*sandbox));
         }
-        report.orphan_netns_removed = self.remove_orphan_pins(&known);
-        report.millis = started.elapsed().as_millis();
-        tracing::info!(
-            loaded = report.loaded,
-            ready = report.ready,
-            rolled_back = report.rolled_back,
-            stopped = report.stopped,
-            failed_repairs = report.failed_repairs,
-            bad_records = report.bad_records,
-            orphan_netns_removed = report.orphan_netns_removed,
-            stray_plugins_killed = report.stray_plugins_killed,
-            millis = report.millis as u64,
-            "recovery finished"
-        );
-        Ok(report)
     }
 
     async fn recover_one(&self, mut sandbox: Sandbox) -> Recovered {
