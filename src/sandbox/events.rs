@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::clock::now_nanos;
-use crate::sandbox::manager::SandboxManager;
+use crate::sandbox::manager::Manager;
 use crate::sandbox::model::Sandbox;
+use crate::sandbox::seams::Parts;
 
 /// Lifecycle events buffered per subscriber; a slower one skips the oldest.
 pub(super) const EVENT_BUFFER: usize = 1024;
@@ -31,7 +32,7 @@ pub struct SandboxEvent {
     pub at: i64,
 }
 
-impl SandboxManager {
+impl<P: Parts> Manager<P> {
     /// Lifecycle events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
         self.events.subscribe()

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
 use crate::nri::{HookTime, LinuxNamespace, LinuxPodSandbox, Nri, PluginInfo, PodSandbox};
 use crate::sandbox::manager::SandboxManager;
 
@@ -40,6 +39,7 @@ pub fn nri_pod(sandbox: &Sandbox) -> PodSandbox {
             .unwrap_or_default(),
     }
 }
+
 impl SandboxManager {
     /// Tells NRI's plugins of every Run, Stop and Remove from now on.
     pub fn set_nri(&mut self, nri: Arc<Nri>) {
@@ -70,34 +70,5 @@ impl SandboxManager {
             .as_ref()
             .map(|nri| nri.hook_times(id))
             .unwrap_or_default()
-    }
-
-    /// RunPodSandbox to the NRI plugins: after the network is set up, before the sandbox is
-    /// READY or visible. A plugin's error fails the Run.
-    pub(super) async fn nri_run(&self, sandbox: &Sandbox) -> Result<()> {
-        let Some(nri) = &self.nri else {
-            return Ok(());
-        };
-        nri.run_pod_sandbox(nri_pod(sandbox))
-            .await
-            .map_err(|rejection| Error::NriRejected {
-                sandbox: sandbox.id.clone(),
-                plugin: rejection.plugin,
-                message: rejection.message,
-            })
-    }
-
-    /// StopPodSandbox to the NRI plugins, before the network is torn down (once per pod).
-    pub(super) async fn nri_stop(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.stop_pod_sandbox(id).await;
-        }
-    }
-
-    /// RemovePodSandbox to the NRI plugins, before the record goes (once per pod).
-    pub(super) async fn nri_remove(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.remove_pod_sandbox(id).await;
-        }
     }
 }

@@ -18,19 +18,17 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use crate::clock::{now_nanos, Steps};
-use crate::cni::NetworkConfigList;
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir};
 use crate::network::health::Health;
 use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
-use crate::nri::Nri;
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::events::EVENT_BUFFER;
 use crate::sandbox::model::{is_id_prefix, NetworkAttachment, Sandbox, SandboxSpec, SandboxState};
 // `sandbox::manager::SandboxEvent` is the path server/ imports.
 pub use crate::sandbox::events::{EventKind, SandboxEvent};
-use crate::sandbox::files;
 use crate::sandbox::names::{Claim, Names};
+use crate::sandbox::seams::{Hooks, Namespaces, Network, Parts, Real, Records};
 use crate::sandbox::store::Store;
 
 pub(super) struct Entry {
@@ -115,10 +113,14 @@ pub struct ListFilter {
     pub labels: BTreeMap<String, String>,
 }
 
-pub struct SandboxManager {
-    pub(super) store: Store,
-    pub(super) netns: NetnsDir,
-    pub(super) network: PodNetwork,
+/// The sandbox manager crisp runs: built of the real store, netns dir, network and NRI.
+pub type SandboxManager = Manager<Real>;
+
+/// The lifecycle over its [`Parts`]; unit tests build it of a double.
+pub struct Manager<P: Parts> {
+    pub(super) store: P::Records,
+    pub(super) netns: P::Namespaces,
+    pub(super) network: P::Network,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
     pub(super) names: Names,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
@@ -130,29 +132,15 @@ pub struct SandboxManager {
     /// The background network checker's rounds so far.
     pub(super) checker: Mutex<CheckerStatus>,
     /// NRI plugins to tell of each Run, Stop and Remove, when NRI is on.
-    pub(super) nri: Option<Arc<Nri>>,
+    pub(super) nri: P::Hooks,
 }
 
 impl SandboxManager {
     pub fn new(store: Store, netns: NetnsDir, network: PodNetwork) -> Self {
-        SandboxManager {
-            store,
-            netns,
-            network,
-            index: RwLock::new(BTreeMap::new()),
-            names: Names::default(),
-            events: broadcast::channel(EVENT_BUFFER).0,
-            creating: Mutex::new(HashSet::new()),
-            heap: crate::heap::Trimmer::default(),
-            checker: Mutex::new(CheckerStatus::default()),
-            nri: None,
-        }
+        Manager::with_parts(store, netns, network, None)
     }
 
-    /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
-    pub fn files_dir(&self, id: &str) -> PathBuf {
-        self.store.files_dir(id)
-    }
+    /// Starts the network's background work (conf dir watching, CNI STATUS); after recovery,
     /// so that its first round sees the repaired state.
     pub fn start_network_tasks(&self) {
         self.network.watch_conf_dir();
@@ -168,6 +156,41 @@ impl SandboxManager {
         self.network.readiness().await
     }
 
+    pub fn netns_dir(&self) -> &Path {
+        self.netns.dir()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.store.dir()
+    }
+}
+
+impl<P: Parts> Manager<P> {
+    /// A manager of these parts, with nothing indexed yet.
+    pub fn with_parts(
+        store: P::Records,
+        netns: P::Namespaces,
+        network: P::Network,
+        nri: P::Hooks,
+    ) -> Self {
+        Manager {
+            store,
+            netns,
+            network,
+            index: RwLock::new(BTreeMap::new()),
+            names: Names::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            creating: Mutex::new(HashSet::new()),
+            heap: crate::heap::Trimmer::default(),
+            checker: Mutex::new(CheckerStatus::default()),
+            nri,
+        }
+    }
+
+    /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
+    pub fn files_dir(&self, id: &str) -> PathBuf {
+        self.store.files_dir(id)
+    }
     /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
     /// sends after its own timeout) waits for it and gets its id instead of an error.
     pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
@@ -204,9 +227,9 @@ impl SandboxManager {
         let mut sandbox = Sandbox {
             id: id.to_string(),
             netns_path: network.as_ref().map(|_| self.netns.path_for(id)),
-            network: network
-                .as_ref()
-                .map(|list| NetworkAttachment::pending(&list.name, POD_IFNAME)),
+            network: network.as_ref().map(|chosen| {
+                NetworkAttachment::pending(<P::Network as Network>::chosen_name(chosen), POD_IFNAME)
+            }),
             spec,
             state: SandboxState::Creating,
             created_at: now_nanos(),
@@ -215,7 +238,7 @@ impl SandboxManager {
         let created = self.record_intent(&sandbox).await.map_err(|e| (e, false))?;
         steps.mark("record, netns");
         match self
-            .set_up(&mut sandbox, network.as_deref(), created, &mut steps)
+            .set_up(&mut sandbox, network.as_ref(), created, &mut steps)
             .await
         {
             Ok(spec_text) => {
@@ -229,17 +252,11 @@ impl SandboxManager {
 
     /// The network a new sandbox joins: none for a host-network pod, else the current one;
     /// NetworkNotReady when pods cannot be networked now.
-    async fn network_for(&self, spec: &SandboxSpec) -> Result<Option<Arc<NetworkConfigList>>> {
+    async fn network_for(&self, spec: &SandboxSpec) -> Result<Option<Chosen<P>>> {
         if spec.host_network {
             return Ok(None);
         }
-        let readiness = self.network.readiness().await;
-        match (readiness.network, readiness.problem) {
-            (Some(list), None) => Ok(Some(list)),
-            (_, problem) => Err(Error::NetworkNotReady {
-                reason: problem.unwrap_or_else(|| "no CNI network config".into()),
-            }),
-        }
+        self.network.choose().await.map(Some)
     }
 
     /// Writes the "creating" record while the namespace (if any) is created, and returns how
@@ -254,13 +271,13 @@ impl SandboxManager {
         let netns_path = &sandbox.netns_path;
         let (saved, created) = tokio::join!(self.save(sandbox), async {
             match netns_path {
-                Some(path) => Some(self.netns.create(path).await),
+                Some(path) => Some(self.netns.create_netns(path).await),
                 None => None,
             }
         });
         if let Err(e) = saved {
             if let (Some(path), Some(Ok(()))) = (netns_path, &created) {
-                if let Err(remove) = netns::remove(path) {
+                if let Err(remove) = self.netns.remove_netns(path) {
                     tracing::error!(sandbox_id = %sandbox.id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
                 }
             }
@@ -274,7 +291,7 @@ impl SandboxManager {
     async fn set_up(
         &self,
         sandbox: &mut Sandbox,
-        network: Option<&NetworkConfigList>,
+        network: Option<&Chosen<P>>,
         created: Option<std::io::Result<()>>,
         steps: &mut Steps,
     ) -> Result<String> {
@@ -284,14 +301,14 @@ impl SandboxManager {
             self.wire_network(sandbox, list, path, created, steps)
                 .await?;
         }
-        let spec_text = self.write_files(sandbox).await?;
+        let spec_text = self.store.write_files(sandbox).await?;
         steps.mark("files");
-        self.nri_run(sandbox).await?;
+        self.nri.run_pod(sandbox).await?;
         steps.mark("nri");
         sandbox.state = SandboxState::Ready;
         if let Err(err) = self.save(sandbox).await {
             // The plugins accepted the pod: tell them it is gone again.
-            self.nri_remove(&sandbox.id).await;
+            self.nri.remove_pod(&sandbox.id).await;
             return Err(err);
         }
         steps.mark("record");
@@ -303,7 +320,7 @@ impl SandboxManager {
     async fn wire_network(
         &self,
         sandbox: &mut Sandbox,
-        list: &NetworkConfigList,
+        chosen: &Chosen<P>,
         path: PathBuf,
         created: std::io::Result<()>,
         steps: &mut Steps,
@@ -316,21 +333,17 @@ impl SandboxManager {
                 source,
             });
         }
-        match self.network.attach(&sandbox.as_pod(), list, &path).await {
-            Ok(attachment) => sandbox.network = Some(attachment),
-            Err(source) => {
-                return Err(Error::Cni {
-                    sandbox: sandbox.id.clone(),
-                    step: "setting up the pod network (CNI ADD)",
-                    source: Box::new(source),
-                })
-            }
-        }
+        let attachment = self
+            .network
+            .attach(&sandbox.as_pod(), chosen, &path)
+            .await?;
+        sandbox.network = Some(attachment);
         steps.mark("cni add");
         // After ADD, as runc applies them once the namespace is wired (eth0 exists).
         if !sandbox.spec.sysctls.is_empty() {
             let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
-            netns::inside::set_sysctls(&path, sysctls)
+            self.netns
+                .set_sysctls(&path, sysctls)
                 .await
                 .map_err(|e| sysctl_error(&sandbox.id, e))?;
         }
@@ -338,15 +351,6 @@ impl SandboxManager {
     }
 
     /// `hostname`, `hosts`, `resolv.conf` and `config.json`, off the async workers.
-    async fn write_files(&self, sandbox: &Sandbox) -> Result<String> {
-        let dir = self.store.files_dir(&sandbox.id);
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
-            .await
-            .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
-            .and_then(|r| r)
-    }
-
     /// A READY sandbox becomes visible: its events, then its place in the index (with the
     /// runtime spec for verbose status).
     fn publish_created(&self, sandbox: Sandbox, spec_text: String) {
@@ -369,7 +373,7 @@ impl SandboxManager {
     async fn roll_back(&self, mut sandbox: Sandbox, cause: Error) -> (Error, bool) {
         match self.tear_down(&mut sandbox).await {
             Ok(()) => {
-                if let Err(e) = self.store.delete(&sandbox.id) {
+                if let Err(e) = self.store.delete_record(&sandbox.id).await {
                     tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback: deleting the record failed");
                 }
                 (cause, false)
@@ -405,29 +409,29 @@ impl SandboxManager {
     async fn release(&self, sandbox: &mut Sandbox, steps: &mut Steps) -> Result<()> {
         if let Some(attachment) = sandbox.network.clone() {
             // DEL still runs when the namespace is gone, so IPAM frees the address.
-            let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
+            let netns = sandbox
+                .netns_path
+                .clone()
+                .filter(|p| self.netns.is_pinned(p));
             self.network
                 .detach(
                     &sandbox.as_pod(),
                     &attachment.network_name,
                     netns.as_deref(),
                 )
-                .await
-                .map_err(|source| Error::Cni {
-                    sandbox: sandbox.id.clone(),
-                    step: "tearing down the pod network (CNI DEL)",
-                    source: Box::new(source),
-                })?;
+                .await?;
             sandbox.network = None;
             steps.mark("cni del");
         }
         if let Some(path) = sandbox.netns_path.clone() {
-            netns::remove(&path).map_err(|source| Error::Netns {
-                sandbox: sandbox.id.clone(),
-                op: "removing",
-                path,
-                source,
-            })?;
+            self.netns
+                .remove_netns(&path)
+                .map_err(|source| Error::Netns {
+                    sandbox: sandbox.id.clone(),
+                    op: "removing",
+                    path,
+                    source,
+                })?;
             sandbox.netns_path = None;
             steps.mark("netns");
         }
@@ -453,7 +457,7 @@ impl SandboxManager {
     /// is told first, the outcome is published, and a READY sandbox emits its stop.
     async fn stop_entry(&self, entry: &Entry, sandbox: &mut Sandbox) -> Result<()> {
         let was_ready = sandbox.is_ready();
-        self.nri_stop(&sandbox.id).await;
+        self.nri.stop_pod(&sandbox.id).await;
         let result = self.tear_down(sandbox).await;
         entry.publish(sandbox);
         if was_ready {
@@ -475,7 +479,7 @@ impl SandboxManager {
         if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
             self.stop_entry(&entry, &mut sandbox).await?;
         }
-        self.nri_remove(&sandbox.id).await;
+        self.nri.remove_pod(&sandbox.id).await;
         self.delete_record(&sandbox.id).await?;
         entry.removed.store(true, Ordering::Release);
         self.index
@@ -602,28 +606,16 @@ impl SandboxManager {
     }
 
     pub(super) async fn save(&self, sandbox: &Sandbox) -> Result<()> {
-        let store = self.store.clone();
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || store.save(&sandbox))
-            .await
-            .map_err(|e| Error::io("saving a sandbox record", std::io::Error::other(e)))?
+        self.store.save_record(sandbox).await
     }
 
     pub(super) async fn delete_record(&self, id: &str) -> Result<()> {
-        let store = self.store.clone();
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete(&id))
-            .await
-            .map_err(|e| Error::io("deleting a sandbox record", std::io::Error::other(e)))?
-    }
-    pub fn netns_dir(&self) -> &Path {
-        self.netns.dir()
-    }
-
-    pub fn state_dir(&self) -> &Path {
-        self.store.dir()
+        self.store.delete_record(id).await
     }
 }
+
+/// What a Run keeps of the network it chose.
+type Chosen<P> = <<P as Parts>::Network as Network>::Chosen;
 
 /// Marks a sandbox as being created for as long as it lives (also if the call is dropped).
 struct Creating<'a> {

@@ -11,6 +11,7 @@ pub mod model;
 pub mod names;
 pub mod oci;
 pub mod recovery;
+pub mod seams;
 pub mod stats;
 pub mod store;
 

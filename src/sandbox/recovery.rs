@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::error::{Error, Result};
-use crate::netns::{self, NETNS_PREFIX};
+use crate::error::Result;
 use crate::network::{GcReport, LiveAttachment, POD_IFNAME};
-use crate::sandbox::manager::{Entry, SandboxManager};
+use crate::sandbox::manager::{Entry, Manager, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
+use crate::sandbox::seams::{Namespaces, Network, Parts, Records};
 
 /// How many sandboxes recovery repairs at once.
 const RECOVERY_CONCURRENCY: usize = 16;
@@ -103,7 +103,9 @@ impl SandboxManager {
         }
         report
     }
+}
 
+impl<P: Parts> Manager<P> {
     /// True when an indexed sandbox or a creation in flight has this id.
     fn owns_pin(&self, id: &str) -> bool {
         let creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,10 +118,7 @@ impl SandboxManager {
     /// netns dir that no record names.
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let started = Instant::now();
-        let store = self.store.clone();
-        let (records, bad) = tokio::task::spawn_blocking(move || store.load_all())
-            .await
-            .map_err(|e| Error::io("loading sandbox records", std::io::Error::other(e)))??;
+        let (records, bad) = self.store.load_records().await?;
         let mut report = RecoveryReport {
             loaded: records.len(),
             bad_records: bad.len(),
@@ -204,7 +203,7 @@ impl SandboxManager {
                 if sandbox
                     .netns_path
                     .as_deref()
-                    .is_some_and(|p| !netns::is_pinned(p)) =>
+                    .is_some_and(|p| !self.netns.is_pinned(p)) =>
             {
                 "its network namespace is gone (reboot?)"
             }
@@ -225,17 +224,9 @@ impl SandboxManager {
     /// Removes `crisp-*` pins in the netns dir that no record names (a crash between
     /// pinning and… nothing: records are written first, so these come from lost state).
     fn remove_orphan_pins(&self, known: &[PathBuf]) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.netns.dir()) else {
-            return 0;
-        };
         let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let ours = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(NETNS_PREFIX));
-            if ours && !known.iter().any(|k| k == &path) && self.remove_orphan_pin(&path) {
+        for path in self.netns.pins() {
+            if !known.iter().any(|k| k == &path) && self.remove_orphan_pin(&path) {
                 removed += 1;
             }
         }
@@ -243,7 +234,7 @@ impl SandboxManager {
     }
 
     fn remove_orphan_pin(&self, path: &Path) -> bool {
-        match netns::remove(path) {
+        match self.netns.remove_netns(path) {
             Ok(()) => {
                 tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
                 true
