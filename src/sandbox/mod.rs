@@ -19,3 +19,8 @@ pub use events::{EventKind, SandboxEvent};
 pub use manager::{ListFilter, SandboxManager};
 pub use model::{count_by_state, Sandbox, SandboxSpec, SandboxState};
 pub use recovery::RecoveryReport;
+
+#[cfg(test)]
+mod double;
+#[cfg(test)]
+mod tests;
