@@ -11,7 +11,8 @@
 //!
 //! Nothing here sits on a call's path. A CHECK starts only while its sandbox's lock is free
 //! and a Stop or Remove that comes during it kills it and discards its result. Rounds never
-//! overlap: one that overruns the interval is followed at once by the next.
+//! overlap: one that overruns the interval is followed at once by the next. It never tears
+//! a sandbox down: Stop and Remove release what a lost sandbox holds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -311,7 +312,11 @@ impl SandboxManager {
                 return Live::Skipped;
             }
             Live::Error(e) => {
-                tracing::warn!(sandbox_id = %snapshot.id, error = %e, "live network check could not look; the sandbox stays READY");
+                tracing::warn!(
+                    sandbox_id = %snapshot.id,
+                    error = %e,
+                    "live network check could not look; the sandbox stays READY"
+                );
             }
             _ => {}
         }
@@ -338,7 +343,11 @@ impl SandboxManager {
         sandbox.last_error = Some(why.clone());
         if let Err(e) = self.save(&sandbox).await {
             // Still NOT_READY for kubelet now; only a restart could show it READY again.
-            tracing::error!(sandbox_id = %sandbox.id, error = %e, "recording a lost pod network failed");
+            tracing::error!(
+                sandbox_id = %sandbox.id,
+                error = %e,
+                "recording a lost pod network failed"
+            );
         }
         entry.publish(&sandbox);
         self.emit(EventKind::Stopped, &sandbox);

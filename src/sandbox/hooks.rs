@@ -1,5 +1,7 @@
 //! What NRI plugins are told of a sandbox: the pod as NRI's `PodSandbox`, with the network
-//! namespace (OCI type `network`) and the pod's IPs once CNI ADD has set them up.
+//! namespace (OCI type `network`) and the pod's IPs once CNI ADD has set them up, and the
+//! manager's NRI accessors. When plugins are called in the lifecycle is the manager's
+//! business (through [`crate::sandbox::seams::Hooks`]); this module never changes a sandbox.
 
 use std::sync::Arc;
 

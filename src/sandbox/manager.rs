@@ -1,4 +1,7 @@
-//! The sandbox lifecycle: Run, Stop, Remove, Status, List, and recovery at start.
+//! The sandbox lifecycle: Run, Stop, Remove, Status and List, over the parts of
+//! [`crate::sandbox::seams`]. It owns the index of sandboxes and the order of effects; it
+//! never writes a file, enters a namespace or runs a plugin itself (the parts do), and never
+//! sees tonic. Recovery is in `recovery`, the name table in `names`, events in `events`.
 //!
 //! Locks: the name table and the index are held only for map operations; each sandbox has
 //! its own async lock, held across its plugin execs, so sandboxes never wait for each other.
@@ -264,10 +267,10 @@ impl<P: Parts> Manager<P> {
     /// removed again and the write's error returned: nothing needs rolling back.
     async fn record_intent(&self, sandbox: &Sandbox) -> Result<Option<std::io::Result<()>>> {
         // Intent first: the record names the netns and network before the ADD. Its durable
-        // write (fsync of file and dir, milliseconds) overlaps the namespace's creation
-        // (milliseconds too): a crash in between leaves at worst a pin no record names,
-        // which recovery removes, and a power cut takes the namespace with it. What outlives
-        // a power cut (host-local's files) only starts with the ADD, after both.
+        // write (fsync of file and dir) overlaps the namespace's creation: a crash in
+        // between leaves at worst a pin no record names, which recovery removes, and a power
+        // cut takes the namespace with it. What outlives a power cut (host-local's files)
+        // only starts with the ADD, after both.
         let netns_path = &sandbox.netns_path;
         let (saved, created) = tokio::join!(self.save(sandbox), async {
             match netns_path {
@@ -278,7 +281,13 @@ impl<P: Parts> Manager<P> {
         if let Err(e) = saved {
             if let (Some(path), Some(Ok(()))) = (netns_path, &created) {
                 if let Err(remove) = self.netns.remove_netns(path) {
-                    tracing::error!(sandbox_id = %sandbox.id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
+                    tracing::error!(
+                        sandbox_id = %sandbox.id,
+                        netns = %path.display(),
+                        error = %remove,
+                        "removing the namespace of a creation whose record could not be written \
+                         failed; recovery removes it at the next start"
+                    );
                 }
             }
             return Err(e);
@@ -374,12 +383,20 @@ impl<P: Parts> Manager<P> {
         match self.tear_down(&mut sandbox).await {
             Ok(()) => {
                 if let Err(e) = self.store.delete_record(&sandbox.id).await {
-                    tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback: deleting the record failed");
+                    tracing::error!(
+                        sandbox_id = %sandbox.id,
+                        error = %e,
+                        "rollback: deleting the record failed"
+                    );
                 }
                 (cause, false)
             }
             Err(teardown) => {
-                tracing::error!(sandbox_id = %sandbox.id, error = %teardown, "rollback failed; sandbox kept NOT_READY for Stop/Remove to retry");
+                tracing::error!(
+                    sandbox_id = %sandbox.id,
+                    error = %teardown,
+                    "rollback failed; sandbox kept NOT_READY for Stop/Remove to retry"
+                );
                 self.index
                     .write()
                     .unwrap_or_else(|p| p.into_inner())

@@ -1,6 +1,7 @@
 //! The sandbox as an OCI runtime would join it: the runtime spec (`config.json`) a container
 //! runtime reads to put the pod's containers into the sandbox's namespaces, built with the
-//! oci-spec crate. crisp runs no process itself; the spec says where everything is.
+//! oci-spec crate. crisp runs no process itself; the spec says where everything is. It
+//! builds the spec only: `files` writes it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -186,14 +186,21 @@ impl<P: Parts> Manager<P> {
     async fn recover_one(&self, mut sandbox: Sandbox) -> Recovered {
         let why = match sandbox.state {
             SandboxState::Creating => {
-                tracing::warn!(sandbox_id = %sandbox.id, "rolling back a creation interrupted by a restart");
+                tracing::warn!(
+                    sandbox_id = %sandbox.id,
+                    "rolling back a creation interrupted by a restart"
+                );
                 return match self.tear_down(&mut sandbox).await {
                     Ok(()) => match self.delete_record(&sandbox.id).await {
                         Ok(()) => Recovered::RolledBack,
                         Err(_) => Recovered::RepairFailed(Box::new(sandbox)),
                     },
                     Err(e) => {
-                        tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
+                        tracing::error!(
+                            sandbox_id = %sandbox.id,
+                            error = %e,
+                            "rollback after restart failed; kept NOT_READY"
+                        );
                         Recovered::RepairFailed(Box::new(sandbox))
                     }
                 };
@@ -215,7 +222,11 @@ impl<P: Parts> Manager<P> {
         match self.tear_down(&mut sandbox).await {
             Ok(()) => Recovered::Stopped(Box::new(sandbox)),
             Err(e) => {
-                tracing::error!(sandbox_id = %sandbox.id, error = %e, "recovery teardown failed; kept NOT_READY");
+                tracing::error!(
+                    sandbox_id = %sandbox.id,
+                    error = %e,
+                    "recovery teardown failed; kept NOT_READY"
+                );
                 Recovered::RepairFailed(Box::new(sandbox))
             }
         }
@@ -236,11 +247,18 @@ impl<P: Parts> Manager<P> {
     fn remove_orphan_pin(&self, path: &Path) -> bool {
         match self.netns.remove_netns(path) {
             Ok(()) => {
-                tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
+                tracing::warn!(
+                    netns = %path.display(),
+                    "removed a namespace pin no sandbox record names"
+                );
                 true
             }
             Err(e) => {
-                tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin");
+                tracing::error!(
+                    netns = %path.display(),
+                    error = %e,
+                    "cannot remove orphan namespace pin"
+                );
                 false
             }
         }
