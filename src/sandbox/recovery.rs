@@ -61,10 +61,10 @@ impl RecoveryReport {
 }
 
 impl SandboxManager {
-    /// One CNI GC pass (see [`PodNetwork::collect_garbage`]): every sandbox that holds a
-    /// network, indexed or still being created, is a valid attachment; any other cached
-    /// attachment is torn down (then its orphan pin removed), and the plugins are told which
-    /// ones are live.
+    /// One CNI GC pass (see [`crate::network::PodNetwork::collect_garbage`]): every sandbox
+    /// that holds a network, indexed or still being created, is a valid attachment; any other
+    /// cached attachment is torn down (then its orphan pin removed), and the plugins are told
+    /// which ones are live.
     pub async fn collect_garbage(&self) -> GcReport {
         let report = self
             .network
