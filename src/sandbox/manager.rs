@@ -34,6 +34,8 @@ use crate::sandbox::names::{Claim, Names};
 use crate::sandbox::seams::{Hooks, Namespaces, Network, Parts, Real, Records};
 use crate::sandbox::store::Store;
 
+/// One indexed sandbox: its snapshot for readers, its lock for changes, what the background
+/// checks found.
 pub(super) struct Entry {
     /// Serialises Run/Stop/Remove of this sandbox (and the start of a background CHECK).
     pub(super) op: tokio::sync::Mutex<()>,
@@ -194,6 +196,7 @@ impl<P: Parts> Manager<P> {
     pub fn files_dir(&self, id: &str) -> PathBuf {
         self.store.files_dir(id)
     }
+
     /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
     /// sends after its own timeout) waits for it and gets its id instead of an error.
     pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
