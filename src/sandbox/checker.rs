@@ -11,7 +11,8 @@
 //!
 //! Nothing here sits on a call's path. A CHECK starts only while its sandbox's lock is free
 //! and a Stop or Remove that comes during it kills it and discards its result. Rounds never
-//! overlap: one that overruns the interval is followed at once by the next.
+//! overlap: one that overruns the interval is followed at once by the next. It never tears
+//! a sandbox down: Stop and Remove release what a lost sandbox holds.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use serde::Serialize;
 
 use crate::netns;
 use crate::network::health::LiveCheck;
-use crate::sandbox::manager::{EventKind, RunningCheck, SandboxManager};
+use crate::sandbox::events::EventKind;
+use crate::sandbox::manager::{RunningCheck, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};
 
 /// At most this many CHECK chains run at once (each runs its plugins one after another, so
@@ -310,7 +312,11 @@ impl SandboxManager {
                 return Live::Skipped;
             }
             Live::Error(e) => {
-                tracing::warn!(sandbox_id = %snapshot.id, error = %e, "live network check could not look; the sandbox stays READY");
+                tracing::warn!(
+                    sandbox_id = %snapshot.id,
+                    error = %e,
+                    "live network check could not look; the sandbox stays READY"
+                );
             }
             _ => {}
         }
@@ -337,7 +343,11 @@ impl SandboxManager {
         sandbox.last_error = Some(why.clone());
         if let Err(e) = self.save(&sandbox).await {
             // Still NOT_READY for kubelet now; only a restart could show it READY again.
-            tracing::error!(sandbox_id = %sandbox.id, error = %e, "recording a lost pod network failed");
+            tracing::error!(
+                sandbox_id = %sandbox.id,
+                error = %e,
+                "recording a lost pod network failed"
+            );
         }
         entry.publish(&sandbox);
         self.emit(EventKind::Stopped, &sandbox);

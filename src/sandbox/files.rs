@@ -1,7 +1,8 @@
 //! The files a container runtime mounts into the pod's containers, written per sandbox under
 //! `<root>/sandboxes/<id>/` beside the record `<root>/sandboxes/<id>.json`: `hostname`,
 //! `hosts`, `resolv.conf` and the sandbox's OCI runtime spec `config.json`. The record store
-//! removes the directory with the record, so Remove, a rolled-back Run and recovery clean it.
+//! removes the directory with the record, so Remove, a rolled-back Run and recovery clean it;
+//! this module never deletes anything.
 //!
 //! The three mounted files are 0644, since a container runtime mounts them for whatever user a
 //! container runs as; `config.json` carries the pod's annotations and is 0600. The directory is

@@ -1,4 +1,7 @@
-//! The sandbox lifecycle: Run, Stop, Remove, Status, List, and recovery at start.
+//! The sandbox lifecycle: Run, Stop, Remove, Status and List, over the parts of
+//! [`crate::sandbox::seams`]. It owns the index of sandboxes and the order of effects; it
+//! never writes a file, enters a namespace or runs a plugin itself (the parts do), and never
+//! sees tonic. Recovery is in `recovery`, the name table in `names`, events in `events`.
 //!
 //! Locks: the name table and the index are held only for map operations; each sandbox has
 //! its own async lock, held across its plugin execs, so sandboxes never wait for each other.
@@ -9,52 +12,30 @@
 //! Stop: record "stopping" → CNI DEL → netns removed → "not_ready".
 //! The namespace is removed only after DEL succeeded; a failed DEL stays on the record.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
 
-use futures::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::clock::{now_nanos, Steps};
 use crate::error::{Error, Result};
-use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::netns::{self, NetnsDir};
 use crate::network::health::Health;
-use crate::network::{GcReport, LiveAttachment, NetworkReadiness, PodNetwork, POD_IFNAME};
-use crate::nri::{HookTime, Nri, PluginInfo};
+use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::checker::CheckerStatus;
-use crate::sandbox::model::{
-    is_id_prefix, new_id, NetworkAttachment, Sandbox, SandboxSpec, SandboxState,
-};
+use crate::sandbox::events::EVENT_BUFFER;
+use crate::sandbox::model::{is_id_prefix, NetworkAttachment, Sandbox, SandboxSpec, SandboxState};
+// `sandbox::manager::SandboxEvent` is the path server/ imports.
+pub use crate::sandbox::events::{EventKind, SandboxEvent};
+use crate::sandbox::names::{Claim, Names};
+use crate::sandbox::seams::{Hooks, Namespaces, Network, Parts, Real, Records};
 use crate::sandbox::store::Store;
-use crate::sandbox::{files, hooks};
 
-/// How many sandboxes recovery repairs at once.
-const RECOVERY_CONCURRENCY: usize = 16;
-/// Lifecycle events buffered per subscriber; a slower one skips the oldest.
-const EVENT_BUFFER: usize = 1024;
-
-/// A sandbox lifecycle change, for GetContainerEvents (evented PLEG) and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Created,
-    Started,
-    Stopped,
-    Deleted,
-}
-
-#[derive(Debug, Clone)]
-pub struct SandboxEvent {
-    pub kind: EventKind,
-    /// The sandbox as it is after the change.
-    pub sandbox: Arc<Sandbox>,
-    /// Nanoseconds since the epoch.
-    pub at: i64,
-}
-
+/// One indexed sandbox: its snapshot for readers, its lock for changes, what the background
+/// checks found.
 pub(super) struct Entry {
     /// Serialises Run/Stop/Remove of this sandbox (and the start of a background CHECK).
     pub(super) op: tokio::sync::Mutex<()>,
@@ -78,7 +59,7 @@ pub(super) struct RunningCheck {
 }
 
 impl Entry {
-    fn new(sandbox: Sandbox) -> Arc<Entry> {
+    pub(super) fn new(sandbox: Sandbox) -> Arc<Entry> {
         Arc::new(Entry {
             op: tokio::sync::Mutex::new(()),
             snapshot: RwLock::new(Arc::new(sandbox)),
@@ -104,6 +85,16 @@ impl Entry {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// With `op` held: ends a background CHECK, then the sandbox to change, or `None` when
+    /// Remove took it out of the index meanwhile.
+    async fn still_indexed(&self) -> Option<Sandbox> {
+        self.cancel_check().await;
+        if self.removed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some((*self.current()).clone())
+    }
+
     /// Kills a background CHECK of this sandbox and discards its result; returns once its
     /// plugin processes are killed. Called with `op` held, so none can start meanwhile.
     async fn cancel_check(&self) {
@@ -119,17 +110,6 @@ impl Entry {
     }
 }
 
-enum Reservation {
-    /// A RunPodSandbox is in flight; a retry with the same spec waits for it.
-    Creating {
-        spec: Box<SandboxSpec>,
-        done: watch::Receiver<()>,
-    },
-    Held {
-        id: String,
-    },
-}
-
 /// Which sandboxes a List returns; every set field must match.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
@@ -138,195 +118,31 @@ pub struct ListFilter {
     pub labels: BTreeMap<String, String>,
 }
 
-pub struct SandboxManager {
-    store: Store,
-    netns: NetnsDir,
-    pub(super) network: PodNetwork,
+/// The sandbox manager crisp runs: built of the real store, netns dir, network and NRI.
+pub type SandboxManager = Manager<Real>;
+
+/// The lifecycle over its [`Parts`]; unit tests build it of a double.
+pub struct Manager<P: Parts> {
+    pub(super) store: P::Records,
+    pub(super) netns: P::Namespaces,
+    pub(super) network: P::Network,
     pub(super) index: RwLock<BTreeMap<String, Arc<Entry>>>,
-    names: Mutex<HashMap<String, Reservation>>,
+    pub(super) names: Names,
     /// Never blocks the lifecycle: a send to lagging or no receivers just goes on.
-    events: broadcast::Sender<SandboxEvent>,
+    pub(super) events: broadcast::Sender<SandboxEvent>,
     /// Sandboxes being created and not yet indexed: their attachments are live for GC.
-    creating: Mutex<HashSet<String>>,
+    pub(super) creating: Mutex<HashSet<String>>,
     /// Gives the heap back to the kernel after many removals.
     heap: crate::heap::Trimmer,
     /// The background network checker's rounds so far.
     pub(super) checker: Mutex<CheckerStatus>,
     /// NRI plugins to tell of each Run, Stop and Remove, when NRI is on.
-    nri: Option<Arc<Nri>>,
-}
-
-/// What start-up recovery found and did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct RecoveryReport {
-    pub loaded: usize,
-    pub ready: usize,
-    pub rolled_back: usize,
-    pub stopped: usize,
-    pub failed_repairs: usize,
-    pub bad_records: usize,
-    pub orphan_netns_removed: usize,
-    /// Plugin processes of a previous (killed) crisp still running for our sandboxes.
-    pub stray_plugins_killed: usize,
-    pub millis: u128,
-}
-
-impl RecoveryReport {
-    /// The repairs by kind, as the recovery metric counts them.
-    pub fn repairs(&self) -> [(&'static str, usize); 5] {
-        [
-            ("rolled_back", self.rolled_back),
-            ("stopped", self.stopped),
-            ("failed_repair", self.failed_repairs),
-            ("bad_record", self.bad_records),
-            ("orphan_netns_removed", self.orphan_netns_removed),
-        ]
-    }
+    pub(super) nri: P::Hooks,
 }
 
 impl SandboxManager {
     pub fn new(store: Store, netns: NetnsDir, network: PodNetwork) -> Self {
-        SandboxManager {
-            store,
-            netns,
-            network,
-            index: RwLock::new(BTreeMap::new()),
-            names: Mutex::new(HashMap::new()),
-            events: broadcast::channel(EVENT_BUFFER).0,
-            creating: Mutex::new(HashSet::new()),
-            heap: crate::heap::Trimmer::default(),
-            checker: Mutex::new(CheckerStatus::default()),
-            nri: None,
-        }
-    }
-
-    /// Tells NRI's plugins of every Run, Stop and Remove from now on.
-    pub fn set_nri(&mut self, nri: Arc<Nri>) {
-        self.nri = Some(nri);
-    }
-
-    /// The sandboxes NRI plugins are synchronized with at start-up, with whether each is
-    /// stopped already (it gets no Stop event again).
-    pub fn nri_pods(&self) -> Vec<(crate::nri::PodSandbox, bool)> {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        index
-            .values()
-            .map(|entry| {
-                let sandbox = entry.current();
-                (hooks::nri_pod(&sandbox), !sandbox.is_ready())
-            })
-            .collect()
-    }
-
-    /// The connected NRI plugins; `None` when NRI is off.
-    pub fn nri_plugins(&self) -> Option<Vec<PluginInfo>> {
-        self.nri.as_ref().map(|nri| nri.plugins())
-    }
-
-    /// How long each NRI plugin took with this sandbox's events.
-    pub fn nri_hooks(&self, id: &str) -> Vec<HookTime> {
-        self.nri
-            .as_ref()
-            .map(|nri| nri.hook_times(id))
-            .unwrap_or_default()
-    }
-
-    /// RunPodSandbox to the NRI plugins: after the network is set up, before the sandbox is
-    /// READY or visible. A plugin's error fails the Run.
-    async fn nri_run(&self, sandbox: &Sandbox) -> Result<()> {
-        let Some(nri) = &self.nri else {
-            return Ok(());
-        };
-        nri.run_pod_sandbox(hooks::nri_pod(sandbox))
-            .await
-            .map_err(|rejection| Error::NriRejected {
-                sandbox: sandbox.id.clone(),
-                plugin: rejection.plugin,
-                message: rejection.message,
-            })
-    }
-
-    /// StopPodSandbox to the NRI plugins, before the network is torn down (once per pod).
-    async fn nri_stop(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.stop_pod_sandbox(id).await;
-        }
-    }
-
-    /// RemovePodSandbox to the NRI plugins, before the record goes (once per pod).
-    async fn nri_remove(&self, id: &str) {
-        if let Some(nri) = &self.nri {
-            nri.remove_pod_sandbox(id).await;
-        }
-    }
-
-    /// Lifecycle events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
-        self.events.subscribe()
-    }
-
-    pub(super) fn emit(&self, kind: EventKind, sandbox: &Sandbox) {
-        // An error only means nobody listens.
-        let _ = self.events.send(SandboxEvent {
-            kind,
-            sandbox: Arc::new(sandbox.clone()),
-            at: now_nanos(),
-        });
-    }
-
-    /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
-    pub fn files_dir(&self, id: &str) -> PathBuf {
-        self.store.files_dir(id)
-    }
-
-    /// One CNI GC pass (see [`PodNetwork::collect_garbage`]): every sandbox that holds a
-    /// network, indexed or still being created, is a valid attachment; any other cached
-    /// attachment is torn down (then its orphan pin removed), and the plugins are told which
-    /// ones are live.
-    pub async fn collect_garbage(&self) -> GcReport {
-        let report = self
-            .network
-            .collect_garbage(|| async {
-                let creating = self
-                    .creating
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-                let mut valid: Vec<LiveAttachment> = index
-                    .values()
-                    .map(|e| e.current())
-                    .filter_map(|s| {
-                        s.network.as_ref().map(|n| LiveAttachment {
-                            network_name: Some(n.network_name.clone()),
-                            container_id: s.id.clone(),
-                            ifname: n.ifname.clone(),
-                        })
-                    })
-                    .collect();
-                // A creation's network is not known here: it counts as live on any network.
-                valid.extend(creating.into_iter().map(|id| LiveAttachment {
-                    network_name: None,
-                    container_id: id,
-                    ifname: POD_IFNAME.to_string(),
-                }));
-                Some(valid)
-            })
-            .await;
-        for attachment in &report.stale.deleted {
-            let pin = self.netns.path_for(&attachment.container_id);
-            if pin.exists() && !self.owns_pin(&attachment.container_id) {
-                self.remove_orphan_pin(&pin);
-            }
-        }
-        report
-    }
-
-    /// True when an indexed sandbox or a creation in flight has this id.
-    fn owns_pin(&self, id: &str) -> bool {
-        let creating = self.creating.lock().unwrap_or_else(|p| p.into_inner());
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        creating.contains(id) || index.contains_key(id)
+        Manager::with_parts(store, netns, network, None)
     }
 
     /// Starts the network's background work (conf dir watching, CNI STATUS); after recovery,
@@ -345,65 +161,54 @@ impl SandboxManager {
         self.network.readiness().await
     }
 
+    pub fn netns_dir(&self) -> &Path {
+        self.netns.dir()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.store.dir()
+    }
+}
+
+impl<P: Parts> Manager<P> {
+    /// A manager of these parts, with nothing indexed yet.
+    pub fn with_parts(
+        store: P::Records,
+        netns: P::Namespaces,
+        network: P::Network,
+        nri: P::Hooks,
+    ) -> Self {
+        Manager {
+            store,
+            netns,
+            network,
+            index: RwLock::new(BTreeMap::new()),
+            names: Names::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            creating: Mutex::new(HashSet::new()),
+            heap: crate::heap::Trimmer::default(),
+            checker: Mutex::new(CheckerStatus::default()),
+            nri,
+        }
+    }
+
+    /// Where a sandbox's files (hostname, hosts, resolv.conf, config.json) are.
+    pub fn files_dir(&self, id: &str) -> PathBuf {
+        self.store.files_dir(id)
+    }
+
     /// RunPodSandbox. A retry of a creation still in flight (same name and spec, as a client
     /// sends after its own timeout) waits for it and gets its id instead of an error.
     pub async fn run(&self, spec: SandboxSpec) -> Result<String> {
-        let key = spec.metadata.reservation_slot();
-        let (id, done) = loop {
-            let mut wait = {
-                let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-                match names.get(&key) {
-                    None => {
-                        let id = new_id().map_err(|e| Error::io("generating a sandbox id", e))?;
-                        let (tx, rx) = watch::channel(());
-                        names.insert(
-                            key.clone(),
-                            Reservation::Creating {
-                                spec: Box::new(spec.clone()),
-                                done: rx,
-                            },
-                        );
-                        break (id, tx);
-                    }
-                    Some(Reservation::Held { id }) => {
-                        return Err(Error::NameReserved {
-                            name: spec.metadata.reservation_key(),
-                            holder: id.clone(),
-                        })
-                    }
-                    Some(Reservation::Creating { spec: first, done }) if **first == spec => {
-                        done.clone()
-                    }
-                    Some(Reservation::Creating { .. }) => {
-                        return Err(Error::NameReserved {
-                            name: spec.metadata.reservation_key(),
-                            holder: "a sandbox still being created with a different config".into(),
-                        })
-                    }
-                }
-            };
-            // Resolves when the first creation ends (its sender is dropped).
-            let _ = wait.changed().await;
-            let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(Reservation::Held { id }) = names.get(&key) {
-                return Ok(id.clone());
-            }
-            // The first attempt failed and released the name: this retry tries afresh.
+        let (key, id, done) = match self.names.claim(&spec).await? {
+            Claim::Fresh { key, id, done } => (key, id, done),
+            Claim::Existing(id) => return Ok(id),
         };
-
         let outcome = self.create(&id, spec).await;
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        match &outcome {
-            // A sandbox that failed but could not be fully rolled back stays listed and
-            // keeps its name until it is removed.
-            Ok(()) | Err((_, true)) => {
-                names.insert(key, Reservation::Held { id: id.clone() });
-            }
-            Err((_, false)) => {
-                names.remove(&key);
-            }
-        }
-        drop(names);
+        // A sandbox that failed but could not be fully rolled back stays listed and keeps
+        // its name until it is removed.
+        let kept = matches!(outcome, Ok(()) | Err((_, true)));
+        self.names.settle(key, &id, kept);
         drop(done);
         outcome.map(|()| id).map_err(|(e, _)| e)
     }
@@ -415,120 +220,155 @@ impl SandboxManager {
         self.create_inner(id, spec).await
     }
 
+    /// Run's steps: choose the network, write the intent (while the namespace is created),
+    /// then set the sandbox up; a failure after the intent is rolled back.
     async fn create_inner(
         &self,
         id: &str,
         spec: SandboxSpec,
     ) -> std::result::Result<(), (Error, bool)> {
         let mut steps = Steps::start();
-        let network = if spec.host_network {
-            None
-        } else {
-            let readiness = self.network.readiness().await;
-            match (readiness.network, readiness.problem) {
-                (Some(list), None) => Some(list),
-                (_, problem) => {
-                    return Err((
-                        Error::NetworkNotReady {
-                            reason: problem.unwrap_or_else(|| "no CNI network config".into()),
-                        },
-                        false,
-                    ))
-                }
-            }
-        };
+        let network = self.network_for(&spec).await.map_err(|e| (e, false))?;
         steps.mark("conf");
         let mut sandbox = Sandbox {
             id: id.to_string(),
             netns_path: network.as_ref().map(|_| self.netns.path_for(id)),
-            network: network
-                .as_ref()
-                .map(|list| NetworkAttachment::pending(&list.name, POD_IFNAME)),
+            network: network.as_ref().map(|chosen| {
+                NetworkAttachment::pending(<P::Network as Network>::chosen_name(chosen), POD_IFNAME)
+            }),
             spec,
             state: SandboxState::Creating,
             created_at: now_nanos(),
             last_error: None,
         };
+        let created = self.record_intent(&sandbox).await.map_err(|e| (e, false))?;
+        steps.mark("record, netns");
+        match self
+            .set_up(&mut sandbox, network.as_ref(), created, &mut steps)
+            .await
+        {
+            Ok(spec_text) => {
+                tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
+                self.publish_created(sandbox, spec_text);
+                Ok(())
+            }
+            Err(err) => Err(self.roll_back(sandbox, err).await),
+        }
+    }
+
+    /// The network a new sandbox joins: none for a host-network pod, else the current one;
+    /// NetworkNotReady when pods cannot be networked now.
+    async fn network_for(&self, spec: &SandboxSpec) -> Result<Option<Chosen<P>>> {
+        if spec.host_network {
+            return Ok(None);
+        }
+        self.network.choose().await.map(Some)
+    }
+
+    /// Writes the "creating" record while the namespace (if any) is created, and returns how
+    /// that creation went. When the record cannot be written, a namespace made meanwhile is
+    /// removed again and the write's error returned: nothing needs rolling back.
+    async fn record_intent(&self, sandbox: &Sandbox) -> Result<Option<std::io::Result<()>>> {
         // Intent first: the record names the netns and network before the ADD. Its durable
-        // write (fsync of file and dir, milliseconds) overlaps the namespace's creation
-        // (milliseconds too): a crash in between leaves at worst a pin no record names,
-        // which recovery removes, and a power cut takes the namespace with it. What outlives
-        // a power cut (host-local's files) only starts with the ADD, after both.
-        let netns_path = network.as_ref().and(sandbox.netns_path.clone());
-        let (saved, created) = tokio::join!(self.save(&sandbox), async {
-            match &netns_path {
-                Some(path) => Some(self.netns.create(path).await),
+        // write (fsync of file and dir) overlaps the namespace's creation: a crash in
+        // between leaves at worst a pin no record names, which recovery removes, and a power
+        // cut takes the namespace with it. What outlives a power cut (host-local's files)
+        // only starts with the ADD, after both.
+        let netns_path = &sandbox.netns_path;
+        let (saved, created) = tokio::join!(self.save(sandbox), async {
+            match netns_path {
+                Some(path) => Some(self.netns.create_netns(path).await),
                 None => None,
             }
         });
-        steps.mark("record, netns");
         if let Err(e) = saved {
-            if let (Some(path), Some(Ok(()))) = (&netns_path, &created) {
-                if let Err(remove) = netns::remove(path) {
-                    tracing::error!(sandbox_id = %id, netns = %path.display(), error = %remove, "removing the namespace of a creation whose record could not be written failed; recovery removes it at the next start");
+            if let (Some(path), Some(Ok(()))) = (netns_path, &created) {
+                if let Err(remove) = self.netns.remove_netns(path) {
+                    tracing::error!(
+                        sandbox_id = %sandbox.id,
+                        netns = %path.display(),
+                        error = %remove,
+                        "removing the namespace of a creation whose record could not be written \
+                         failed; recovery removes it at the next start"
+                    );
                 }
             }
-            return Err((e, false));
+            return Err(e);
         }
+        Ok(created)
+    }
 
-        if let (Some(list), Some(path), Some(created)) = (&network, netns_path, created) {
-            if let Err(source) = created {
-                let err = Error::Netns {
-                    sandbox: id.to_string(),
-                    op: "creating",
-                    path,
-                    source,
-                };
-                return Err(self.roll_back(sandbox, err).await);
-            }
-            match self.network.attach(&sandbox.as_pod(), list, &path).await {
-                Ok(attachment) => sandbox.network = Some(attachment),
-                Err(source) => {
-                    let err = Error::Cni {
-                        sandbox: id.to_string(),
-                        step: "setting up the pod network (CNI ADD)",
-                        source: Box::new(source),
-                    };
-                    return Err(self.roll_back(sandbox, err).await);
-                }
-            }
-            steps.mark("cni add");
-            // After ADD, as runc applies them once the namespace is wired (eth0 exists).
-            if !sandbox.spec.sysctls.is_empty() {
-                let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
-                if let Err(e) = netns::inside::set_sysctls(&path, sysctls).await {
-                    let err = sysctl_error(id, e);
-                    return Err(self.roll_back(sandbox, err).await);
-                }
-            }
+    /// After the intent: wire the network, write the files, tell NRI, record "ready".
+    /// Returns the runtime spec as compact JSON; an error leaves the rollback to the caller.
+    async fn set_up(
+        &self,
+        sandbox: &mut Sandbox,
+        network: Option<&Chosen<P>>,
+        created: Option<std::io::Result<()>>,
+        steps: &mut Steps,
+    ) -> Result<String> {
+        if let (Some(list), Some(path), Some(created)) =
+            (network, sandbox.netns_path.clone(), created)
+        {
+            self.wire_network(sandbox, list, path, created, steps)
+                .await?;
         }
-        let dir = self.store.files_dir(id);
-        let written = {
-            let sandbox = sandbox.clone();
-            tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
-                .await
-                .map_err(|e| Error::io("writing sandbox files", std::io::Error::other(e)))
-                .and_then(|r| r)
-        };
-        let spec_text = match written {
-            Ok(text) => text,
-            Err(err) => return Err(self.roll_back(sandbox, err).await),
-        };
+        let spec_text = self.store.write_files(sandbox).await?;
         steps.mark("files");
-        if let Err(err) = self.nri_run(&sandbox).await {
-            return Err(self.roll_back(sandbox, err).await);
-        }
+        self.nri.run_pod(sandbox).await?;
         steps.mark("nri");
         sandbox.state = SandboxState::Ready;
-        if let Err(err) = self.save(&sandbox).await {
+        if let Err(err) = self.save(sandbox).await {
             // The plugins accepted the pod: tell them it is gone again.
-            self.nri_remove(id).await;
-            return Err(self.roll_back(sandbox, err).await);
+            self.nri.remove_pod(&sandbox.id).await;
+            return Err(err);
         }
         steps.mark("record");
-        tracing::debug!(sandbox_id = %id, steps_us = ?steps.marks(), "sandbox created");
+        Ok(spec_text)
+    }
+
+    /// The namespace just created at `path` (`created` says how that went) joins `list`
+    /// (CNI ADD, the attachment recorded on `sandbox`), then gets the pod's sysctls.
+    async fn wire_network(
+        &self,
+        sandbox: &mut Sandbox,
+        chosen: &Chosen<P>,
+        path: PathBuf,
+        created: std::io::Result<()>,
+        steps: &mut Steps,
+    ) -> Result<()> {
+        if let Err(source) = created {
+            return Err(Error::Netns {
+                sandbox: sandbox.id.clone(),
+                op: "creating",
+                path,
+                source,
+            });
+        }
+        let attachment = self
+            .network
+            .attach(&sandbox.as_pod(), chosen, &path)
+            .await?;
+        sandbox.network = Some(attachment);
+        steps.mark("cni add");
+        // After ADD, as runc applies them once the namespace is wired (eth0 exists).
+        if !sandbox.spec.sysctls.is_empty() {
+            let sysctls = sandbox.spec.sysctls.clone().into_iter().collect();
+            self.netns
+                .set_sysctls(&path, sysctls)
+                .await
+                .map_err(|e| sysctl_error(&sandbox.id, e))?;
+        }
+        Ok(())
+    }
+
+    /// `hostname`, `hosts`, `resolv.conf` and `config.json`, off the async workers.
+    /// A READY sandbox becomes visible: its events, then its place in the index (with the
+    /// runtime spec for verbose status).
+    fn publish_created(&self, sandbox: Sandbox, spec_text: String) {
         self.emit(EventKind::Created, &sandbox);
         self.emit(EventKind::Started, &sandbox);
+        let id = sandbox.id.clone();
         let entry = Entry::new(sandbox);
         if let Ok(spec) = RawValue::from_string(spec_text) {
             let _ = entry.runtime_spec.set(Arc::from(spec));
@@ -536,8 +376,7 @@ impl SandboxManager {
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), entry);
-        Ok(())
+            .insert(id, entry);
     }
 
     /// Undoes a failed creation in reverse order. If the teardown itself fails, the sandbox
@@ -546,13 +385,21 @@ impl SandboxManager {
     async fn roll_back(&self, mut sandbox: Sandbox, cause: Error) -> (Error, bool) {
         match self.tear_down(&mut sandbox).await {
             Ok(()) => {
-                if let Err(e) = self.store.delete(&sandbox.id) {
-                    tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback: deleting the record failed");
+                if let Err(e) = self.store.delete_record(&sandbox.id).await {
+                    tracing::error!(
+                        sandbox_id = %sandbox.id,
+                        error = %e,
+                        "rollback: deleting the record failed"
+                    );
                 }
                 (cause, false)
             }
             Err(teardown) => {
-                tracing::error!(sandbox_id = %sandbox.id, error = %teardown, "rollback failed; sandbox kept NOT_READY for Stop/Remove to retry");
+                tracing::error!(
+                    sandbox_id = %sandbox.id,
+                    error = %teardown,
+                    "rollback failed; sandbox kept NOT_READY for Stop/Remove to retry"
+                );
                 self.index
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -565,7 +412,7 @@ impl SandboxManager {
     /// Releases what the sandbox holds: "stopping" → CNI DEL → namespace removed →
     /// "not_ready". On failure the record stays NOT_READY with the error and what is still
     /// held, so the next Stop/Remove (or a restart) retries.
-    async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
+    pub(super) async fn tear_down(&self, sandbox: &mut Sandbox) -> Result<()> {
         let mut steps = Steps::start();
         sandbox.state = SandboxState::Stopping;
         self.save(sandbox).await?;
@@ -582,29 +429,29 @@ impl SandboxManager {
     async fn release(&self, sandbox: &mut Sandbox, steps: &mut Steps) -> Result<()> {
         if let Some(attachment) = sandbox.network.clone() {
             // DEL still runs when the namespace is gone, so IPAM frees the address.
-            let netns = sandbox.netns_path.clone().filter(|p| netns::is_pinned(p));
+            let netns = sandbox
+                .netns_path
+                .clone()
+                .filter(|p| self.netns.is_pinned(p));
             self.network
                 .detach(
                     &sandbox.as_pod(),
                     &attachment.network_name,
                     netns.as_deref(),
                 )
-                .await
-                .map_err(|source| Error::Cni {
-                    sandbox: sandbox.id.clone(),
-                    step: "tearing down the pod network (CNI DEL)",
-                    source: Box::new(source),
-                })?;
+                .await?;
             sandbox.network = None;
             steps.mark("cni del");
         }
         if let Some(path) = sandbox.netns_path.clone() {
-            netns::remove(&path).map_err(|source| Error::Netns {
-                sandbox: sandbox.id.clone(),
-                op: "removing",
-                path,
-                source,
-            })?;
+            self.netns
+                .remove_netns(&path)
+                .map_err(|source| Error::Netns {
+                    sandbox: sandbox.id.clone(),
+                    op: "removing",
+                    path,
+                    source,
+                })?;
             sandbox.netns_path = None;
             steps.mark("netns");
         }
@@ -613,25 +460,28 @@ impl SandboxManager {
 
     /// StopPodSandbox: idempotent; an id that names no sandbox is success.
     pub async fn stop(&self, id_or_prefix: &str) -> Result<()> {
-        let Some(entry) = self.find(id_or_prefix)? else {
-            names_no_sandbox("StopPodSandbox", id_or_prefix);
+        let Some(entry) = self.find_for("StopPodSandbox", id_or_prefix)? else {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        entry.cancel_check().await;
-        if entry.removed.load(Ordering::Acquire) {
+        let Some(mut sandbox) = entry.still_indexed().await else {
             return Ok(());
-        }
-        let mut sandbox = (*entry.current()).clone();
+        };
         if sandbox.state == SandboxState::NotReady && !sandbox.holds_resources() {
             return Ok(());
         }
+        self.stop_entry(&entry, &mut sandbox).await
+    }
+
+    /// The teardown of Stop (and of Remove when needed), with the lock of `entry` held: NRI
+    /// is told first, the outcome is published, and a READY sandbox emits its stop.
+    async fn stop_entry(&self, entry: &Entry, sandbox: &mut Sandbox) -> Result<()> {
         let was_ready = sandbox.is_ready();
-        self.nri_stop(&sandbox.id).await;
-        let result = self.tear_down(&mut sandbox).await;
-        entry.publish(&sandbox);
+        self.nri.stop_pod(&sandbox.id).await;
+        let result = self.tear_down(sandbox).await;
+        entry.publish(sandbox);
         if was_ready {
-            self.emit(EventKind::Stopped, &sandbox);
+            self.emit(EventKind::Stopped, sandbox);
         }
         result
     }
@@ -639,39 +489,24 @@ impl SandboxManager {
     /// RemovePodSandbox: stops first if needed, then forgets the sandbox. Idempotent. A
     /// sandbox whose teardown fails is not removed: the error is returned and it is kept.
     pub async fn remove(&self, id_or_prefix: &str) -> Result<()> {
-        let Some(entry) = self.find(id_or_prefix)? else {
-            names_no_sandbox("RemovePodSandbox", id_or_prefix);
+        let Some(entry) = self.find_for("RemovePodSandbox", id_or_prefix)? else {
             return Ok(());
         };
         let _op = entry.op.lock().await;
-        entry.cancel_check().await;
-        if entry.removed.load(Ordering::Acquire) {
+        let Some(mut sandbox) = entry.still_indexed().await else {
             return Ok(());
-        }
-        let mut sandbox = (*entry.current()).clone();
+        };
         if sandbox.holds_resources() || sandbox.state != SandboxState::NotReady {
-            let was_ready = sandbox.is_ready();
-            self.nri_stop(&sandbox.id).await;
-            let result = self.tear_down(&mut sandbox).await;
-            entry.publish(&sandbox);
-            if was_ready {
-                self.emit(EventKind::Stopped, &sandbox);
-            }
-            result?;
+            self.stop_entry(&entry, &mut sandbox).await?;
         }
-        self.nri_remove(&sandbox.id).await;
+        self.nri.remove_pod(&sandbox.id).await;
         self.delete_record(&sandbox.id).await?;
         entry.removed.store(true, Ordering::Release);
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&sandbox.id);
-        let key = sandbox.spec.metadata.reservation_slot();
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(names.get(&key), Some(Reservation::Held { id }) if *id == sandbox.id) {
-            names.remove(&key);
-        }
-        drop(names);
+        self.names.release(&sandbox.spec, &sandbox.id);
         self.emit(EventKind::Deleted, &sandbox);
         self.heap.sandbox_removed();
         Ok(())
@@ -751,6 +586,16 @@ impl SandboxManager {
         out
     }
 
+    /// [`Self::find`] for Stop and Remove, which succeed (and log it) on an id that names
+    /// no sandbox.
+    fn find_for(&self, method: &'static str, id_or_prefix: &str) -> Result<Option<Arc<Entry>>> {
+        let entry = self.find(id_or_prefix)?;
+        if entry.is_none() {
+            names_no_sandbox(method, id_or_prefix);
+        }
+        Ok(entry)
+    }
+
     /// Resolves a full id or a unique prefix. An id that names no sandbox (unknown, or not
     /// shaped like an id at all: such a string is never looked up) → `Ok(None)`; empty or
     /// ambiguous → an InvalidArgument-class error.
@@ -781,192 +626,16 @@ impl SandboxManager {
     }
 
     pub(super) async fn save(&self, sandbox: &Sandbox) -> Result<()> {
-        let store = self.store.clone();
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || store.save(&sandbox))
-            .await
-            .map_err(|e| Error::io("saving a sandbox record", std::io::Error::other(e)))?
+        self.store.save_record(sandbox).await
     }
 
-    async fn delete_record(&self, id: &str) -> Result<()> {
-        let store = self.store.clone();
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete(&id))
-            .await
-            .map_err(|e| Error::io("deleting a sandbox record", std::io::Error::other(e)))?
-    }
-
-    /// Start-up: load every record, finish or undo what a previous run left half done,
-    /// index the survivors and re-reserve their names, then remove namespace pins in the
-    /// netns dir that no record names.
-    pub async fn recover(&self) -> Result<RecoveryReport> {
-        let started = Instant::now();
-        let store = self.store.clone();
-        let (records, bad) = tokio::task::spawn_blocking(move || store.load_all())
-            .await
-            .map_err(|e| Error::io("loading sandbox records", std::io::Error::other(e)))??;
-        let mut report = RecoveryReport {
-            loaded: records.len(),
-            bad_records: bad.len(),
-            ..RecoveryReport::default()
-        };
-        for err in &bad {
-            tracing::error!(error = %err, "unreadable sandbox record left in place for inspection");
-        }
-        let ids: std::collections::HashSet<String> = records.iter().map(|s| s.id.clone()).collect();
-        report.stray_plugins_killed = self.network.kill_stray_plugins(ids).await;
-        let mut known: Vec<PathBuf> = records
-            .iter()
-            .filter_map(|s| s.netns_path.clone())
-            .collect();
-        // A pin a CNI cache entry still names is left to the GC pass: its DEL needs the
-        // namespace to remove the pod's end of the veth (and so the host end) at once; the
-        // pass removes the pin after the DEL.
-        known.extend(self.network.cached_netns_paths().await);
-        let outcomes: Vec<Recovered> = futures::stream::iter(records)
-            .map(|sandbox| self.recover_one(sandbox))
-            .buffer_unordered(RECOVERY_CONCURRENCY)
-            .collect()
-            .await;
-        {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            for outcome in outcomes {
-                let sandbox = match outcome {
-                    Recovered::RolledBack => {
-                        report.rolled_back += 1;
-                        continue;
-                    }
-                    Recovered::Kept { sandbox, repaired } => {
-                        if repaired == Some(false) {
-                            report.failed_repairs += 1;
-                        } else if repaired == Some(true) {
-                            report.stopped += 1;
-                        }
-                        sandbox
-                    }
-                };
-                if sandbox.is_ready() {
-                    report.ready += 1;
-                }
-                names.insert(
-                    sandbox.spec.metadata.reservation_slot(),
-                    Reservation::Held {
-                        id: sandbox.id.clone(),
-                    },
-                );
-                index.insert(sandbox.id.clone(), Entry::new(*sandbox));
-            }
-        }
-        report.orphan_netns_removed = self.remove_orphan_pins(&known);
-        report.millis = started.elapsed().as_millis();
-        tracing::info!(
-            loaded = report.loaded,
-            ready = report.ready,
-            rolled_back = report.rolled_back,
-            stopped = report.stopped,
-            failed_repairs = report.failed_repairs,
-            bad_records = report.bad_records,
-            orphan_netns_removed = report.orphan_netns_removed,
-            stray_plugins_killed = report.stray_plugins_killed,
-            millis = report.millis as u64,
-            "recovery finished"
-        );
-        Ok(report)
-    }
-
-    async fn recover_one(&self, mut sandbox: Sandbox) -> Recovered {
-        let why = match sandbox.state {
-            SandboxState::Creating => {
-                tracing::warn!(sandbox_id = %sandbox.id, "rolling back a creation interrupted by a restart");
-                return match self.tear_down(&mut sandbox).await {
-                    Ok(()) => match self.delete_record(&sandbox.id).await {
-                        Ok(()) => Recovered::RolledBack,
-                        Err(_) => Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        },
-                    },
-                    Err(e) => {
-                        tracing::error!(sandbox_id = %sandbox.id, error = %e, "rollback after restart failed; kept NOT_READY");
-                        Recovered::Kept {
-                            sandbox: Box::new(sandbox),
-                            repaired: Some(false),
-                        }
-                    }
-                };
-            }
-            SandboxState::Stopping => "finishing a stop interrupted by a restart",
-            SandboxState::Ready
-                if sandbox
-                    .netns_path
-                    .as_deref()
-                    .is_some_and(|p| !netns::is_pinned(p)) =>
-            {
-                "its network namespace is gone (reboot?)"
-            }
-            SandboxState::Ready | SandboxState::NotReady => {
-                return Recovered::Kept {
-                    sandbox: Box::new(sandbox),
-                    repaired: None,
-                }
-            }
-        };
-        tracing::warn!(sandbox_id = %sandbox.id, reason = why, "stopping sandbox during recovery");
-        let repaired = match self.tear_down(&mut sandbox).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(sandbox_id = %sandbox.id, error = %e, "recovery teardown failed; kept NOT_READY");
-                false
-            }
-        };
-        Recovered::Kept {
-            sandbox: Box::new(sandbox),
-            repaired: Some(repaired),
-        }
-    }
-
-    /// Removes `crisp-*` pins in the netns dir that no record names (a crash between
-    /// pinning and… nothing: records are written first, so these come from lost state).
-    fn remove_orphan_pins(&self, known: &[PathBuf]) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.netns.dir()) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let ours = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(NETNS_PREFIX));
-            if ours && !known.iter().any(|k| k == &path) && self.remove_orphan_pin(&path) {
-                removed += 1;
-            }
-        }
-        removed
-    }
-
-    fn remove_orphan_pin(&self, path: &Path) -> bool {
-        match netns::remove(path) {
-            Ok(()) => {
-                tracing::warn!(netns = %path.display(), "removed a namespace pin no sandbox record names");
-                true
-            }
-            Err(e) => {
-                tracing::error!(netns = %path.display(), error = %e, "cannot remove orphan namespace pin");
-                false
-            }
-        }
-    }
-
-    pub fn netns_dir(&self) -> &Path {
-        self.netns.dir()
-    }
-
-    pub fn state_dir(&self) -> &Path {
-        self.store.dir()
+    pub(super) async fn delete_record(&self, id: &str) -> Result<()> {
+        self.store.delete_record(id).await
     }
 }
+
+/// What a Run keeps of the network it chose.
+type Chosen<P> = <<P as Parts>::Network as Network>::Chosen;
 
 /// Marks a sandbox as being created for as long as it lives (also if the call is dropped).
 struct Creating<'a> {
@@ -993,15 +662,6 @@ impl Drop for Creating<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
     }
-}
-
-enum Recovered {
-    RolledBack,
-    /// `repaired`: `None` nothing needed, `Some(true)` stopped, `Some(false)` teardown failed.
-    Kept {
-        sandbox: Box<Sandbox>,
-        repaired: Option<bool>,
-    },
 }
 
 /// What clients see: only READY and NOT_READY exist in CRI.

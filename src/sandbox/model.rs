@@ -1,5 +1,6 @@
 //! What a sandbox is in crisp's domain: the pod it belongs to, what was asked for it, and
-//! where it is in its life. This is also the shape of the record on disk.
+//! where it is in its life. This is also the shape of the record on disk. Plain data: it
+//! never does I/O.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

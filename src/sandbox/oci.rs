@@ -1,6 +1,7 @@
 //! The sandbox as an OCI runtime would join it: the runtime spec (`config.json`) a container
 //! runtime reads to put the pod's containers into the sandbox's namespaces, built with the
-//! oci-spec crate. crisp runs no process itself; the spec says where everything is.
+//! oci-spec crate. crisp runs no process itself; the spec says where everything is. It
+//! builds the spec only: `files` writes it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,36 @@ const MODE_NODE: i64 = 2;
 /// `files_dir`.
 pub fn runtime_spec(sandbox: &Sandbox, files_dir: &Path) -> Result<Spec, String> {
     let spec_in = &sandbox.spec;
+    let namespaces = namespaces(sandbox)?;
+    let mut spec = Spec::default();
+    if !spec_in.host_network {
+        spec.set_hostname(Some(hostname(sandbox)));
+    }
+    let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    mounts.extend(file_mounts(files_dir)?);
+    spec.set_mounts(Some(mounts));
+    if let Some(process) = spec.process_mut() {
+        process.set_args(Some(vec!["/pause".to_string()]));
+    }
+    spec.set_annotations(Some(annotations(sandbox)));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_namespaces(Some(namespaces));
+        linux.set_sysctl(Some(
+            spec_in
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
+        let cgroups_path = cgroups_path(&spec_in.cgroup_parent, &sandbox.id);
+        linux.set_cgroups_path(cgroups_path);
+    }
+    Ok(spec)
+}
+
+/// The namespaces a sandbox's containers join, by the request's namespace options.
+fn namespaces(sandbox: &Sandbox) -> Result<Vec<LinuxNamespace>, String> {
+    let spec_in = &sandbox.spec;
     let options = &spec_in.raw_config["linux"]["security_context"]["namespace_options"];
     let mode = |key: &str| options[key].as_i64().unwrap_or(MODE_POD);
 
@@ -47,31 +78,32 @@ pub fn runtime_spec(sandbox: &Sandbox, files_dir: &Path) -> Result<Spec, String>
     if mode("pid") != MODE_NODE {
         namespaces.push(namespace(LinuxNamespaceType::Pid, None)?);
     }
+    Ok(namespaces)
+}
 
-    let mut spec = Spec::default();
-    if !spec_in.host_network {
-        spec.set_hostname(Some(hostname(sandbox)));
-    }
-    let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
-    for (file, target) in [
+/// Read-only bind mounts of the sandbox's `hostname`, `hosts` and `resolv.conf`.
+fn file_mounts(files_dir: &Path) -> Result<Vec<Mount>, String> {
+    [
         ("hostname", "/etc/hostname"),
         ("hosts", "/etc/hosts"),
         ("resolv.conf", "/etc/resolv.conf"),
-    ] {
-        mounts.push(
-            MountBuilder::default()
-                .destination(target)
-                .typ("bind")
-                .source(files_dir.join(file))
-                .options(vec!["rbind".to_string(), "ro".to_string()])
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    spec.set_mounts(Some(mounts));
-    if let Some(process) = spec.process_mut() {
-        process.set_args(Some(vec!["/pause".to_string()]));
-    }
+    ]
+    .into_iter()
+    .map(|(file, target)| {
+        MountBuilder::default()
+            .destination(target)
+            .typ("bind")
+            .source(files_dir.join(file))
+            .options(vec!["rbind".to_string(), "ro".to_string()])
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .collect()
+}
+
+/// The annotations containerd puts on a sandbox spec.
+fn annotations(sandbox: &Sandbox) -> HashMap<String, String> {
+    let spec_in = &sandbox.spec;
     let mut annotations = HashMap::from([
         (ANNOTATION_CONTAINER_TYPE.to_string(), "sandbox".to_string()),
         (ANNOTATION_SANDBOX_ID.to_string(), sandbox.id.clone()),
@@ -94,20 +126,7 @@ pub fn runtime_spec(sandbox: &Sandbox, files_dir: &Path) -> Result<Spec, String>
     {
         annotations.insert(ANNOTATION_SANDBOX_LOG_DIR.to_string(), dir.to_string());
     }
-    spec.set_annotations(Some(annotations));
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_namespaces(Some(namespaces));
-        linux.set_sysctl(Some(
-            spec_in
-                .sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ));
-        let cgroups_path = cgroups_path(&spec_in.cgroup_parent, &sandbox.id);
-        linux.set_cgroups_path(cgroups_path);
-    }
-    Ok(spec)
+    annotations
 }
 
 /// The spec as JSON, for files and verbose status.

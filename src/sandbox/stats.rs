@@ -1,5 +1,6 @@
 //! A sandbox's network usage: the counters of every interface in its namespace, read from
-//! inside it over netlink (no `ip`, no `/proc` parsing).
+//! inside it over netlink (no `ip`, no `/proc` parsing). It only reads: it never changes
+//! the namespace or the sandbox.
 
 use crate::error::{Error, Result};
 use crate::netns::{self, inside::InterfaceStats};

@@ -1,14 +1,17 @@
 //! Sandbox records on disk: one JSON file per sandbox under `<root>/sandboxes/`, each
 //! written atomically (temp file, rename), so a crash leaves either the old record or the new
-//! one, never a torn one. The only writer of records.
+//! one, never a torn one. The only writer of records; it never decides a sandbox's state
+//! and never touches a namespace or the network.
 //!
-//! Durability policy (fsync costs ~7 ms a file on a busy disk, the largest part of a Run):
+//! Durability policy (an fsync is the costliest part of a Run, so few writes are synced):
 //! - A crash of crisp itself (kill -9, panic, OOM) loses nothing that was renamed: the page
-//!   cache belongs to the kernel. Every write is therefore atomic, but not every write is synced.
+//!   cache belongs to the kernel. Every write is therefore atomic, but not every write is
+//!   synced.
 //! - Only the `creating` intent is synced (file, rename, directory) before the CNI ADD starts
 //!   (the namespace is created meanwhile: it does not outlive a power cut, and a pin no
-//!   record names is removed by recovery): it is the one record whose loss in a power cut could leave state that outlives a
-//!   reboot (host-local's IP files on disk) with nothing naming it. After a reboot the pod
+//!   record names is removed by recovery): it is the one record whose loss in a power cut
+//!   could leave state that outlives a reboot (host-local's IP files on disk) with nothing
+//!   naming it. After a reboot the pod
 //!   namespaces are gone anyway, so any later record that a power cut rolls back (ready,
 //!   stopping, not_ready, or a deleted record coming back) is repaired by recovery: a sandbox
 //!   whose namespace is gone is torn down with CNI DEL, which plugins must tolerate twice.
