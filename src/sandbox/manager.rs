@@ -27,9 +27,8 @@ use crate::network::health::Health;
 use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::events::EVENT_BUFFER;
+use crate::sandbox::events::{EventKind, SandboxEvent};
 use crate::sandbox::model::{is_id_prefix, NetworkAttachment, Sandbox, SandboxSpec, SandboxState};
-// `sandbox::manager::SandboxEvent` is the path server/ imports.
-pub use crate::sandbox::events::{EventKind, SandboxEvent};
 use crate::sandbox::names::{Claim, Names};
 use crate::sandbox::seams::{Hooks, Namespaces, Network, Parts, Real, Records};
 use crate::sandbox::store::Store;

@@ -11,8 +11,8 @@ use super::Shared;
 use crate::config::CgroupDriver;
 use crate::netns::inside::InterfaceStats;
 use crate::network::NetworkReadiness;
-use crate::sandbox::manager::SandboxEvent;
 use crate::sandbox::stats::NetworkStats;
+use crate::sandbox::SandboxEvent;
 use crate::sandbox::{Sandbox, SandboxState};
 
 fn unsorted(map: &BTreeMap<String, String>) -> HashMap<String, String> {

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use super::call::Call;
 use super::{request, response, Shared};
 use crate::error::Error;
-use crate::sandbox::manager::SandboxEvent;
+use crate::sandbox::SandboxEvent;
 use crate::sandbox::{stats, ListFilter, SandboxState};
 
 pub struct RuntimeApi {
