@@ -4,8 +4,6 @@
 //! arithmetic they share (`ip`). A leaf: each call acts in the caller's network namespace and
 //! takes plain addresses and names; it never imports `network` or the fast path's types.
 
-pub mod conntrack;
 pub mod ip;
 pub mod netfilter;
-pub mod nftables;
 pub mod route;

@@ -10,7 +10,7 @@
 
 use std::io;
 
-use super::netfilter::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
+use super::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;

@@ -19,11 +19,11 @@
 
 use std::io;
 
-use super::ip;
-use super::netfilter::{
+use super::{
     attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLA_F_NESTED,
     NLM_F_ACK, NLM_F_DUMP,
 };
+use crate::netlink::ip;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;

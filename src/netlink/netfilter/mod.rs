@@ -3,6 +3,9 @@
 //! Messages are built by hand (header, nfgenmsg, attributes): the few the fast path sends
 //! are fixed, and no maintained crate covers both subsystems. Call from a blocking thread.
 
+pub mod conntrack;
+pub mod nftables;
+
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};

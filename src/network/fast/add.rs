@@ -1,0 +1,333 @@
+//! The fast path's ADD: bridge, veth, host-local, the pod's side, ipMasq and portmap's
+//! rules, the result and the cache entry.
+
+use std::net::IpAddr;
+
+use serde_json::json;
+
+use super::hostlocal::Store;
+use super::plan::{port_maps, FastPlan};
+use super::rules::{self, PodRules, PortMap};
+use super::{err, save, FastPath};
+use crate::cni::result::parse_result;
+use crate::cni::{Cache, CacheEntry, CniError, CniResult, NetworkConfigList, RuntimeConf};
+use crate::netlink::netfilter::{conntrack, nftables};
+use crate::netlink::route as netlink;
+
+impl FastPath {
+    /// ADD: the cache entry first (as the exec path writes it), then bridge + host-local +
+    /// portmap's effects, then the result into the cache.
+    pub async fn add(
+        &self,
+        plan: &FastPlan,
+        list: &NetworkConfigList,
+        rt: &RuntimeConf,
+        cache: &Cache,
+    ) -> Result<CniResult, CniError> {
+        let netns = rt
+            .netns
+            .clone()
+            .ok_or_else(|| err(&plan.network, "bridge", "ADD", "no network namespace"))?;
+        let netns_str = netns.display().to_string();
+        let mut entry = CacheEntry {
+            kind: crate::cni::cache::CACHE_KIND.to_string(),
+            container_id: rt.container_id.clone(),
+            network_name: list.name.clone(),
+            if_name: rt.ifname.clone(),
+            netns: netns_str.clone(),
+            config: list.json.clone(),
+            cni_args: rt.args.clone(),
+            capability_args: rt.capability_args.clone(),
+            result: None,
+        };
+        let mut steps = crate::clock::Steps::start();
+        save(cache, &entry)?;
+        steps.mark("cache");
+        let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
+            err(
+                &plan.network,
+                "portmap",
+                "ADD",
+                format!("failed to parse config: {e}"),
+            )
+        })?;
+        let net = &plan.network;
+        let bridge_err = |e: netlink::LinkError| err(net, "bridge", "ADD", e);
+
+        // bridge: the bridge, then the veth with its peer in the pod.
+        let br = self
+            .links
+            .ensure_bridge(&plan.bridge, plan.mtu, plan.promisc)
+            .await
+            .map_err(bridge_err)?;
+        let host = self
+            .links
+            .add_veth(&netns, &rt.ifname, plan.mtu, &br, plan.hairpin)
+            .await
+            .map_err(bridge_err)?;
+        steps.mark("links");
+
+        // host-local.
+        let store = Store::new(&plan.data_dir, net);
+        let (id, ifname, sets) = (
+            rt.container_id.clone(),
+            rt.ifname.clone(),
+            plan.range_sets.clone(),
+        );
+        let store2 = store.clone();
+        let allocs = tokio::task::spawn_blocking(move || store2.allocate(&id, &ifname, &sets))
+            .await
+            .map_err(|e| err(net, "host-local", "ADD", e))?
+            .map_err(|e| err(net, "host-local", "ADD", e))?;
+        steps.mark("host-local");
+
+        // The pod's side: addresses, up, routes (+ the default route isDefaultGateway adds).
+        let mut routes = plan.routes.clone();
+        if plan.is_default_gateway {
+            for v6 in [false, true] {
+                if let Some(a) = allocs.iter().find(|a| a.ip.is_ipv6() == v6) {
+                    let zero = if v6 {
+                        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                    } else {
+                        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                    };
+                    routes.push((zero, 0, Some(a.gateway)));
+                }
+            }
+        }
+        let pod_routes = routes
+            .iter()
+            .map(|(dst, p, gw)| {
+                let gw = gw.or_else(|| {
+                    allocs
+                        .iter()
+                        .find(|a| a.ip.is_ipv6() == dst.is_ipv6())
+                        .map(|a| a.gateway)
+                });
+                (*dst, *p, gw)
+            })
+            .collect();
+        // The pod side (eth0's addresses and routes, then the gateway on the bridge) and
+        // ipMasq's and portmap's rules (they need only the addresses) run at the same time:
+        // the rules' iptables-restore, a process start, is the longest step.
+        let pod_side = async {
+            let container_mac = netlink::configure_pod(
+                &netns,
+                netlink::PodConfig {
+                    ifname: rt.ifname.clone(),
+                    addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
+                    routes: pod_routes,
+                },
+            )
+            .await
+            .map_err(|e| err(net, "bridge", "ADD", e))?;
+            // The gateway addresses on the bridge and forwarding, IPv4 first.
+            if plan.is_gateway {
+                for v6 in [false, true] {
+                    let gws: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
+                    for a in &gws {
+                        self.links
+                            .ensure_bridge_addr(&br, a.gateway, a.prefix)
+                            .await
+                            .map_err(bridge_err)?;
+                    }
+                    if !gws.is_empty() {
+                        let key = if v6 {
+                            "net/ipv6/conf/all/forwarding"
+                        } else {
+                            "net/ipv4/ip_forward"
+                        };
+                        netlink::sysctl(key, "1").map_err(|e| {
+                            err(
+                                net,
+                                "bridge",
+                                "ADD",
+                                format!("failed to enable forwarding: {e}"),
+                            )
+                        })?;
+                    }
+                }
+            }
+            Ok::<_, CniError>(container_mac)
+        };
+        // ipMasq and portmap: one restore per family.
+        let rules = async {
+            for v6 in [false, true] {
+                let fam: Vec<_> = allocs.iter().filter(|a| a.ip.is_ipv6() == v6).collect();
+                let Some(first) = fam.first() else { continue };
+                let rules = PodRules {
+                    network: net.clone(),
+                    container_id: rt.container_id.clone(),
+                    v6,
+                    masq: if plan.ip_masq {
+                        fam.iter().map(|a| (a.ip, a.prefix)).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    ports: plan
+                        .portmap
+                        .as_ref()
+                        .map(|(conf, _)| (conf.clone(), maps.clone(), first.ip, first.prefix)),
+                };
+                if rules.is_empty() {
+                    continue;
+                }
+                // ipMasq alone (no published port) on iptables-nft: one netlink transaction
+                // on the kept socket instead of an iptables-restore process.
+                if !v6 && !rules.needs_current() && self.uses_nf_tables(false).await {
+                    let started = std::time::Instant::now();
+                    match self.add_masq_v4(net, &rt.container_id, &rules.masq).await {
+                        Ok(()) => {
+                            tracing::debug!(network = %net, container_id = %rt.container_id, elapsed_us = started.elapsed().as_micros() as u64, "ipMasq rules written over netlink");
+                            continue;
+                        }
+                        Err(e) => tracing::debug!(
+                            network = %net, container_id = %rt.container_id, error = %e,
+                            "ipMasq rules over netlink not taken; using iptables-restore"
+                        ),
+                    }
+                }
+                let current = if rules.needs_current() {
+                    Some(
+                        rules::save_nat(v6, &self.path_env)
+                            .await
+                            .map_err(|e| err(net, "portmap", "ADD", e))?,
+                    )
+                } else {
+                    None
+                };
+                rules::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
+                    .await
+                    .map_err(|e| err(net, "bridge", "ADD", e))?;
+            }
+            Ok::<_, CniError>(())
+        };
+        let (container_mac, ()) = tokio::try_join!(pod_side, rules)?;
+        steps.mark("pod, gateway, iptables");
+
+        // portmap's last steps, once the bridge routes to the pod.
+        if let Some((conf, _)) = &plan.portmap {
+            for v6 in [false, true] {
+                let Some(first) = allocs.iter().find(|a| a.ip.is_ipv6() == v6) else {
+                    continue;
+                };
+                // With SNAT, 127/8 may cross into the pod's link (route_localnet).
+                if !v6 && !maps.is_empty() && conf.snat {
+                    if let Some(ifname) = self.links.routable_if(first.ip).await {
+                        netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
+                            .map_err(|e| {
+                                err(
+                                    net,
+                                    "portmap",
+                                    "ADD",
+                                    format!("unable to enable route_localnet: {e}"),
+                                )
+                            })?;
+                    }
+                }
+                delete_stale_udp_flows(net, &rt.container_id, &maps, v6).await;
+            }
+        }
+
+        let bridge_mac = self.links.mac(br.index).await.map_err(bridge_err)?;
+        let result = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": plan.bridge, "mac": bridge_mac},
+                {"name": host.name, "mac": host.mac},
+                {"name": rt.ifname, "mac": container_mac, "sandbox": netns_str},
+            ],
+            "ips": allocs.iter().map(|a| json!({
+                "interface": 2,
+                "address": format!("{}/{}", a.ip, a.prefix),
+                "gateway": a.gateway.to_string(),
+            })).collect::<Vec<_>>(),
+            "routes": routes.iter().map(|(dst, p, gw)| {
+                let mut r = json!({"dst": format!("{dst}/{p}")});
+                if let Some(gw) = gw {
+                    r["gw"] = json!(gw.to_string());
+                }
+                r
+            }).collect::<Vec<_>>(),
+            "dns": {},
+        });
+        let parsed = parse_result("1.0.0", result.to_string().as_bytes())
+            .map_err(|e| err(net, "bridge", "ADD", e))?;
+        let json = parsed
+            .to_version_json(&list.cni_version)
+            .map_err(|e| err(net, "bridge", "ADD", e))?;
+        let parsed = parse_result(&list.cni_version, json.to_string().as_bytes())
+            .map_err(|e| err(net, "bridge", "ADD", e))?;
+        steps.mark("portmap, result");
+        entry.result = Some(json);
+        save(cache, &entry)?;
+        steps.mark("cache");
+        tracing::debug!(
+            network = %net, container_id = %rt.container_id,
+            steps_us = ?steps.marks(), "CNI fast path ADD done"
+        );
+        Ok(parsed)
+    }
+
+    /// ipMasq's IPv4 rules in one nf_tables transaction over the kept socket (see
+    /// [`nftables::add_masq_v4`]).
+    async fn add_masq_v4(
+        &self,
+        network: &str,
+        container_id: &str,
+        masq: &[(IpAddr, u8)],
+    ) -> std::io::Result<()> {
+        let chain = rules::chain_name(network, container_id, "");
+        let comment = rules::masq_comment(network, container_id);
+        let addrs: Vec<(std::net::Ipv4Addr, u8)> = masq
+            .iter()
+            .filter_map(|(ip, prefix)| match ip {
+                IpAddr::V4(v4) => Some((*v4, *prefix)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        self.with_nat_socket(move |socket| nftables::add_masq_v4(socket, &chain, &comment, &addrs))
+            .await
+    }
+}
+
+/// portmap's last ADD step for a family: conntrack entries of UDP flows to the pod's host
+/// ports are deleted, so traffic the kernel already tracks (to a pod that was there before, or
+/// to nothing) takes the new rules. Failures are logged and do not fail the ADD, as in the
+/// plugin.
+async fn delete_stale_udp_flows(network: &str, container_id: &str, maps: &[PortMap], v6: bool) {
+    let mut ports: Vec<u16> = maps
+        .iter()
+        .filter(|m| m.protocol.eq_ignore_ascii_case("udp"))
+        .map(|m| m.host_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return;
+    }
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+    let deleting = ports.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        deleting
+            .iter()
+            .map(|&port| conntrack::delete_udp_to_port(family, port).map(|n| (port, n)))
+            .collect::<std::io::Result<Vec<(u16, usize)>>>()
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match outcome {
+        Ok(deleted) => tracing::debug!(
+            network,
+            container_id,
+            v6,
+            ?deleted,
+            "portmap: stale UDP conntrack entries to the host ports deleted"
+        ),
+        Err(e) => tracing::warn!(
+            network, container_id, v6, ?ports, error = %e,
+            "portmap: failed to delete stale UDP conntrack entries"
+        ),
+    }
+}
