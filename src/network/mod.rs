@@ -127,7 +127,7 @@ impl PodNetwork {
                 return v.clone();
             }
         }
-        let v = fastpath::supports(list).map(Arc::new);
+        let v = fastpath::plan(list).map(Arc::new);
         match &v {
             Ok(_) => {
                 tracing::info!(network = %list.name, file = %list.source.display(), "CNI fast path: this network runs in process")

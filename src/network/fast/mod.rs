@@ -4,7 +4,7 @@
 //! containernetworking/plugins v1.1.1 leave, the same CNI result and the same cache entry, so
 //! an exec'd DEL can tear down a fast ADD and the other way round.
 //!
-//! [`supports`] accepts only network lists it implements completely; anything else runs by
+//! [`plan`] accepts only network lists it implements completely; anything else runs by
 //! exec (the caller logs why). This module knows nothing of Kubernetes, like `cni/`.
 //!
 //! Deviations from the plugins, all invisible in the end state:
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use crate::cni::{Cache, CacheEntry, CniError};
 use crate::netlink::netfilter as nfnetlink;
 use crate::netlink::route as netlink;
-pub use plan::{supports, FastPlan, Unsupported};
+pub use plan::{plan, FastPlan, Unsupported};
 
 /// The fast path: one node netlink connection, reused.
 pub struct FastPath {

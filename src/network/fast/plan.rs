@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::hostlocal::{self, Range, RangeSet};
 use super::rules::{self, PortMap, PortmapConf};
-use crate::cni::NetworkConfigList;
+use crate::cni::{NetworkConfigList, PluginConf};
 use crate::netlink::ip::{network, parse_cidr};
 
 /// Why a network list is left to the plugins.
@@ -77,15 +77,58 @@ fn caps_only(obj: &Map<String, Value>, allowed: &[&str], plugin: &str) -> Result
     Ok(())
 }
 
-/// Whether the fast path implements `list` completely, and how.
-pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
-    if !VERSIONS.contains(&list.cni_version.as_str()) {
-        return Err(no(format!(
-            "cniVersion {} (the fast path emits {})",
-            list.cni_version,
-            VERSIONS.join(", ")
-        )));
+/// The plan for `list` when the fast path implements it completely, or why not. Checks run
+/// in the list's order (version, plugins, bridge, host-local, portmap); the first refusal wins.
+pub fn plan(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
+    check_version(&list.cni_version)?;
+    let (loopback, rest) = split_loopback(list)?;
+    let bridge = bridge_conf(&rest[0].raw)?;
+    let ipam = host_local_ipam(&rest[0].raw)?;
+    let data_dir = data_dir(ipam)?;
+    let range_sets = range_sets(ipam)?;
+    if bridge.is_gateway && range_sets.iter().filter(|s| !s[0].v6).count() > 1 {
+        return Err(no(
+            "bridge: isGateway with two IPv4 range sets (the plugin fails on the second address)",
+        ));
     }
+    let routes = routes(ipam)?;
+    if bridge.is_default_gateway && routes.iter().any(|(_, p, _)| *p == 0) {
+        return Err(no(
+            "bridge: isDefaultGateway with a default route in ipam.routes",
+        ));
+    }
+    let portmap = rest.get(1).map(portmap_conf).transpose()?;
+    Ok(FastPlan {
+        network: list.name.clone(),
+        cni_version: list.cni_version.clone(),
+        loopback,
+        bridge: bridge.name,
+        is_gateway: bridge.is_gateway,
+        is_default_gateway: bridge.is_default_gateway,
+        ip_masq: bridge.ip_masq,
+        mtu: bridge.mtu,
+        hairpin: bridge.hairpin,
+        promisc: bridge.promisc,
+        data_dir,
+        range_sets,
+        routes,
+        portmap,
+    })
+}
+
+fn check_version(cni_version: &str) -> Result<(), Unsupported> {
+    if VERSIONS.contains(&cni_version) {
+        return Ok(());
+    }
+    Err(no(format!(
+        "cniVersion {cni_version} (the fast path emits {})",
+        VERSIONS.join(", ")
+    )))
+}
+
+/// Whether the list starts with a (plain) loopback, and the plugins after it, which must be
+/// `bridge` and optionally `portmap`.
+fn split_loopback(list: &NetworkConfigList) -> Result<(bool, &[PluginConf]), Unsupported> {
     let types: Vec<&str> = list
         .plugins
         .iter()
@@ -115,40 +158,50 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
         )?;
         caps_only(&list.plugins[0].raw, &[], "loopback")?;
     }
-    let b = &rest[0].raw;
-    keys_only(
-        b,
-        &[
-            "type",
-            "name",
-            "cniVersion",
-            "capabilities",
-            "bridge",
-            "isGateway",
-            "isDefaultGateway",
-            "forceAddress",
-            "ipMasq",
-            "mtu",
-            "hairpinMode",
-            "promiscMode",
-            "vlan",
-            "macspoofchk",
-            "enabledad",
-            "ipam",
-        ],
-        "bridge",
-    )?;
-    // Capabilities crisp hands out that the bridge or host-local would act on.
-    caps_only(
-        b,
-        &[
-            "portMappings",
-            "dns",
-            "cgroupPath",
-            "io.kubernetes.cri.pod-annotations",
-        ],
-        "bridge",
-    )?;
+    Ok((loopback, rest))
+}
+
+/// The bridge plugin's settings the plan carries.
+struct BridgeConf {
+    name: String,
+    mtu: u32,
+    is_gateway: bool,
+    is_default_gateway: bool,
+    hairpin: bool,
+    promisc: bool,
+    ip_masq: bool,
+}
+
+const BRIDGE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "cniVersion",
+    "capabilities",
+    "bridge",
+    "isGateway",
+    "isDefaultGateway",
+    "forceAddress",
+    "ipMasq",
+    "mtu",
+    "hairpinMode",
+    "promiscMode",
+    "vlan",
+    "macspoofchk",
+    "enabledad",
+    "ipam",
+];
+
+/// Capabilities crisp hands out that the bridge or host-local would act on.
+const BRIDGE_CAPS: &[&str] = &[
+    "portMappings",
+    "dns",
+    "cgroupPath",
+    "io.kubernetes.cri.pod-annotations",
+];
+
+fn bridge_conf(b: &Map<String, Value>) -> Result<BridgeConf, Unsupported> {
+    keys_only(b, BRIDGE_KEYS, "bridge")?;
+    caps_only(b, BRIDGE_CAPS, "bridge")?;
     for key in ["forceAddress", "macspoofchk", "enabledad"] {
         if bool_field(b, key, "bridge")? {
             return Err(no(format!("bridge: {key}=true is not implemented")));
@@ -159,7 +212,7 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
         Some(v) if v.as_i64() == Some(0) => {}
         Some(v) => return Err(no(format!("bridge: vlan {v} is not implemented"))),
     }
-    let bridge = match b.get("bridge") {
+    let name = match b.get("bridge") {
         None => "cni0".to_string(),
         Some(Value::String(s)) if !s.is_empty() && s.len() < 16 && !s.contains('/') => s.clone(),
         Some(v) => return Err(no(format!("bridge: bridge name {v} is not usable"))),
@@ -181,7 +234,19 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
         ));
     }
     let ip_masq = bool_field(b, "ipMasq", "bridge")?;
+    Ok(BridgeConf {
+        name,
+        mtu,
+        is_gateway,
+        is_default_gateway,
+        hairpin,
+        promisc,
+        ip_masq,
+    })
+}
 
+/// The bridge's `ipam`, which must be host-local with only the keys implemented.
+fn host_local_ipam(b: &Map<String, Value>) -> Result<&Map<String, Value>, Unsupported> {
     let Some(Value::Object(ipam)) = b.get("ipam") else {
         return Err(no("bridge: no ipam (layer-2 only) is not implemented"));
     };
@@ -205,39 +270,47 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
         ],
         "host-local",
     )?;
-    let data_dir = match ipam.get("dataDir") {
-        None => PathBuf::from(hostlocal::DEFAULT_DATA_DIR),
-        Some(Value::String(s)) if s.is_empty() => PathBuf::from(hostlocal::DEFAULT_DATA_DIR),
-        Some(Value::String(s)) if s.starts_with('/') => PathBuf::from(s),
-        Some(v) => {
-            return Err(no(format!(
-                "host-local: dataDir {v} is not an absolute path"
-            )))
-        }
+    Ok(ipam)
+}
+
+fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, Unsupported> {
+    match ipam.get("dataDir") {
+        None => Ok(PathBuf::from(hostlocal::DEFAULT_DATA_DIR)),
+        Some(Value::String(s)) if s.is_empty() => Ok(PathBuf::from(hostlocal::DEFAULT_DATA_DIR)),
+        Some(Value::String(s)) if s.starts_with('/') => Ok(PathBuf::from(s)),
+        Some(v) => Err(no(format!(
+            "host-local: dataDir {v} is not an absolute path"
+        ))),
+    }
+}
+
+/// One host-local range object.
+fn range_of(r: &Value) -> Result<Range, Unsupported> {
+    let Value::Object(r) = r else {
+        return Err(no("host-local: a range is not an object"));
     };
-    let range_of = |r: &Value| -> Result<Range, Unsupported> {
-        let Value::Object(r) = r else {
-            return Err(no("host-local: a range is not an object"));
-        };
-        keys_only(
-            r,
-            &["subnet", "rangeStart", "rangeEnd", "gateway"],
-            "host-local range",
-        )?;
-        let get = |k: &str| r.get(k).and_then(Value::as_str);
-        let subnet = get("subnet").ok_or_else(|| no("host-local: a range has no subnet"))?;
-        Range::parse(subnet, get("rangeStart"), get("rangeEnd"), get("gateway"))
-            .map_err(|e| no(format!("host-local: {e}")))
-    };
+    keys_only(
+        r,
+        &["subnet", "rangeStart", "rangeEnd", "gateway"],
+        "host-local range",
+    )?;
+    let get = |k: &str| r.get(k).and_then(Value::as_str);
+    let subnet = get("subnet").ok_or_else(|| no("host-local: a range has no subnet"))?;
+    Range::parse(subnet, get("rangeStart"), get("rangeEnd"), get("gateway"))
+        .map_err(|e| no(format!("host-local: {e}")))
+}
+
+/// host-local's range sets: the old top-level `subnet` first, then `ranges`; none, or two
+/// that overlap, are refused as the plugin refuses them.
+fn range_sets(ipam: &Map<String, Value>) -> Result<Vec<RangeSet>, Unsupported> {
     let mut range_sets: Vec<RangeSet> = Vec::new();
-    if let Some(subnet) = ipam.get("subnet") {
+    if ipam.contains_key("subnet") {
         let mut old = Map::new();
         for k in ["subnet", "rangeStart", "rangeEnd", "gateway"] {
             if let Some(v) = ipam.get(k) {
                 old.insert(k.to_string(), v.clone());
             }
         }
-        let _ = subnet;
         range_sets.push(vec![range_of(&Value::Object(old))?]);
     }
     if let Some(ranges) = ipam.get("ranges") {
@@ -245,22 +318,32 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
             return Err(no("host-local: ranges is not a list"));
         };
         for set in sets {
-            let Value::Array(set) = set else {
-                return Err(no("host-local: a range set is not a list"));
-            };
-            if set.is_empty() {
-                return Err(no("host-local: empty range set"));
-            }
-            let parsed = set.iter().map(range_of).collect::<Result<Vec<_>, _>>()?;
-            if parsed.iter().any(|r| r.v6 != parsed[0].v6) {
-                return Err(no("host-local: mixed address families in a range set"));
-            }
-            range_sets.push(parsed);
+            range_sets.push(range_set(set)?);
         }
     }
     if range_sets.is_empty() {
         return Err(no("host-local: no IP ranges specified"));
     }
+    refuse_overlaps(&range_sets)?;
+    Ok(range_sets)
+}
+
+/// One entry of `ranges`: a non-empty list of ranges of one family.
+fn range_set(set: &Value) -> Result<RangeSet, Unsupported> {
+    let Value::Array(set) = set else {
+        return Err(no("host-local: a range set is not a list"));
+    };
+    if set.is_empty() {
+        return Err(no("host-local: empty range set"));
+    }
+    let parsed = set.iter().map(range_of).collect::<Result<Vec<_>, _>>()?;
+    if parsed.iter().any(|r| r.v6 != parsed[0].v6) {
+        return Err(no("host-local: mixed address families in a range set"));
+    }
+    Ok(parsed)
+}
+
+fn refuse_overlaps(range_sets: &[RangeSet]) -> Result<(), Unsupported> {
     let overlap = |a: &Range, b: &Range| {
         a.v6 == b.v6
             && (a.contains(b.ip(b.start))
@@ -278,97 +361,77 @@ pub fn supports(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
             }
         }
     }
-    if is_gateway && range_sets.iter().filter(|s| !s[0].v6).count() > 1 {
-        return Err(no(
-            "bridge: isGateway with two IPv4 range sets (the plugin fails on the second address)",
-        ));
-    }
-    let mut routes = Vec::new();
-    if let Some(rs) = ipam.get("routes") {
-        let Value::Array(rs) = rs else {
-            return Err(no("host-local: routes is not a list"));
-        };
-        for r in rs {
-            let Value::Object(r) = r else {
-                return Err(no("host-local: a route is not an object"));
-            };
-            keys_only(r, &["dst", "gw"], "host-local route")?;
-            let dst = r
-                .get("dst")
-                .and_then(Value::as_str)
-                .ok_or_else(|| no("host-local: a route has no dst"))?;
-            let (ip, prefix) =
-                parse_cidr(dst).ok_or_else(|| no(format!("route dst {dst:?} is not a CIDR")))?;
-            if network(ip, prefix) != ip {
-                return Err(no(format!("host-local: route dst {dst} has host bits set")));
-            }
-            let gw = match r.get("gw") {
-                None => None,
-                Some(Value::String(g)) => Some(
-                    g.parse::<IpAddr>()
-                        .map_err(|_| no(format!("host-local: route gw {g:?} is not an IP")))?,
-                ),
-                Some(v) => return Err(no(format!("host-local: route gw {v} is not a string"))),
-            };
-            routes.push((ip, prefix, gw));
-        }
-    }
-    if is_default_gateway && routes.iter().any(|(_, p, _)| *p == 0) {
-        return Err(no(
-            "bridge: isDefaultGateway with a default route in ipam.routes",
-        ));
-    }
-    let portmap = match rest.get(1) {
-        None => None,
-        Some(p) => {
-            keys_only(
-                &p.raw,
-                &[
-                    "type",
-                    "name",
-                    "cniVersion",
-                    "capabilities",
-                    "snat",
-                    "markMasqBit",
-                ],
-                "portmap",
-            )?;
-            caps_only(&p.raw, &["portMappings"], "portmap")?;
-            let snat = match p.raw.get("snat") {
-                None => true,
-                Some(Value::Bool(b)) => *b,
-                Some(v) => return Err(no(format!("portmap: snat {v} is not a boolean"))),
-            };
-            let mark_bit = match p.raw.get("markMasqBit") {
-                None => rules::DEFAULT_MARK_BIT,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|b| *b <= 31)
-                    .map(|b| b as u32)
-                    .ok_or_else(|| no(format!("portmap: markMasqBit {v} is not 0..31")))?,
-            };
-            Some((
-                PortmapConf { snat, mark_bit },
-                p.capabilities.contains("portMappings"),
-            ))
-        }
+    Ok(())
+}
+
+/// host-local's `routes`: destination, prefix, optional gateway.
+fn routes(ipam: &Map<String, Value>) -> Result<Vec<(IpAddr, u8, Option<IpAddr>)>, Unsupported> {
+    let Some(rs) = ipam.get("routes") else {
+        return Ok(Vec::new());
     };
-    Ok(FastPlan {
-        network: list.name.clone(),
-        cni_version: list.cni_version.clone(),
-        loopback,
-        bridge,
-        is_gateway,
-        is_default_gateway,
-        ip_masq,
-        mtu,
-        hairpin,
-        promisc,
-        data_dir,
-        range_sets,
-        routes,
-        portmap,
-    })
+    let Value::Array(rs) = rs else {
+        return Err(no("host-local: routes is not a list"));
+    };
+    rs.iter().map(route).collect()
+}
+
+fn route(r: &Value) -> Result<(IpAddr, u8, Option<IpAddr>), Unsupported> {
+    let Value::Object(r) = r else {
+        return Err(no("host-local: a route is not an object"));
+    };
+    keys_only(r, &["dst", "gw"], "host-local route")?;
+    let dst = r
+        .get("dst")
+        .and_then(Value::as_str)
+        .ok_or_else(|| no("host-local: a route has no dst"))?;
+    let (ip, prefix) =
+        parse_cidr(dst).ok_or_else(|| no(format!("route dst {dst:?} is not a CIDR")))?;
+    if network(ip, prefix) != ip {
+        return Err(no(format!("host-local: route dst {dst} has host bits set")));
+    }
+    let gw = match r.get("gw") {
+        None => None,
+        Some(Value::String(g)) => Some(
+            g.parse::<IpAddr>()
+                .map_err(|_| no(format!("host-local: route gw {g:?} is not an IP")))?,
+        ),
+        Some(v) => return Err(no(format!("host-local: route gw {v} is not a string"))),
+    };
+    Ok((ip, prefix, gw))
+}
+
+/// portmap's settings, and whether it declares the portMappings capability.
+fn portmap_conf(p: &PluginConf) -> Result<(PortmapConf, bool), Unsupported> {
+    keys_only(
+        &p.raw,
+        &[
+            "type",
+            "name",
+            "cniVersion",
+            "capabilities",
+            "snat",
+            "markMasqBit",
+        ],
+        "portmap",
+    )?;
+    caps_only(&p.raw, &["portMappings"], "portmap")?;
+    let snat = match p.raw.get("snat") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(no(format!("portmap: snat {v} is not a boolean"))),
+    };
+    let mark_bit = match p.raw.get("markMasqBit") {
+        None => rules::DEFAULT_MARK_BIT,
+        Some(v) => v
+            .as_u64()
+            .filter(|b| *b <= 31)
+            .map(|b| b as u32)
+            .ok_or_else(|| no(format!("portmap: markMasqBit {v} is not 0..31")))?,
+    };
+    Ok((
+        PortmapConf { snat, mark_bit },
+        p.capabilities.contains("portMappings"),
+    ))
 }
 
 /// Port mappings as portmap reads them from the capability args (only when it declares
@@ -424,7 +487,7 @@ mod tests {
     #[test]
     fn the_default_network_is_supported() {
         let l = list(include_str!("../../../cni-conf/10-crisp.conflist"));
-        let plan = supports(&l).expect("supported");
+        let plan = plan(&l).expect("supported");
         assert_eq!(plan.bridge, "crisp0");
         assert!(plan.ip_masq && plan.is_gateway && plan.hairpin);
         assert!(plan.portmap.is_some());
@@ -459,7 +522,7 @@ mod tests {
             ),
         ];
         for (json, want) in cases {
-            let why = supports(&list(json)).expect_err("unsupported").why;
+            let why = plan(&list(json)).expect_err("unsupported").why;
             assert!(why.contains(want), "{want}: {why}");
         }
     }
