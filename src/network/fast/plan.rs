@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::hostlocal::{self, Range, RangeSet};
-use super::rules::{self, PortMap, PortmapConf};
+use super::rules::{self, PodRules, PortMap, PortmapConf};
 use crate::cni::{NetworkConfigList, PluginConf};
 use crate::netlink::ip::{network, parse_cidr};
 
@@ -41,6 +41,29 @@ pub struct FastPlan {
     pub routes: Vec<(IpAddr, u8, Option<IpAddr>)>,
     /// portmap, when the list has it, and whether it declares the portMappings capability.
     pub portmap: Option<(PortmapConf, bool)>,
+}
+
+impl FastPlan {
+    /// What a pod with `addrs` (one family's, with their prefixes) needs in that family's
+    /// nat table: ipMasq for each address, portmap's `maps` to the first.
+    pub(super) fn pod_rules(
+        &self,
+        container_id: &str,
+        v6: bool,
+        addrs: Vec<(IpAddr, u8)>,
+        maps: &[PortMap],
+    ) -> PodRules {
+        PodRules {
+            network: self.network.clone(),
+            container_id: container_id.to_string(),
+            v6,
+            ports: match (self.portmap.as_ref(), addrs.first()) {
+                (Some((conf, _)), Some((a, p))) => Some((conf.clone(), maps.to_vec(), *a, *p)),
+                _ => None,
+            },
+            masq: if self.ip_masq { addrs } else { Vec::new() },
+        }
+    }
 }
 
 /// The versions whose results the fast path emits (the differential tests cover them).
