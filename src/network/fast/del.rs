@@ -7,7 +7,7 @@ use super::plan::{port_maps, FastPlan};
 use super::rules::{self, PodRules};
 use super::{err, FastPath};
 use crate::cni::result::parse_result;
-use crate::cni::{Cache, CacheEntry, CniError, RuntimeConf};
+use crate::cni::{Cache, CacheEntry, CniError, CniResult, RuntimeConf};
 use crate::netlink::ip::parse_cidr;
 use crate::netlink::netfilter::nftables;
 
@@ -23,13 +23,7 @@ impl FastPath {
         cache: &Cache,
     ) -> Result<(), CniError> {
         let net = &plan.network;
-        let store = Store::new(&plan.data_dir, net);
-        let (id, ifname) = (rt.container_id.clone(), rt.ifname.clone());
-        tokio::task::spawn_blocking(move || store.release(&id, &ifname))
-            .await
-            .map_err(|e| err(net, "host-local", "DEL", e))?
-            .map_err(|e| err(net, "host-local", "DEL", e))?;
-
+        release(plan, rt).await?;
         let result = cached
             .and_then(|c| c.result.as_ref())
             .and_then(|r| parse_result(&plan.cni_version, r.to_string().as_bytes()).ok());
@@ -39,68 +33,11 @@ impl FastPath {
             .map_err(|e| err(net, "portmap", "DEL", e))?
             .unwrap_or_default();
         for v6 in [false, true] {
-            let exact = result.as_ref().map(|r| {
-                let fam: Vec<(IpAddr, u8)> = r
-                    .ips
-                    .iter()
-                    .filter_map(|ip| parse_cidr(&ip.address))
-                    .filter(|(a, _)| a.is_ipv6() == v6)
-                    .collect();
-                PodRules {
-                    network: net.clone(),
-                    container_id: rt.container_id.clone(),
-                    v6,
-                    masq: if plan.ip_masq {
-                        fam.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    ports: match (plan.portmap.as_ref(), fam.first()) {
-                        (Some((conf, _)), Some((a, p))) => {
-                            Some((conf.clone(), maps.clone(), *a, *p))
-                        }
-                        _ => None,
-                    },
-                }
-            });
-            let nothing_there = match &exact {
-                Some(rules) => rules.is_empty(),
-                // Nothing known: only look when this family could hold rules.
-                None => !plan.ip_masq && plan.portmap.is_none(),
-            };
-            if nothing_there {
-                continue;
-            }
-            if self.uses_nf_tables(v6).await {
-                match self.delete_nat_chains(v6, &rt.container_id, net).await {
-                    Ok(()) => continue,
-                    Err(e) => tracing::warn!(
-                        network = %net, container_id = %rt.container_id, v6, error = %e,
-                        "deleting the pod's nat rules over netlink failed; using iptables-restore"
-                    ),
-                }
-            }
-            // The exact batch; if something in it was already gone, it fails as a whole and
-            // the live table decides below.
-            if let Some(rules) = exact {
-                if rules::restore(v6, &rules.del_batch(), &self.path_env)
-                    .await
-                    .is_ok()
-                {
-                    continue;
-                }
-            }
-            // Something was already gone (or nothing is known): delete what is there.
-            let nat = match rules::save_nat(v6, &self.path_env).await {
-                Ok(nat) => nat,
-                // No ip6tables nat table support: nothing of ours can be there.
-                Err(_) if v6 => continue,
-                Err(e) => return Err(err(net, "bridge", "DEL", e)),
-            };
-            let batch = rules::reconcile_del_batch(&nat, &rules::pod_chains(net, &rt.container_id));
-            rules::restore(v6, &batch, &self.path_env)
-                .await
-                .map_err(|e| err(net, "bridge", "DEL", e))?;
+            let exact = result
+                .as_ref()
+                .map(|r| plan.pod_rules(&rt.container_id, v6, family_addrs(r, v6), &maps));
+            self.delete_family_rules(plan, &rt.container_id, v6, exact)
+                .await?;
         }
         cache
             .remove(net, &rt.container_id, &rt.ifname)
@@ -108,6 +45,67 @@ impl FastPath {
                 path: cache.path(net, &rt.container_id, &rt.ifname),
                 source,
             })
+    }
+
+    /// One family's nat rules of the pod, gone: over nf_tables netlink when iptables is the
+    /// nf_tables variant, else by the exact batch of what ADD wrote (`exact`, when the
+    /// result was cached), else by what the live table holds.
+    async fn delete_family_rules(
+        &self,
+        plan: &FastPlan,
+        container_id: &str,
+        v6: bool,
+        exact: Option<PodRules>,
+    ) -> Result<(), CniError> {
+        let net = &plan.network;
+        let nothing_there = match &exact {
+            Some(rules) => rules.is_empty(),
+            // Nothing known: only look when this family could hold rules.
+            None => !plan.ip_masq && plan.portmap.is_none(),
+        };
+        if nothing_there {
+            return Ok(());
+        }
+        if self.uses_nf_tables(v6).await {
+            match self.delete_nat_chains(v6, container_id, net).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(
+                    network = %net, container_id = %container_id, v6, error = %e,
+                    "deleting the pod's nat rules over netlink failed; using iptables-restore"
+                ),
+            }
+        }
+        // The exact batch; if something in it was already gone, it fails as a whole and
+        // the live table decides.
+        if let Some(rules) = exact {
+            if rules::restore(v6, &rules.del_batch(), &self.path_env)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        self.delete_live_rules(net, container_id, v6).await
+    }
+
+    /// Something was already gone (or nothing is known): delete what the live nat table
+    /// holds of the pod's chains.
+    async fn delete_live_rules(
+        &self,
+        net: &str,
+        container_id: &str,
+        v6: bool,
+    ) -> Result<(), CniError> {
+        let nat = match rules::save_nat(v6, &self.path_env).await {
+            Ok(nat) => nat,
+            // No ip6tables nat table support: nothing of ours can be there.
+            Err(_) if v6 => return Ok(()),
+            Err(e) => return Err(err(net, "bridge", "DEL", e)),
+        };
+        let batch = rules::reconcile_del_batch(&nat, &rules::pod_chains(net, container_id));
+        rules::restore(v6, &batch, &self.path_env)
+            .await
+            .map_err(|e| err(net, "bridge", "DEL", e))
     }
 
     /// The pod's ipMasq and portmap chains and every jump to them, in one nf_tables
@@ -131,4 +129,25 @@ impl FastPath {
         );
         Ok(())
     }
+}
+
+/// host-local: the pod's addresses released, off the async workers.
+async fn release(plan: &FastPlan, rt: &RuntimeConf) -> Result<(), CniError> {
+    let net = &plan.network;
+    let store = Store::new(&plan.data_dir, net);
+    let (id, ifname) = (rt.container_id.clone(), rt.ifname.clone());
+    tokio::task::spawn_blocking(move || store.release(&id, &ifname))
+        .await
+        .map_err(|e| err(net, "host-local", "DEL", e))?
+        .map_err(|e| err(net, "host-local", "DEL", e))
+}
+
+/// The result's addresses of one family, with their prefixes.
+fn family_addrs(result: &CniResult, v6: bool) -> Vec<(IpAddr, u8)> {
+    result
+        .ips
+        .iter()
+        .filter_map(|ip| parse_cidr(&ip.address))
+        .filter(|(a, _)| a.is_ipv6() == v6)
+        .collect()
 }
