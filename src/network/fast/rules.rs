@@ -265,80 +265,10 @@ impl PodRules {
             (self.dnat_rules(), self.ports.as_ref())
         {
             let nat = nat.unwrap_or("");
-            let mark = 1u32 << conf.mark_bit;
-            let mark_def = format!("{mark:#x}/{mark:#x}");
             if conf.snat {
-                if !has_chain(nat, SETMARK) {
-                    decls.push(format!(":{SETMARK} - [0:0]"));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with(&format!("-A {SETMARK} ")) && l.contains("--set-xmark"))
-                {
-                    body.push(line(
-                        "-A",
-                        SETMARK,
-                        &s(&[
-                            "-m",
-                            "comment",
-                            "--comment",
-                            "CNI portfwd masquerade mark",
-                            "-j",
-                            "MARK",
-                            "--set-xmark",
-                            &mark_def,
-                        ]),
-                    ));
-                }
-                if !has_chain(nat, MASQ) {
-                    decls.push(format!(":{MASQ} - [0:0]"));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with(&format!("-A {MASQ} ")) && l.contains(&mark_def))
-                {
-                    body.push(line(
-                        "-A",
-                        MASQ,
-                        &s(&["-m", "mark", "--mark", &mark_def, "-j", "MASQUERADE"]),
-                    ));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&format!("-j {MASQ}")))
-                {
-                    body.push(line(
-                        "-I",
-                        "POSTROUTING",
-                        &s(&[
-                            "1",
-                            "-m",
-                            "comment",
-                            "--comment",
-                            "CNI portfwd requiring masquerade",
-                            "-j",
-                            MASQ,
-                        ]),
-                    ));
-                }
+                ensure_snat_chains(nat, conf.mark_bit, &mut decls, &mut body);
             }
-            if !has_chain(nat, TOP_DNAT) {
-                decls.push(format!(":{TOP_DNAT} - [0:0]"));
-            }
-            for entry in ["PREROUTING", "OUTPUT"] {
-                let present = nat.lines().any(|l| {
-                    l.starts_with(&format!("-A {entry} "))
-                        && l.contains("--dst-type LOCAL")
-                        && l.ends_with(&format!("-j {TOP_DNAT}"))
-                });
-                if !present {
-                    body.push(line(
-                        "-A",
-                        entry,
-                        &s(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT]),
-                    ));
-                }
-            }
+            ensure_dnat_chain(nat, &mut decls, &mut body);
             decls.push(format!(":{chain} - [0:0]"));
             for r in rules {
                 body.push(line("-A", &chain, &r));
@@ -379,6 +309,89 @@ impl PodRules {
     /// Whether ADD needs to see the nat table first (to create shared chains once).
     pub fn needs_current(&self) -> bool {
         self.dnat_rules().is_some()
+    }
+}
+
+/// portmap's shared SNAT chains, as its `EnsureChain`/`InsertUnique` leave them: SETMARK
+/// marking with `mark_bit`, MASQ masquerading what is marked, and POSTROUTING's jump to
+/// MASQ first; each chain and rule is added only when `nat` lacks it.
+fn ensure_snat_chains(nat: &str, mark_bit: u32, decls: &mut Vec<String>, body: &mut Vec<String>) {
+    let mark = 1u32 << mark_bit;
+    let mark_def = format!("{mark:#x}/{mark:#x}");
+    if !has_chain(nat, SETMARK) {
+        decls.push(format!(":{SETMARK} - [0:0]"));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with(&format!("-A {SETMARK} ")) && l.contains("--set-xmark"))
+    {
+        body.push(line(
+            "-A",
+            SETMARK,
+            &s(&[
+                "-m",
+                "comment",
+                "--comment",
+                "CNI portfwd masquerade mark",
+                "-j",
+                "MARK",
+                "--set-xmark",
+                &mark_def,
+            ]),
+        ));
+    }
+    if !has_chain(nat, MASQ) {
+        decls.push(format!(":{MASQ} - [0:0]"));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with(&format!("-A {MASQ} ")) && l.contains(&mark_def))
+    {
+        body.push(line(
+            "-A",
+            MASQ,
+            &s(&["-m", "mark", "--mark", &mark_def, "-j", "MASQUERADE"]),
+        ));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&format!("-j {MASQ}")))
+    {
+        body.push(line(
+            "-I",
+            "POSTROUTING",
+            &s(&[
+                "1",
+                "-m",
+                "comment",
+                "--comment",
+                "CNI portfwd requiring masquerade",
+                "-j",
+                MASQ,
+            ]),
+        ));
+    }
+}
+
+/// portmap's shared DNAT chain and the PREROUTING and OUTPUT jumps to it for local
+/// destinations, each added only when `nat` lacks it.
+fn ensure_dnat_chain(nat: &str, decls: &mut Vec<String>, body: &mut Vec<String>) {
+    if !has_chain(nat, TOP_DNAT) {
+        decls.push(format!(":{TOP_DNAT} - [0:0]"));
+    }
+    for entry in ["PREROUTING", "OUTPUT"] {
+        let present = nat.lines().any(|l| {
+            l.starts_with(&format!("-A {entry} "))
+                && l.contains("--dst-type LOCAL")
+                && l.ends_with(&format!("-j {TOP_DNAT}"))
+        });
+        if !present {
+            body.push(line(
+                "-A",
+                entry,
+                &s(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT]),
+            ));
+        }
     }
 }
 
