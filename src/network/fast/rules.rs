@@ -184,70 +184,58 @@ impl PodRules {
             "dnat name: \"{}\" id: \"{}\"",
             self.network, self.container_id
         ));
-        let v6 = self.v6;
-        // Entry rules: multiport per protocol in sorted order, 15 ports per rule.
-        let mut protos: Vec<&str> = maps.iter().map(|m| m.protocol.as_str()).collect();
-        protos.sort_unstable();
-        protos.dedup();
-        let mut entries = Vec::new();
-        for proto in protos {
-            let ports: Vec<String> = maps
-                .iter()
-                .filter(|m| m.protocol == proto)
-                .map(|m| m.host_port.to_string())
-                .collect();
-            for chunk in ports.chunks(15) {
-                entries.push(s(&[
-                    "-m",
-                    "comment",
-                    "--comment",
-                    &comment,
-                    "-m",
-                    "multiport",
-                    "-p",
-                    proto,
-                    "--destination-ports",
-                    &chunk.join(","),
-                    "-j",
-                    &chain,
-                ]));
-            }
-        }
+        let entries = dnat_entries(maps, &comment, &chain);
         let container = format!("{addr}/{prefix}");
-        let mut rules = Vec::new();
-        for m in maps {
-            let mut base = s(&["-p", &m.protocol, "--dport", &m.host_port.to_string()]);
-            if !m.host_ip.is_empty() {
-                // Go's net.ParseIP of a bad string gives nil, which counts as IPv6 there.
-                let host = m.host_ip.parse::<IpAddr>().ok();
-                let host_v6 = host.is_none_or(|h| h.is_ipv6());
-                if host_v6 != v6 {
-                    continue;
-                }
-                if host.is_some_and(|h| !h.is_unspecified()) {
-                    base.extend(s(&["-d", &m.host_ip]));
-                }
-            }
-            if conf.snat {
-                let mut hairpin = base.clone();
-                hairpin.extend(s(&["-s", &container, "-j", SETMARK]));
-                rules.push(hairpin);
-                if !v6 {
-                    let mut local = base.clone();
-                    local.extend(s(&["-s", "127.0.0.1", "-j", SETMARK]));
-                    rules.push(local);
-                }
-            }
-            let to = if v6 {
-                format!("[{addr}]:{}", m.container_port)
-            } else {
-                format!("{addr}:{}", m.container_port)
-            };
-            let mut dnat = base;
-            dnat.extend(s(&["-j", "DNAT", "--to-destination", &to]));
-            rules.push(dnat);
-        }
+        let rules = maps
+            .iter()
+            .flat_map(|m| self.mapping_rules(conf, m, *addr, &container))
+            .collect();
         Some((chain, rules, entries))
+    }
+
+    /// One mapping's rules in the DN chain: with SNAT the hairpin mark (and, for IPv4, the
+    /// localhost mark), then the DNAT to the pod; none when its host IP is of the other
+    /// family.
+    fn mapping_rules(
+        &self,
+        conf: &PortmapConf,
+        m: &PortMap,
+        addr: IpAddr,
+        container: &str,
+    ) -> Vec<Vec<String>> {
+        let v6 = self.v6;
+        let mut base = s(&["-p", &m.protocol, "--dport", &m.host_port.to_string()]);
+        if !m.host_ip.is_empty() {
+            // Go's net.ParseIP of a bad string gives nil, which counts as IPv6 there.
+            let host = m.host_ip.parse::<IpAddr>().ok();
+            let host_v6 = host.is_none_or(|h| h.is_ipv6());
+            if host_v6 != v6 {
+                return Vec::new();
+            }
+            if host.is_some_and(|h| !h.is_unspecified()) {
+                base.extend(s(&["-d", &m.host_ip]));
+            }
+        }
+        let mut rules = Vec::new();
+        if conf.snat {
+            let mut hairpin = base.clone();
+            hairpin.extend(s(&["-s", container, "-j", SETMARK]));
+            rules.push(hairpin);
+            if !v6 {
+                let mut local = base.clone();
+                local.extend(s(&["-s", "127.0.0.1", "-j", SETMARK]));
+                rules.push(local);
+            }
+        }
+        let to = if v6 {
+            format!("[{addr}]:{}", m.container_port)
+        } else {
+            format!("{addr}:{}", m.container_port)
+        };
+        let mut dnat = base;
+        dnat.extend(s(&["-j", "DNAT", "--to-destination", &to]));
+        rules.push(dnat);
+        rules
     }
 
     /// The restore batch for ADD. `nat` is the current `iptables-save -t nat` (needed only
@@ -310,6 +298,39 @@ impl PodRules {
     pub fn needs_current(&self) -> bool {
         self.dnat_rules().is_some()
     }
+}
+
+/// portmap's entry rules into a pod's DN chain: multiport per protocol in sorted order, 15
+/// ports per rule.
+fn dnat_entries(maps: &[PortMap], comment: &str, chain: &str) -> Vec<Vec<String>> {
+    let mut protos: Vec<&str> = maps.iter().map(|m| m.protocol.as_str()).collect();
+    protos.sort_unstable();
+    protos.dedup();
+    let mut entries = Vec::new();
+    for proto in protos {
+        let ports: Vec<String> = maps
+            .iter()
+            .filter(|m| m.protocol == proto)
+            .map(|m| m.host_port.to_string())
+            .collect();
+        for chunk in ports.chunks(15) {
+            entries.push(s(&[
+                "-m",
+                "comment",
+                "--comment",
+                comment,
+                "-m",
+                "multiport",
+                "-p",
+                proto,
+                "--destination-ports",
+                &chunk.join(","),
+                "-j",
+                chain,
+            ]));
+        }
+    }
+    entries
 }
 
 /// portmap's shared SNAT chains, as its `EnsureChain`/`InsertUnique` leave them: SETMARK
