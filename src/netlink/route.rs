@@ -202,30 +202,40 @@ impl NodeLinks {
             what: format!("failed to open netns {:?}", pod_netns.display().to_string()),
             reason: e.to_string(),
         })?;
-        let mut host_name = String::new();
-        let mut created = false;
+        let host_name = self.create_veth_pair(&handle, &ns, ifname, mtu).await?;
+        let link = self
+            .link_by_name(&host_name)
+            .await?
+            .ok_or_else(|| LinkError {
+                what: format!("failed to lookup {host_name:?}"),
+                reason: "Link not found".into(),
+            })?;
+        let index = link.header.index;
+        attach_host_end(&handle, index, &host_name, bridge, hairpin).await?;
+        Ok(LinkInfoOut {
+            index,
+            name: host_name,
+            mac: mac_of(&link),
+        })
+    }
+
+    /// Creates the pair under a random host name, trying another while the name is taken
+    /// (up to 10 times, as the plugin); returns the host end's name.
+    async fn create_veth_pair(
+        &self,
+        handle: &Handle,
+        pod_netns: &std::fs::File,
+        ifname: &str,
+        mtu: u32,
+    ) -> Result<String, LinkError> {
         for _ in 0..10 {
-            host_name = random_veth_name().map_err(|e| LinkError {
+            let host_name = random_veth_name().map_err(|e| LinkError {
                 what: "failed to generate random veth name".into(),
                 reason: e.to_string(),
             })?;
-            let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name(ifname.to_string())
-                .txqueuelen(0)
-                .setns_by_fd(ns.as_raw_fd());
-            let mut host = LinkMessageBuilder::<LinkVeth>::new(&host_name, ifname).txqueuelen(0);
-            if mtu > 0 {
-                peer = peer.mtu(mtu);
-                host = host.mtu(mtu);
-            }
-            let msg = host
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-                .build();
+            let msg = veth_message(&host_name, ifname, mtu, pod_netns);
             match handle.link().add(msg).execute().await {
-                Ok(()) => {
-                    created = true;
-                    break;
-                }
+                Ok(()) => return Ok(host_name),
                 // The random host name is taken: try another, as the plugin does.
                 Err(e)
                     if errno_of(&e) == Some(libc::EEXIST)
@@ -242,54 +252,9 @@ impl NodeLinks {
                 Err(e) => return Err(fail("failed to make veth pair")(e)),
             }
         }
-        if !created {
-            return Err(LinkError {
-                what: "failed to make veth pair".into(),
-                reason: "failed to find a unique veth name".into(),
-            });
-        }
-        let link = self
-            .link_by_name(&host_name)
-            .await?
-            .ok_or_else(|| LinkError {
-                what: format!("failed to lookup {host_name:?}"),
-                reason: "Link not found".into(),
-            })?;
-        let index = link.header.index;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(fail(format!("failed to set {host_name:?} up")))?;
-        let _ = sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge.index)
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(fail(format!(
-                "failed to connect {host_name:?} to bridge {}",
-                bridge.name
-            )))?;
-        if hairpin {
-            handle
-                .link()
-                .set_port(LinkBridgePort::new(index).hairpin(true).build())
-                .execute()
-                .await
-                .map_err(fail(format!(
-                    "failed to setup hairpin mode for {host_name}"
-                )))?;
-        }
-        Ok(LinkInfoOut {
-            index,
-            name: host_name,
-            mac: mac_of(&link),
+        Err(LinkError {
+            what: "failed to make veth pair".into(),
+            reason: "failed to find a unique veth name".into(),
         })
     }
 
@@ -401,6 +366,63 @@ impl NodeLinks {
             _ => None,
         })
     }
+}
+
+/// The request for a veth pair: `host_name` here, its peer `ifname` in `pod_netns`, both
+/// with txqueuelen 0 and the MTU when one is set.
+fn veth_message(host_name: &str, ifname: &str, mtu: u32, pod_netns: &std::fs::File) -> LinkMessage {
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(ifname.to_string())
+        .txqueuelen(0)
+        .setns_by_fd(pod_netns.as_raw_fd());
+    let mut host = LinkMessageBuilder::<LinkVeth>::new(host_name, ifname).txqueuelen(0);
+    if mtu > 0 {
+        peer = peer.mtu(mtu);
+        host = host.mtu(mtu);
+    }
+    host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+        .build()
+}
+
+/// The host end of a new pair up (accept_ra=0), into the bridge, with hairpin if asked.
+async fn attach_host_end(
+    handle: &Handle,
+    index: u32,
+    host_name: &str,
+    bridge: &Bridge,
+    hairpin: bool,
+) -> Result<(), LinkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(fail(format!("failed to set {host_name:?} up")))?;
+    let _ = sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge.index)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(fail(format!(
+            "failed to connect {host_name:?} to bridge {}",
+            bridge.name
+        )))?;
+    if hairpin {
+        handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(fail(format!(
+                "failed to setup hairpin mode for {host_name}"
+            )))?;
+    }
+    Ok(())
 }
 
 fn kind_of(link: &LinkMessage) -> Option<InfoKind> {
