@@ -268,45 +268,9 @@ impl NodeLinks {
         prefix: u8,
     ) -> Result<(), LinkError> {
         let handle = self.handle().await?;
-        let v6 = gw.is_ipv6();
-        let dumping = self.dump.lock().await;
-        let mut addrs = handle
-            .address()
-            .get()
-            .set_link_index_filter(bridge.index)
-            .execute();
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(fail("could not get list of IP addresses"))?
-        {
-            let Some(ip) = a.attributes.iter().find_map(|x| match x {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            }) else {
-                continue;
-            };
-            if ip.is_ipv6() != v6 {
-                continue;
-            }
-            let have_prefix = a.header.prefix_len;
-            if ip == gw && have_prefix == prefix {
-                return Ok(());
-            }
-            let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
-            if !v6 || overlaps {
-                drop(dumping);
-                return Err(LinkError {
-                    what: "failed to set bridge addr".into(),
-                    reason: format!(
-                        "{:?} already has an IP address different from {gw}/{prefix}",
-                        bridge.name
-                    ),
-                });
-            }
+        if self.bridge_has_addr(&handle, bridge, gw, prefix).await? {
+            return Ok(());
         }
-        drop(addrs);
-        drop(dumping);
         match handle
             .address()
             .add(bridge.index, gw, prefix)
@@ -336,6 +300,54 @@ impl NodeLinks {
                 .map_err(fail("could not set bridge's mac"))?;
         }
         Ok(())
+    }
+
+    /// Whether the bridge holds `gw/prefix` already (one dump of its addresses); an error
+    /// when it holds another IPv4 address, or an IPv6 one that overlaps.
+    async fn bridge_has_addr(
+        &self,
+        handle: &Handle,
+        bridge: &Bridge,
+        gw: IpAddr,
+        prefix: u8,
+    ) -> Result<bool, LinkError> {
+        let v6 = gw.is_ipv6();
+        let _dumping = self.dump.lock().await;
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_link_index_filter(bridge.index)
+            .execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(fail("could not get list of IP addresses"))?
+        {
+            let Some(ip) = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if ip.is_ipv6() != v6 {
+                continue;
+            }
+            let have_prefix = a.header.prefix_len;
+            if ip == gw && have_prefix == prefix {
+                return Ok(true);
+            }
+            let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
+            if !v6 || overlaps {
+                return Err(LinkError {
+                    what: "failed to set bridge addr".into(),
+                    reason: format!(
+                        "{:?} already has an IP address different from {gw}/{prefix}",
+                        bridge.name
+                    ),
+                });
+            }
+        }
+        Ok(false)
     }
 
     /// The bridge's MAC now (re-read at the end of ADD, as the plugin does).
