@@ -510,85 +510,107 @@ async fn configure_here(conf: PodConfig) -> io::Result<String> {
     let _ = sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let conn = tokio::spawn(conn);
-    let result = async {
-        let other =
-            |what: String| move |e: rtnetlink::Error| io::Error::other(format!("{what}: {e}"));
-        let link = handle
-            .link()
-            .get()
-            .match_name(ifname.clone())
-            .execute()
-            .try_next()
-            .await
-            .map_err(other(format!("failed to lookup {ifname:?}")))?
-            .ok_or_else(|| io::Error::other(format!("failed to lookup {ifname:?}")))?;
-        let index = link.header.index;
-        if conf.addrs.iter().any(|(ip, _)| ip.is_ipv6()) {
-            for iface in ["lo", ifname.as_str()] {
-                let name = format!("net/ipv6/conf/{iface}/disable_ipv6");
-                if let Ok(v) = std::fs::read_to_string(Path::new("/proc/sys").join(&name)) {
-                    if v.trim() != "0" {
-                        sysctl(&name, "0").map_err(|e| {
-                            io::Error::other(format!(
-                                "failed to enable IPv6 for interface {iface:?} ({name}={}): {e}",
-                                v.trim()
-                            ))
-                        })?;
-                    }
-                }
-            }
-        }
-        for (ip, prefix) in &conf.addrs {
-            handle
-                .address()
-                .add(index, *ip, *prefix)
-                .execute()
-                .await
-                .map_err(other(format!(
-                    "failed to add IP addr {ip}/{prefix} to {ifname:?}"
-                )))?;
-        }
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(other(format!("failed to set {ifname:?} UP")))?;
-        for (dst, prefix, gw) in &conf.routes {
-            let mut msg = match dst {
-                IpAddr::V4(d) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(*d, *prefix)
-                    .output_interface(index)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-                IpAddr::V6(d) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(*d, *prefix)
-                    .output_interface(index)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-            };
-            if let Some(gw) = gw {
-                msg.attributes.push(RouteAttribute::Gateway(match gw {
-                    IpAddr::V4(a) => RouteAddress::Inet(*a),
-                    IpAddr::V6(a) => RouteAddress::Inet6(*a),
-                }));
-            }
-            if msg.header.address_family == AddressFamily::Unspec {
-                continue;
-            }
-            handle
-                .route()
-                .add(msg)
-                .execute()
-                .await
-                .map_err(other(format!(
-                    "failed to add route '{dst}/{prefix} via {} dev {ifname}'",
-                    gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
-                )))?;
-        }
-        Ok(mac_of(&link))
-    }
-    .await;
+    let result = configure_link(&handle, &conf).await;
     conn.abort();
     result
+}
+
+/// A netlink failure inside the pod's namespace as an `io::Error` saying what was done.
+fn pod_error(what: String) -> impl FnOnce(rtnetlink::Error) -> io::Error {
+    move |e| io::Error::other(format!("{what}: {e}"))
+}
+
+/// The pod's interface: IPv6 enabled when needed, the addresses, up, the routes.
+async fn configure_link(handle: &Handle, conf: &PodConfig) -> io::Result<String> {
+    let ifname = &conf.ifname;
+    let link = handle
+        .link()
+        .get()
+        .match_name(ifname.clone())
+        .execute()
+        .try_next()
+        .await
+        .map_err(pod_error(format!("failed to lookup {ifname:?}")))?
+        .ok_or_else(|| io::Error::other(format!("failed to lookup {ifname:?}")))?;
+    let index = link.header.index;
+    if conf.addrs.iter().any(|(ip, _)| ip.is_ipv6()) {
+        enable_ipv6(ifname)?;
+    }
+    for (ip, prefix) in &conf.addrs {
+        handle
+            .address()
+            .add(index, *ip, *prefix)
+            .execute()
+            .await
+            .map_err(pod_error(format!(
+                "failed to add IP addr {ip}/{prefix} to {ifname:?}"
+            )))?;
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(pod_error(format!("failed to set {ifname:?} UP")))?;
+    for route in &conf.routes {
+        add_route(handle, index, ifname, *route).await?;
+    }
+    Ok(mac_of(&link))
+}
+
+/// IPv6 on `lo` and `ifname`, where the namespace has it disabled.
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    for iface in ["lo", ifname] {
+        let name = format!("net/ipv6/conf/{iface}/disable_ipv6");
+        if let Ok(v) = std::fs::read_to_string(Path::new("/proc/sys").join(&name)) {
+            if v.trim() != "0" {
+                sysctl(&name, "0").map_err(|e| {
+                    io::Error::other(format!(
+                        "failed to enable IPv6 for interface {iface:?} ({name}={}): {e}",
+                        v.trim()
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One route out of the pod's interface (`index`), protocol boot, via `gw` when given.
+async fn add_route(
+    handle: &Handle,
+    index: u32,
+    ifname: &str,
+    (dst, prefix, gw): (IpAddr, u8, Option<IpAddr>),
+) -> io::Result<()> {
+    let mut msg = match dst {
+        IpAddr::V4(d) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(d, prefix)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+        IpAddr::V6(d) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(d, prefix)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+    };
+    if let Some(gw) = gw {
+        msg.attributes.push(RouteAttribute::Gateway(match gw {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+    }
+    if msg.header.address_family == AddressFamily::Unspec {
+        return Ok(());
+    }
+    handle
+        .route()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(pod_error(format!(
+            "failed to add route '{dst}/{prefix} via {} dev {ifname}'",
+            gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
+        )))
 }
