@@ -35,7 +35,8 @@ pub struct LinkError {
     pub reason: String,
 }
 
-fn fail(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+/// A closure that turns an rtnetlink failure into a [`LinkError`] saying `what` was done.
+fn link_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let what = what.into();
     move |e| LinkError {
         what,
@@ -103,7 +104,7 @@ impl NodeLinks {
         match links.try_next().await {
             Ok(link) => Ok(link),
             Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(fail(format!("looking up link {name}"))(e)),
+            Err(e) => Err(link_error(format!("looking up link {name}"))(e)),
         }
     }
 
@@ -113,7 +114,7 @@ impl NodeLinks {
         links
             .try_next()
             .await
-            .map_err(fail(format!("looking up link {index}")))?
+            .map_err(link_error(format!("looking up link {index}")))?
             .ok_or_else(|| LinkError {
                 what: format!("looking up link {index}"),
                 reason: "not found".into(),
@@ -154,7 +155,9 @@ impl NodeLinks {
                 .set(LinkUnspec::new_with_index(index).promiscuous(true).build())
                 .execute()
                 .await
-                .map_err(fail(format!("could not set promiscuous mode on {name:?}")))?;
+                .map_err(link_error(format!(
+                    "could not set promiscuous mode on {name:?}"
+                )))?;
         }
         if kind_of(&link) != Some(InfoKind::Bridge) {
             return Err(LinkError {
@@ -169,7 +172,7 @@ impl NodeLinks {
                 .set(LinkUnspec::new_with_index(index).up().build())
                 .execute()
                 .await
-                .map_err(fail(format!("setting bridge {name} up")))?;
+                .map_err(link_error(format!("setting bridge {name} up")))?;
         }
         let mac_at_lookup = link
             .attributes
@@ -249,7 +252,7 @@ impl NodeLinks {
                         reason: format!("container veth name provided ({ifname}) already exists"),
                     })
                 }
-                Err(e) => return Err(fail("failed to make veth pair")(e)),
+                Err(e) => return Err(link_error("failed to make veth pair")(e)),
             }
         }
         Err(LinkError {
@@ -280,7 +283,7 @@ impl NodeLinks {
             Ok(()) => {}
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
             Err(e) => {
-                return Err(fail(format!(
+                return Err(link_error(format!(
                     "could not add IP address to {:?}",
                     bridge.name
                 ))(e))
@@ -297,7 +300,7 @@ impl NodeLinks {
                 )
                 .execute()
                 .await
-                .map_err(fail("could not set bridge's mac"))?;
+                .map_err(link_error("could not set bridge's mac"))?;
         }
         Ok(())
     }
@@ -321,7 +324,7 @@ impl NodeLinks {
         while let Some(a) = addrs
             .try_next()
             .await
-            .map_err(fail("could not get list of IP addresses"))?
+            .map_err(link_error("could not get list of IP addresses"))?
         {
             let Some(ip) = a.attributes.iter().find_map(|x| match x {
                 AddressAttribute::Address(ip) => Some(*ip),
@@ -409,7 +412,7 @@ async fn attach_host_end(
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
-        .map_err(fail(format!("failed to set {host_name:?} up")))?;
+        .map_err(link_error(format!("failed to set {host_name:?} up")))?;
     let _ = sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
     handle
         .link()
@@ -420,7 +423,7 @@ async fn attach_host_end(
         )
         .execute()
         .await
-        .map_err(fail(format!(
+        .map_err(link_error(format!(
             "failed to connect {host_name:?} to bridge {}",
             bridge.name
         )))?;
@@ -430,7 +433,7 @@ async fn attach_host_end(
             .set_port(LinkBridgePort::new(index).hairpin(true).build())
             .execute()
             .await
-            .map_err(fail(format!(
+            .map_err(link_error(format!(
                 "failed to setup hairpin mode for {host_name}"
             )))?;
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::hostlocal::{Allocation, Store};
 use super::plan::{port_maps, FastPlan};
 use super::rules::{self, PortMap};
-use super::{err, save, FastPath};
+use super::{in_process_error, save, FastPath};
 use crate::cni::result::parse_result;
 use crate::cni::{Cache, CacheEntry, CniError, CniResult, NetworkConfigList, RuntimeConf};
 use crate::netlink::netfilter::{conntrack, nftables};
@@ -32,13 +32,13 @@ impl FastPath {
         let netns = rt
             .netns
             .clone()
-            .ok_or_else(|| err(net, "bridge", "ADD", "no network namespace"))?;
+            .ok_or_else(|| in_process_error(net, "bridge", "ADD", "no network namespace"))?;
         let mut entry = cache_entry(list, rt, &netns);
         let mut steps = crate::clock::Steps::start();
         save(cache, &entry)?;
         steps.mark("cache");
         let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
-            err(
+            in_process_error(
                 net,
                 "portmap",
                 "ADD",
@@ -123,7 +123,7 @@ impl FastPath {
             },
         )
         .await
-        .map_err(|e| err(net, "bridge", "ADD", e))?;
+        .map_err(|e| in_process_error(net, "bridge", "ADD", e))?;
         if plan.is_gateway {
             self.add_gateways(net, bridge, allocs).await?;
         }
@@ -152,7 +152,7 @@ impl FastPath {
                     "net/ipv4/ip_forward"
                 };
                 netlink::sysctl(key, "1").map_err(|e| {
-                    err(
+                    in_process_error(
                         net,
                         "bridge",
                         "ADD",
@@ -200,14 +200,14 @@ impl FastPath {
                 Some(
                     rules::save_nat(v6, &self.path_env)
                         .await
-                        .map_err(|e| err(net, "portmap", "ADD", e))?,
+                        .map_err(|e| in_process_error(net, "portmap", "ADD", e))?,
                 )
             } else {
                 None
             };
             rules::restore(v6, &rules.add_batch(current.as_deref()), &self.path_env)
                 .await
-                .map_err(|e| err(net, "bridge", "ADD", e))?;
+                .map_err(|e| in_process_error(net, "bridge", "ADD", e))?;
         }
         Ok(())
     }
@@ -261,7 +261,7 @@ impl FastPath {
                 if let Some(ifname) = self.links.routable_if(first.ip).await {
                     netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
                         .map_err(|e| {
-                            err(
+                            in_process_error(
                                 net,
                                 "portmap",
                                 "ADD",
@@ -314,7 +314,7 @@ fn cache_entry(list: &NetworkConfigList, rt: &RuntimeConf, netns: &Path) -> Cach
 
 /// A netlink failure as the bridge plugin's ADD error.
 fn bridge_error(net: &str) -> impl Fn(netlink::LinkError) -> CniError + '_ {
-    move |e| err(net, "bridge", "ADD", e)
+    move |e| in_process_error(net, "bridge", "ADD", e)
 }
 
 /// host-local: the pod's addresses from the plan's range sets, off the async workers.
@@ -328,8 +328,8 @@ async fn allocate(plan: &FastPlan, rt: &RuntimeConf) -> Result<Vec<Allocation>, 
     );
     tokio::task::spawn_blocking(move || store.allocate(&id, &ifname, &sets))
         .await
-        .map_err(|e| err(net, "host-local", "ADD", e))?
-        .map_err(|e| err(net, "host-local", "ADD", e))
+        .map_err(|e| in_process_error(net, "host-local", "ADD", e))?
+        .map_err(|e| in_process_error(net, "host-local", "ADD", e))
 }
 
 /// The routes the result reports: ipam's, and the default route isDefaultGateway adds for
@@ -393,7 +393,7 @@ fn versioned_result(
         }).collect::<Vec<_>>(),
         "dns": {},
     });
-    let to_cni = |e| err(net, "bridge", "ADD", e);
+    let to_cni = |e| in_process_error(net, "bridge", "ADD", e);
     let parsed = parse_result("1.0.0", result.to_string().as_bytes()).map_err(to_cni)?;
     let json = parsed.to_version_json(&list.cni_version).map_err(to_cni)?;
     let parsed = parse_result(&list.cni_version, json.to_string().as_bytes()).map_err(to_cni)?;

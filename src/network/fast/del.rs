@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use super::hostlocal::Store;
 use super::plan::{port_maps, FastPlan};
 use super::rules::{self, PodRules};
-use super::{err, FastPath};
+use super::{in_process_error, FastPath};
 use crate::cni::result::parse_result;
 use crate::cni::{Cache, CacheEntry, CniError, CniResult, RuntimeConf};
 use crate::netlink::ip::parse_cidr;
@@ -30,7 +30,7 @@ impl FastPath {
         let maps = cached
             .map(|c| port_maps(plan, &c.capability_args))
             .transpose()
-            .map_err(|e| err(net, "portmap", "DEL", e))?
+            .map_err(|e| in_process_error(net, "portmap", "DEL", e))?
             .unwrap_or_default();
         for v6 in [false, true] {
             let exact = result
@@ -100,12 +100,12 @@ impl FastPath {
             Ok(nat) => nat,
             // No ip6tables nat table support: nothing of ours can be there.
             Err(_) if v6 => return Ok(()),
-            Err(e) => return Err(err(net, "bridge", "DEL", e)),
+            Err(e) => return Err(in_process_error(net, "bridge", "DEL", e)),
         };
         let batch = rules::reconcile_del_batch(&nat, &rules::pod_chains(net, container_id));
         rules::restore(v6, &batch, &self.path_env)
             .await
-            .map_err(|e| err(net, "bridge", "DEL", e))
+            .map_err(|e| in_process_error(net, "bridge", "DEL", e))
     }
 
     /// The pod's ipMasq and portmap chains and every jump to them, in one nf_tables
@@ -138,8 +138,8 @@ async fn release(plan: &FastPlan, rt: &RuntimeConf) -> Result<(), CniError> {
     let (id, ifname) = (rt.container_id.clone(), rt.ifname.clone());
     tokio::task::spawn_blocking(move || store.release(&id, &ifname))
         .await
-        .map_err(|e| err(net, "host-local", "DEL", e))?
-        .map_err(|e| err(net, "host-local", "DEL", e))
+        .map_err(|e| in_process_error(net, "host-local", "DEL", e))?
+        .map_err(|e| in_process_error(net, "host-local", "DEL", e))
 }
 
 /// The result's addresses of one family, with their prefixes.

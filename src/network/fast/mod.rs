@@ -42,7 +42,13 @@ pub struct FastPath {
     nat_socket: Arc<Mutex<Option<nfnetlink::NfSocket>>>,
 }
 
-fn err(network: &str, plugin: &str, command: &'static str, reason: impl ToString) -> CniError {
+/// A step of the fast path failed: the error names the plugin whose step it stands for.
+fn in_process_error(
+    network: &str,
+    plugin: &str,
+    command: &'static str,
+    reason: impl ToString,
+) -> CniError {
     CniError::InProcess {
         network: network.to_string(),
         plugin: plugin.to_string(),

@@ -18,7 +18,8 @@ pub struct Unsupported {
     pub why: String,
 }
 
-fn no(why: impl Into<String>) -> Unsupported {
+/// The refusal of a list, saying why.
+fn unsupported(why: impl Into<String>) -> Unsupported {
     Unsupported { why: why.into() }
 }
 
@@ -72,7 +73,9 @@ const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 fn keys_only(obj: &Map<String, Value>, allowed: &[&str], plugin: &str) -> Result<(), Unsupported> {
     for key in obj.keys() {
         if !allowed.contains(&key.as_str()) {
-            return Err(no(format!("{plugin}: field {key:?} is not implemented")));
+            return Err(unsupported(format!(
+                "{plugin}: field {key:?} is not implemented"
+            )));
         }
     }
     Ok(())
@@ -82,18 +85,24 @@ fn bool_field(obj: &Map<String, Value>, key: &str, plugin: &str) -> Result<bool,
     match obj.get(key) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(no(format!("{plugin}: {key} is {v}, not a boolean"))),
+        Some(v) => Err(unsupported(format!(
+            "{plugin}: {key} is {v}, not a boolean"
+        ))),
     }
 }
 
 fn caps_only(obj: &Map<String, Value>, allowed: &[&str], plugin: &str) -> Result<(), Unsupported> {
     if let Some(caps) = obj.get("capabilities") {
         let Value::Object(caps) = caps else {
-            return Err(no(format!("{plugin}: capabilities is not an object")));
+            return Err(unsupported(format!(
+                "{plugin}: capabilities is not an object"
+            )));
         };
         for (k, v) in caps {
             if v.as_bool() == Some(true) && !allowed.contains(&k.as_str()) {
-                return Err(no(format!("{plugin}: capability {k:?} is not implemented")));
+                return Err(unsupported(format!(
+                    "{plugin}: capability {k:?} is not implemented"
+                )));
             }
         }
     }
@@ -110,13 +119,13 @@ pub fn plan(list: &NetworkConfigList) -> Result<FastPlan, Unsupported> {
     let data_dir = data_dir(ipam)?;
     let range_sets = range_sets(ipam)?;
     if bridge.is_gateway && range_sets.iter().filter(|s| !s[0].v6).count() > 1 {
-        return Err(no(
+        return Err(unsupported(
             "bridge: isGateway with two IPv4 range sets (the plugin fails on the second address)",
         ));
     }
     let routes = routes(ipam)?;
     if bridge.is_default_gateway && routes.iter().any(|(_, p, _)| *p == 0) {
-        return Err(no(
+        return Err(unsupported(
             "bridge: isDefaultGateway with a default route in ipam.routes",
         ));
     }
@@ -143,7 +152,7 @@ fn check_version(cni_version: &str) -> Result<(), Unsupported> {
     if VERSIONS.contains(&cni_version) {
         return Ok(());
     }
-    Err(no(format!(
+    Err(unsupported(format!(
         "cniVersion {cni_version} (the fast path emits {})",
         VERSIONS.join(", ")
     )))
@@ -169,7 +178,7 @@ fn split_loopback(list: &NetworkConfigList) -> Result<(bool, &[PluginConf]), Uns
         ["bridge"] | ["bridge", "portmap"]
     );
     if !shape_ok {
-        return Err(no(format!(
+        return Err(unsupported(format!(
             "plugins {types:?} (the fast path implements [loopback,] bridge [, portmap])"
         )));
     }
@@ -227,32 +236,38 @@ fn bridge_conf(b: &Map<String, Value>) -> Result<BridgeConf, Unsupported> {
     caps_only(b, BRIDGE_CAPS, "bridge")?;
     for key in ["forceAddress", "macspoofchk", "enabledad"] {
         if bool_field(b, key, "bridge")? {
-            return Err(no(format!("bridge: {key}=true is not implemented")));
+            return Err(unsupported(format!(
+                "bridge: {key}=true is not implemented"
+            )));
         }
     }
     match b.get("vlan") {
         None => {}
         Some(v) if v.as_i64() == Some(0) => {}
-        Some(v) => return Err(no(format!("bridge: vlan {v} is not implemented"))),
+        Some(v) => return Err(unsupported(format!("bridge: vlan {v} is not implemented"))),
     }
     let name = match b.get("bridge") {
         None => "cni0".to_string(),
         Some(Value::String(s)) if !s.is_empty() && s.len() < 16 && !s.contains('/') => s.clone(),
-        Some(v) => return Err(no(format!("bridge: bridge name {v} is not usable"))),
+        Some(v) => {
+            return Err(unsupported(format!(
+                "bridge: bridge name {v} is not usable"
+            )))
+        }
     };
     let mtu = match b.get("mtu") {
         None => 0,
         Some(v) => v
             .as_u64()
             .and_then(|m| u32::try_from(m).ok())
-            .ok_or_else(|| no(format!("bridge: mtu {v} is not a number")))?,
+            .ok_or_else(|| unsupported(format!("bridge: mtu {v} is not a number")))?,
     };
     let is_default_gateway = bool_field(b, "isDefaultGateway", "bridge")?;
     let is_gateway = bool_field(b, "isGateway", "bridge")? || is_default_gateway;
     let hairpin = bool_field(b, "hairpinMode", "bridge")?;
     let promisc = bool_field(b, "promiscMode", "bridge")?;
     if hairpin && promisc {
-        return Err(no(
+        return Err(unsupported(
             "bridge: hairpinMode and promiscMode together (the plugin refuses it)",
         ));
     }
@@ -271,10 +286,12 @@ fn bridge_conf(b: &Map<String, Value>) -> Result<BridgeConf, Unsupported> {
 /// The bridge's `ipam`, which must be host-local with only the keys implemented.
 fn host_local_ipam(b: &Map<String, Value>) -> Result<&Map<String, Value>, Unsupported> {
     let Some(Value::Object(ipam)) = b.get("ipam") else {
-        return Err(no("bridge: no ipam (layer-2 only) is not implemented"));
+        return Err(unsupported(
+            "bridge: no ipam (layer-2 only) is not implemented",
+        ));
     };
     if ipam.get("type").and_then(Value::as_str) != Some("host-local") {
-        return Err(no(format!(
+        return Err(unsupported(format!(
             "ipam type {} is not implemented",
             ipam.get("type").unwrap_or(&Value::Null)
         )));
@@ -301,7 +318,7 @@ fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, Unsupported> {
         None => Ok(PathBuf::from(hostlocal::DEFAULT_DATA_DIR)),
         Some(Value::String(s)) if s.is_empty() => Ok(PathBuf::from(hostlocal::DEFAULT_DATA_DIR)),
         Some(Value::String(s)) if s.starts_with('/') => Ok(PathBuf::from(s)),
-        Some(v) => Err(no(format!(
+        Some(v) => Err(unsupported(format!(
             "host-local: dataDir {v} is not an absolute path"
         ))),
     }
@@ -310,7 +327,7 @@ fn data_dir(ipam: &Map<String, Value>) -> Result<PathBuf, Unsupported> {
 /// One host-local range object.
 fn range_of(r: &Value) -> Result<Range, Unsupported> {
     let Value::Object(r) = r else {
-        return Err(no("host-local: a range is not an object"));
+        return Err(unsupported("host-local: a range is not an object"));
     };
     keys_only(
         r,
@@ -318,9 +335,9 @@ fn range_of(r: &Value) -> Result<Range, Unsupported> {
         "host-local range",
     )?;
     let get = |k: &str| r.get(k).and_then(Value::as_str);
-    let subnet = get("subnet").ok_or_else(|| no("host-local: a range has no subnet"))?;
+    let subnet = get("subnet").ok_or_else(|| unsupported("host-local: a range has no subnet"))?;
     Range::parse(subnet, get("rangeStart"), get("rangeEnd"), get("gateway"))
-        .map_err(|e| no(format!("host-local: {e}")))
+        .map_err(|e| unsupported(format!("host-local: {e}")))
 }
 
 /// host-local's range sets: the old top-level `subnet` first, then `ranges`; none, or two
@@ -338,14 +355,14 @@ fn range_sets(ipam: &Map<String, Value>) -> Result<Vec<RangeSet>, Unsupported> {
     }
     if let Some(ranges) = ipam.get("ranges") {
         let Value::Array(sets) = ranges else {
-            return Err(no("host-local: ranges is not a list"));
+            return Err(unsupported("host-local: ranges is not a list"));
         };
         for set in sets {
             range_sets.push(range_set(set)?);
         }
     }
     if range_sets.is_empty() {
-        return Err(no("host-local: no IP ranges specified"));
+        return Err(unsupported("host-local: no IP ranges specified"));
     }
     refuse_overlaps(&range_sets)?;
     Ok(range_sets)
@@ -354,14 +371,16 @@ fn range_sets(ipam: &Map<String, Value>) -> Result<Vec<RangeSet>, Unsupported> {
 /// One entry of `ranges`: a non-empty list of ranges of one family.
 fn range_set(set: &Value) -> Result<RangeSet, Unsupported> {
     let Value::Array(set) = set else {
-        return Err(no("host-local: a range set is not a list"));
+        return Err(unsupported("host-local: a range set is not a list"));
     };
     if set.is_empty() {
-        return Err(no("host-local: empty range set"));
+        return Err(unsupported("host-local: empty range set"));
     }
     let parsed = set.iter().map(range_of).collect::<Result<Vec<_>, _>>()?;
     if parsed.iter().any(|r| r.v6 != parsed[0].v6) {
-        return Err(no("host-local: mixed address families in a range set"));
+        return Err(unsupported(
+            "host-local: mixed address families in a range set",
+        ));
     }
     Ok(parsed)
 }
@@ -378,7 +397,7 @@ fn refuse_overlaps(range_sets: &[RangeSet]) -> Result<(), Unsupported> {
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
             if overlap(a, b) {
-                return Err(no(
+                return Err(unsupported(
                     "host-local: overlapping ranges (the plugin refuses them)",
                 ));
             }
@@ -393,32 +412,38 @@ fn routes(ipam: &Map<String, Value>) -> Result<Vec<(IpAddr, u8, Option<IpAddr>)>
         return Ok(Vec::new());
     };
     let Value::Array(rs) = rs else {
-        return Err(no("host-local: routes is not a list"));
+        return Err(unsupported("host-local: routes is not a list"));
     };
     rs.iter().map(route).collect()
 }
 
 fn route(r: &Value) -> Result<(IpAddr, u8, Option<IpAddr>), Unsupported> {
     let Value::Object(r) = r else {
-        return Err(no("host-local: a route is not an object"));
+        return Err(unsupported("host-local: a route is not an object"));
     };
     keys_only(r, &["dst", "gw"], "host-local route")?;
     let dst = r
         .get("dst")
         .and_then(Value::as_str)
-        .ok_or_else(|| no("host-local: a route has no dst"))?;
+        .ok_or_else(|| unsupported("host-local: a route has no dst"))?;
     let (ip, prefix) =
-        parse_cidr(dst).ok_or_else(|| no(format!("route dst {dst:?} is not a CIDR")))?;
+        parse_cidr(dst).ok_or_else(|| unsupported(format!("route dst {dst:?} is not a CIDR")))?;
     if network(ip, prefix) != ip {
-        return Err(no(format!("host-local: route dst {dst} has host bits set")));
+        return Err(unsupported(format!(
+            "host-local: route dst {dst} has host bits set"
+        )));
     }
     let gw = match r.get("gw") {
         None => None,
         Some(Value::String(g)) => Some(
             g.parse::<IpAddr>()
-                .map_err(|_| no(format!("host-local: route gw {g:?} is not an IP")))?,
+                .map_err(|_| unsupported(format!("host-local: route gw {g:?} is not an IP")))?,
         ),
-        Some(v) => return Err(no(format!("host-local: route gw {v} is not a string"))),
+        Some(v) => {
+            return Err(unsupported(format!(
+                "host-local: route gw {v} is not a string"
+            )))
+        }
     };
     Ok((ip, prefix, gw))
 }
@@ -441,7 +466,7 @@ fn portmap_conf(p: &PluginConf) -> Result<(PortmapConf, bool), Unsupported> {
     let snat = match p.raw.get("snat") {
         None => true,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(no(format!("portmap: snat {v} is not a boolean"))),
+        Some(v) => return Err(unsupported(format!("portmap: snat {v} is not a boolean"))),
     };
     let mark_bit = match p.raw.get("markMasqBit") {
         None => rules::DEFAULT_MARK_BIT,
@@ -449,7 +474,7 @@ fn portmap_conf(p: &PluginConf) -> Result<(PortmapConf, bool), Unsupported> {
             .as_u64()
             .filter(|b| *b <= 31)
             .map(|b| b as u32)
-            .ok_or_else(|| no(format!("portmap: markMasqBit {v} is not 0..31")))?,
+            .ok_or_else(|| unsupported(format!("portmap: markMasqBit {v} is not 0..31")))?,
     };
     Ok((
         PortmapConf { snat, mark_bit },
