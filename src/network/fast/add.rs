@@ -18,6 +18,16 @@ use crate::netlink::route::{self as netlink, Bridge, LinkInfoOut};
 /// A route as IPAM gives it: destination, prefix, gateway.
 type Route = (IpAddr, u8, Option<IpAddr>);
 
+/// What the nat rules and portmap's last steps act on: the plan, the pod's container id,
+/// the addresses host-local gave it and the ports it publishes.
+#[derive(Clone, Copy)]
+struct Allocated<'a> {
+    plan: &'a FastPlan,
+    container_id: &'a str,
+    allocs: &'a [Allocation],
+    maps: &'a [PortMap],
+}
+
 impl FastPath {
     /// ADD: the cache entry first (as the exec path writes it), then bridge + host-local +
     /// portmap's effects, then the result into the cache.
@@ -54,11 +64,16 @@ impl FastPath {
         // ipMasq's and portmap's rules (they need only the addresses) run at the same time:
         // the rules' iptables-restore, a process start, is the longest step.
         let pod_side = self.configure_pod_side(plan, rt, &netns, &bridge, &allocs, &routes);
-        let rules = self.add_rules(plan, &rt.container_id, &allocs, &maps);
+        let allocated = Allocated {
+            plan,
+            container_id: &rt.container_id,
+            allocs: &allocs,
+            maps: &maps,
+        };
+        let rules = self.add_rules(allocated);
         let (container_mac, ()) = tokio::try_join!(pod_side, rules)?;
         steps.mark("pod, gateway, iptables");
-        self.finish_portmap(plan, &rt.container_id, &allocs, &maps)
-            .await?;
+        self.finish_portmap(allocated).await?;
         let bridge_mac = self
             .links
             .mac(bridge.index)
@@ -166,13 +181,13 @@ impl FastPath {
 
     /// ipMasq and portmap: one restore per family (or, for ipMasq alone on iptables-nft, one
     /// netlink transaction).
-    async fn add_rules(
-        &self,
-        plan: &FastPlan,
-        container_id: &str,
-        allocs: &[Allocation],
-        maps: &[PortMap],
-    ) -> Result<(), CniError> {
+    async fn add_rules(&self, allocated: Allocated<'_>) -> Result<(), CniError> {
+        let Allocated {
+            plan,
+            container_id,
+            allocs,
+            maps,
+        } = allocated;
         let net = &plan.network;
         for v6 in [false, true] {
             let fam: Vec<(IpAddr, u8)> = allocs
@@ -242,22 +257,16 @@ impl FastPath {
 
     /// portmap's last steps (when the list has portmap), once the bridge routes to the pod:
     /// route_localnet for SNAT, then the stale UDP flows per family.
-    async fn finish_portmap(
-        &self,
-        plan: &FastPlan,
-        container_id: &str,
-        allocs: &[Allocation],
-        maps: &[PortMap],
-    ) -> Result<(), CniError> {
-        let (net, Some((conf, _))) = (&plan.network, &plan.portmap) else {
+    async fn finish_portmap(&self, pod: Allocated<'_>) -> Result<(), CniError> {
+        let (net, Some((conf, _))) = (&pod.plan.network, &pod.plan.portmap) else {
             return Ok(());
         };
         for v6 in [false, true] {
-            let Some(first) = allocs.iter().find(|a| a.ip.is_ipv6() == v6) else {
+            let Some(first) = pod.allocs.iter().find(|a| a.ip.is_ipv6() == v6) else {
                 continue;
             };
             // With SNAT, 127/8 may cross into the pod's link (route_localnet).
-            if !v6 && !maps.is_empty() && conf.snat {
+            if !v6 && !pod.maps.is_empty() && conf.snat {
                 if let Some(ifname) = self.links.routable_if(first.ip).await {
                     netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
                         .map_err(|e| {
@@ -270,7 +279,7 @@ impl FastPath {
                         })?;
                 }
             }
-            delete_stale_udp_flows(net, container_id, maps, v6).await;
+            delete_stale_udp_flows(net, pod.container_id, pod.maps, v6).await;
         }
         Ok(())
     }

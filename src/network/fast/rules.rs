@@ -67,6 +67,13 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// `args` then ipMasq's comment match, in the order the bridge plugin writes them.
+fn commented(args: &[&str], comment: &str) -> Vec<String> {
+    let mut out = s(args);
+    out.extend(s(&["-m", "comment", "--comment", comment]));
+    out
+}
+
 /// One published port, as portmap reads it from `runtimeConfig.portMappings`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortMap {
@@ -122,51 +129,11 @@ impl PodRules {
         };
         for (addr, prefix) in &self.masq {
             let cidr = format!("{addr}/{prefix}");
-            push_unique(
-                &mut rules,
-                line(
-                    "-A",
-                    &chain,
-                    &s(&[
-                        "-d",
-                        &cidr,
-                        "-j",
-                        "ACCEPT",
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                    ]),
-                ),
-            );
-            push_unique(
-                &mut rules,
-                line(
-                    "-A",
-                    &chain,
-                    &s(&[
-                        "!",
-                        "-d",
-                        multicast,
-                        "-j",
-                        "MASQUERADE",
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                    ]),
-                ),
-            );
-            let jump = s(&[
-                "-s",
-                &addr.to_string(),
-                "-j",
-                &chain,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-            ]);
+            let accept = commented(&["-d", &cidr, "-j", "ACCEPT"], &comment);
+            push_unique(&mut rules, line("-A", &chain, &accept));
+            let masquerade = commented(&["!", "-d", multicast, "-j", "MASQUERADE"], &comment);
+            push_unique(&mut rules, line("-A", &chain, &masquerade));
+            let jump = commented(&["-s", &addr.to_string(), "-j", &chain], &comment);
             push_unique(&mut jumps, line("-A", "POSTROUTING", &jump));
         }
         (chain, rules, jumps)
