@@ -556,8 +556,17 @@ pub async fn is_nf_tables(v6: bool, path_env: &str) -> bool {
 
 /// `iptables-save -t nat` for one family.
 pub async fn save_nat(v6: bool, path_env: &str) -> Result<String, IptablesError> {
+    save_nat_within(v6, path_env, TOOL_TIMEOUT).await
+}
+
+/// [`save_nat`] with its timeout given (the tests use a short one).
+pub(crate) async fn save_nat_within(
+    v6: bool,
+    path_env: &str,
+    timeout: Duration,
+) -> Result<String, IptablesError> {
     let program = programs(v6).1;
-    let out = run_tool(program, &["-t", "nat"], None, path_env, TOOL_TIMEOUT).await?;
+    let out = run_tool(program, &["-t", "nat"], None, path_env, timeout).await?;
     let out = check_status(program, out)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -632,10 +641,10 @@ mod tests {
         assert!(del.contains("-X CNI-DN-"), "{del}");
     }
 
-    /// A stand-in `iptables-restore` that records its pid and then hangs.
-    fn hanging_restore(dir: &std::path::Path) -> std::path::PathBuf {
+    /// A stand-in iptables tool `name` that records its pid and then hangs.
+    fn hanging_tool(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         let pid_file = dir.join("pid");
-        let script = dir.join("iptables-restore");
+        let script = dir.join(name);
         let body = format!(
             "#!/bin/sh\necho $$ > {}\nexec sleep 1000\n",
             pid_file.display()
@@ -644,15 +653,17 @@ mod tests {
         pid_file
     }
 
-    #[tokio::test]
-    async fn a_hanging_restore_is_killed_and_reaped() {
+    /// Runs `call` (given a PATH and a short timeout) against a hanging stand-in `tool`: it
+    /// must fail as timed out, and the stand-in must be killed and reaped.
+    async fn assert_hanging_tool_is_killed<T, Fut>(tool: &str, call: impl FnOnce(String) -> Fut)
+    where
+        T: std::fmt::Debug,
+        Fut: std::future::Future<Output = Result<T, IptablesError>>,
+    {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = hanging_restore(dir.path());
+        let pid_file = hanging_tool(dir.path(), tool);
         let path_env = format!("{}:/usr/bin:/bin", dir.path().display());
-        let timeout = Duration::from_millis(300);
-        let err = restore_within(false, "*nat\nCOMMIT\n", &path_env, timeout)
-            .await
-            .expect_err("a hanging tool must fail");
+        let err = call(path_env).await.expect_err("a hanging tool must fail");
         assert!(err.to_string().contains("timed out"), "{err}");
         let pid = std::fs::read_to_string(&pid_file).expect("pid written");
         let proc_dir = format!("/proc/{}", pid.trim());
@@ -663,5 +674,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{proc_dir} still exists: the tool was not killed and reaped");
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_hanging_restore_is_killed_and_reaped() {
+        assert_hanging_tool_is_killed("iptables-restore", |path_env| async move {
+            restore_within(false, "*nat\nCOMMIT\n", &path_env, SHORT).await
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_hanging_save_is_killed_and_reaped() {
+        assert_hanging_tool_is_killed("iptables-save", |path_env| async move {
+            save_nat_within(false, &path_env, SHORT).await
+        })
+        .await;
     }
 }
