@@ -5,7 +5,8 @@
 //! [`NodeLinks`] holds ONE rtnetlink connection in crisp's (the node's) namespace, opened on
 //! first use and reused by every ADD. The pod side runs on a dedicated thread that joined
 //! the pod's namespace ([`crate::netns::run_in`]) with a netlink socket of its own, since a
-//! netlink socket acts in the namespace it was opened in.
+//! netlink socket acts in the namespace it was opened in. It takes plain names and addresses;
+//! what a pod gets is the caller's to decide.
 
 use std::io;
 use std::net::IpAddr;

@@ -12,6 +12,10 @@
 //!
 //! GC ([`PodNetwork::collect_garbage`]) holds a gate that every ADD holds shared, so the
 //! set of valid attachments it sends cannot miss an attachment being made meanwhile.
+//!
+//! Here: [`PodNetwork`] and the exec-or-fast routing; `runtime_conf` (what plugins are told),
+//! `bandwidth`, `tasks` (STATUS, GC, CHECK and their outcomes), `pod` (the types crossing the
+//! seam), `fast` (the in-process path). It never imports `sandbox` and keeps no sandbox state.
 
 pub mod bandwidth;
 pub mod fast;
@@ -54,7 +58,7 @@ pub struct NetworkReadiness {
     pub problem: Option<String>,
     /// The last CNI STATUS answer for this network, when one was asked (≥ 1.1.0).
     pub status: Option<StatusAnswer>,
-    /// Which path new pods take: "fast", "exec" (fast path off), or "exec: <why not fast>".
+    /// Which path new pods take: "fast", "exec" (fast path off), or `exec: <why not fast>`.
     pub path: String,
     /// Whether conf dir changes are seen at once (inotify) rather than at the next read.
     pub conf_dir_watched: bool,
@@ -130,10 +134,16 @@ impl PodNetwork {
         let v = fastpath::plan(list).map(Arc::new);
         match &v {
             Ok(_) => {
-                tracing::info!(network = %list.name, file = %list.source.display(), "CNI fast path: this network runs in process")
+                tracing::info!(
+                    network = %list.name, file = %list.source.display(),
+                    "CNI fast path: this network runs in process"
+                )
             }
             Err(e) => {
-                tracing::info!(network = %list.name, file = %list.source.display(), reason = %e.why, "CNI fast path: falling back to the plugins")
+                tracing::info!(
+                    network = %list.name, file = %list.source.display(), reason = %e.why,
+                    "CNI fast path: falling back to the plugins"
+                )
             }
         }
         *verdict = Some((list.json.clone(), v.clone()));

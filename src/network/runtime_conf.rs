@@ -1,5 +1,5 @@
 //! What the CNI chain is told of a pod: containerd's `CNI_ARGS` and the `runtimeConfig`
-//! capabilities. Kubernetes terms become CNI terms here.
+//! capabilities. Kubernetes terms become CNI terms here; it never runs a plugin.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! The network's background work: the CNI STATUS task, the GC pass and its gate, CHECK of
-//! one attachment, and what those checks last found.
+//! one attachment, and what those checks last found. None of it sits on a call's path: the
+//! STATUS answer is served from memory, and GC never runs while an ADD holds the gate.
 
 use std::future::Future;
 use std::path::Path;
@@ -78,7 +79,10 @@ impl PodNetwork {
                     Some(list) => {
                         let outcome = cni.status(&list).await;
                         if let Err(e) = &outcome {
-                            tracing::warn!(network = %list.name, error = %e, "CNI STATUS: network not ready");
+                            tracing::warn!(
+                                network = %list.name, error = %e,
+                                "CNI STATUS: network not ready"
+                            );
                         }
                         Some(StatusAnswer {
                             network_json: list.json.clone(),

@@ -6,7 +6,8 @@
 //! UDP entries by original destination port in user space, and deletes each; failures are
 //! the caller's to log (the plugin treats them as informative only).
 //!
-//! Blocking ([`super::nfnetlink`]): call it from a blocking thread.
+//! It deletes only what it is asked to (UDP to one port, in the caller's namespace) and never
+//! decides when; blocking ([`super::NfSocket`]): call it from a blocking thread.
 
 use std::io;
 

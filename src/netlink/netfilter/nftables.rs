@@ -7,15 +7,14 @@
 //!   `iptables-restore` lines the fast path's `rules.rs` writes (checked against them by
 //!   `tests/fastpath.rs`); portmap's rules and IPv6 stay with `iptables-restore`.
 //!
-//! Why not `iptables-restore`: its process start (~3 ms), and an iptables-nft process that
-//! deleted rules pays for the kernel's cleanup of the transaction when it closes its netlink
-//! socket (10–16 ms measured on this machine's 6.18 kernel, `strace -T` showing `close`),
+//! Why not `iptables-restore`: its process start, and an iptables-nft process that deleted
+//! rules pays for the kernel's cleanup of the transaction when it closes its netlink socket,
 //! while crisp keeps one socket open and returns as soon as the transaction is acknowledged.
-//! The kernel still does that cleanup after an RCU grace period, and the next transaction
-//! that comes before it is done waits for it (measured: ~9 ms for an ADD right after a
-//! DEL, 0.2 ms 60 ms later).
+//! The kernel still does that cleanup after an RCU grace period, and a transaction that comes
+//! before it is done waits for it (the figures are in docs/performance.md).
 //!
-//! Blocking: call it from a blocking thread.
+//! It owns the nf_tables message shapes only: which chains and addresses, and when netlink is
+//! used at all, are the fast path's to decide. Blocking: call it from a blocking thread.
 
 use std::io;
 

@@ -1,5 +1,5 @@
 //! The fast path's ADD: bridge, veth, host-local, the pod's side, ipMasq and portmap's
-//! rules, the result and the cache entry.
+//! rules, the result and the cache entry, in the plugins' order. It never execs a plugin.
 
 use std::net::IpAddr;
 use std::path::Path;

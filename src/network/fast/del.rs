@@ -1,4 +1,5 @@
-//! The fast path's DEL: host-local releases the address and the pod's nat rules go.
+//! The fast path's DEL: host-local releases the address and the pod's nat rules go; the veth
+//! is left to go with the namespace. It never execs a plugin.
 
 use std::net::IpAddr;
 

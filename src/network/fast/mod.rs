@@ -4,18 +4,20 @@
 //! containernetworking/plugins v1.1.1 leave, the same CNI result and the same cache entry, so
 //! an exec'd DEL can tear down a fast ADD and the other way round.
 //!
-//! [`plan`] accepts only network lists it implements completely; anything else runs by
-//! exec (the caller logs why). This module knows nothing of Kubernetes, like `cni/`.
+//! [`plan()`] accepts only network lists it implements completely; anything else runs by
+//! exec (the caller logs why). [`FastPath`] runs a plan: `add` and `del`, with `hostlocal`'s
+//! store and `rules`' nat batches. It knows nothing of Kubernetes, like `cni/`, never execs a
+//! plugin, and reaches the kernel only through `netlink/` and the iptables tools.
 //!
 //! Deviations from the plugins, all invisible in the end state:
 //! - DEL does not delete the veth: it goes with the pod's namespace, which the caller
-//!   unpins right after (the plugin's synchronous link delete costs ~30 ms);
+//!   unpins right after (so DEL does not wait for a synchronous link delete);
 //! - host-local's "duplicate allocation" scan of its whole dir on ADD is not repeated
 //!   (crisp never ADDs the same container id twice); the bridge's wait for the port to
 //!   come up is not repeated (the end state is the same).
 //!
 //! portmap's removal of stale UDP conntrack entries for the host ports is done, over
-//! ctnetlink ([`conntrack`]), after the rules as in the plugin.
+//! ctnetlink ([`crate::netlink::netfilter::conntrack`]), after the rules as in the plugin.
 
 pub mod add;
 pub mod del;
@@ -38,7 +40,8 @@ pub struct FastPath {
     /// Per family (IPv4, IPv6): whether iptables is the nf_tables variant, asked once.
     nf_tables: [tokio::sync::OnceCell<bool>; 2],
     /// The nf_tables netlink socket DEL uses, opened on first use and kept (see
-    /// [`nftables`] for why); dropped after an error so the next DEL starts clean.
+    /// [`crate::netlink::netfilter::nftables`] for why); dropped after an error so the next
+    /// DEL starts clean.
     nat_socket: Arc<Mutex<Option<nfnetlink::NfSocket>>>,
 }
 

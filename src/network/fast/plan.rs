@@ -1,5 +1,6 @@
 //! Which network lists the fast path implements: validation of a list that yields the plan
-//! the fast path executes, or why the list is left to the plugins.
+//! the fast path executes, or why the list is left to the plugins. Pure: it reads the list
+//! (and a pod's port mappings) and never touches the node.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -541,36 +542,44 @@ mod tests {
         assert!(plan.portmap.is_some());
     }
 
+    const IPAM: &str = r#"{"type":"host-local","subnet":"10.1.0.0/24"}"#;
+
+    /// A bridge plugin with `extra` fields (each followed by a comma) and `ipam`.
+    fn bridge(extra: &str, ipam: &str) -> String {
+        format!(r#"{{"type":"bridge",{extra}"ipam":{ipam}}}"#)
+    }
+
+    fn conflist(version: &str, plugins: &[&str]) -> String {
+        let plugins = plugins.join(",");
+        format!(r#"{{"cniVersion":"{version}","name":"n","plugins":[{plugins}]}}"#)
+    }
+
     #[test]
     fn unsupported_fields_and_plugins_say_why() {
+        let resolv = concat!(
+            r#"{"type":"host-local","subnet":"10.1.0.0/24","#,
+            r#""resolvConf":"/etc/resolv.conf"}"#
+        );
+        let portmap = r#"{"type":"portmap","externalSetMarkChain":"X"}"#;
         let cases = [
+            (conflist("1.0.0", &[&bridge(r#""vlan":5,"#, IPAM)]), "vlan"),
             (
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","vlan":5,"ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}]}"#,
-                "vlan",
-            ),
-            (
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"dhcp"}}]}"#,
+                conflist("1.0.0", &[&bridge("", r#"{"type":"dhcp"}"#)]),
                 "ipam type",
             ),
             (
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}},{"type":"bandwidth"}]}"#,
+                conflist("1.0.0", &[&bridge("", IPAM), r#"{"type":"bandwidth"}"#]),
                 "plugins",
             ),
+            (conflist("0.2.0", &[&bridge("", IPAM)]), "cniVersion"),
+            (conflist("1.0.0", &[&bridge("", resolv)]), "resolvConf"),
             (
-                r#"{"cniVersion":"0.2.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}}]}"#,
-                "cniVersion",
-            ),
-            (
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/24","resolvConf":"/etc/resolv.conf"}}]}"#,
-                "resolvConf",
-            ),
-            (
-                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/24"}},{"type":"portmap","externalSetMarkChain":"X"}]}"#,
+                conflist("1.0.0", &[&bridge("", IPAM), portmap]),
                 "externalSetMarkChain",
             ),
         ];
         for (json, want) in cases {
-            let why = plan(&list(json)).expect_err("unsupported").why;
+            let why = plan(&list(&json)).expect_err("unsupported").why;
             assert!(why.contains(want), "{want}: {why}");
         }
     }

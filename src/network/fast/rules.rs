@@ -6,12 +6,15 @@
 //! Why iptables-restore and not nftables over netlink: the plugins write through iptables
 //! (nft backend here), and the state must be exactly theirs so that an exec'd DEL can remove
 //! what the fast path added and vice versa; rules written natively in nft would be foreign
-//! to `iptables -D`. One restore costs one process start (~2–3 ms) instead of the plugins'
-//! 6–20 iptables execs, and is atomic.
+//! to `iptables -D`. One restore is one process start instead of the plugins' 6–20
+//! iptables execs, and is atomic.
 //!
 //! The shared portmap chains (`CNI-HOSTPORT-*`) are created only when missing, like the
 //! plugin's `EnsureChain`/`InsertUnique`: for that the nat table is read once
 //! (`iptables-save -t nat`) per ADD that publishes ports.
+//!
+//! Every tool it runs gets a clean environment and [`TOOL_TIMEOUT`], past which it is killed
+//! and reaped. It never opens a netlink socket.
 
 use std::net::IpAddr;
 use std::process::Stdio;
@@ -453,8 +456,8 @@ fn programs(v6: bool) -> (&'static str, &'static str) {
 /// How long one iptables tool may run before it is killed. These run while the sandbox lock
 /// and the GC gate are held, so a wedged tool must not hold them forever. `-w` makes
 /// restore wait for the xtables lock for as long as another writer holds it (kube-proxy's
-/// or the plugins' restores take well under a second); 10 s leaves that wait ample room
-/// and still frees the lock if the tool hangs.
+/// or the plugins' restores are short); 10 s leaves that wait ample room and still frees
+/// the lock if the tool hangs.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one iptables tool with a clean environment (only `PATH`), feeding `stdin` when given
@@ -635,7 +638,10 @@ mod tests {
         };
         let add = rules.add_batch(Some(""));
         assert!(add.contains(":CNI-HOSTPORT-DNAT - [0:0]"), "{add}");
-        assert!(add.contains("-I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ"), "{add}");
+        let masq_jump =
+            "-I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" \
+                         -j CNI-HOSTPORT-MASQ";
+        assert!(add.contains(masq_jump), "{add}");
         let del = rules.del_batch();
         assert!(del.contains("-D POSTROUTING -s 10.1.0.2 -j CNI-"), "{del}");
         assert!(del.contains("-X CNI-DN-"), "{del}");
