@@ -58,6 +58,29 @@ pub fn parse_quantity(text: &str) -> Result<u128, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
+    let (digits, frac_len) = parse_number(number)?;
+    let (pow10, pow2) = suffix_powers(suffix)?;
+    let exp10 = pow10 - i32::try_from(frac_len).map_err(|_| "too long".to_string())?;
+    if !(-60..=30).contains(&exp10) {
+        return Err("out of range".into());
+    }
+    let too_big = || "out of range".to_string();
+    let scaled = digits.checked_mul(1u128 << pow2).ok_or_else(too_big)?;
+    if exp10 >= 0 {
+        scaled
+            .checked_mul(10u128.pow(exp10.unsigned_abs()))
+            .ok_or_else(too_big)
+    } else {
+        let div = 10u128
+            .checked_pow(exp10.unsigned_abs())
+            .ok_or_else(too_big)?;
+        Ok(scaled.div_ceil(div))
+    }
+}
+
+/// A quantity's number (`+` allowed, `-` refused, one optional `.`) as its digits without
+/// the point and the count of digits after it: value = digits × 10^−frac_len.
+fn parse_number(number: &str) -> Result<(u128, usize), String> {
     let number = number.strip_prefix('+').unwrap_or(number);
     if number.starts_with('-') {
         return Err("must not be negative".into());
@@ -69,7 +92,6 @@ pub fn parse_quantity(text: &str) -> Result<u128, String> {
     {
         return Err("not a quantity (e.g. 10M, 1Gi, 500k)".into());
     }
-    // value = digits × 10^(pow10 − len(frac)) × 2^pow2
     let all = format!("{int}{frac}");
     let significant = all.trim_start_matches('0');
     let digits: u128 = if significant.is_empty() {
@@ -79,7 +101,12 @@ pub fn parse_quantity(text: &str) -> Result<u128, String> {
             .parse()
             .map_err(|_| "too many digits".to_string())?
     };
-    let (pow10, pow2): (i32, u32) = match suffix {
+    Ok((digits, frac.len()))
+}
+
+/// A suffix as the powers of ten and of two it multiplies by.
+fn suffix_powers(suffix: &str) -> Result<(i32, u32), String> {
+    Ok(match suffix {
         "" => (0, 0),
         "n" => (-9, 0),
         "u" => (-6, 0),
@@ -101,23 +128,7 @@ pub fn parse_quantity(text: &str) -> Result<u128, String> {
             0,
         ),
         other => return Err(format!("unknown suffix {other:?}")),
-    };
-    let exp10 = pow10 - i32::try_from(frac.len()).map_err(|_| "too long".to_string())?;
-    if !(-60..=30).contains(&exp10) {
-        return Err("out of range".into());
-    }
-    let too_big = || "out of range".to_string();
-    let scaled = digits.checked_mul(1u128 << pow2).ok_or_else(too_big)?;
-    if exp10 >= 0 {
-        scaled
-            .checked_mul(10u128.pow(exp10.unsigned_abs()))
-            .ok_or_else(too_big)
-    } else {
-        let div = 10u128
-            .checked_pow(exp10.unsigned_abs())
-            .ok_or_else(too_big)?;
-        Ok(scaled.div_ceil(div))
-    }
+    })
 }
 
 #[cfg(test)]
