@@ -47,14 +47,7 @@ impl FastPath {
         let mut steps = crate::clock::Steps::start();
         save(cache, &entry)?;
         steps.mark("cache");
-        let maps = port_maps(plan, &rt.capability_args).map_err(|e| {
-            in_process_error(
-                net,
-                "portmap",
-                "ADD",
-                format!("failed to parse config: {e}"),
-            )
-        })?;
+        let maps = add_port_maps(plan, rt)?;
         let (bridge, host) = self.add_links(plan, &netns, &rt.ifname).await?;
         steps.mark("links");
         let allocs = allocate(plan, rt).await?;
@@ -319,6 +312,14 @@ fn cache_entry(list: &NetworkConfigList, rt: &RuntimeConf, netns: &Path) -> Cach
         capability_args: rt.capability_args.clone(),
         result: None,
     }
+}
+
+/// portmap's mappings from the capability args; a bad one fails ADD as it fails the plugin.
+fn add_port_maps(plan: &FastPlan, rt: &RuntimeConf) -> Result<Vec<PortMap>, CniError> {
+    port_maps(plan, &rt.capability_args).map_err(|e| {
+        let reason = format!("failed to parse config: {e}");
+        in_process_error(&plan.network, "portmap", "ADD", reason)
+    })
 }
 
 /// A netlink failure as the bridge plugin's ADD error.
