@@ -131,24 +131,7 @@ impl NodeLinks {
         promisc: bool,
     ) -> Result<Bridge, LinkError> {
         let handle = self.handle().await?;
-        let mut builder = LinkMessageBuilder::<LinkBridge>::new(name);
-        if mtu > 0 {
-            builder = builder.mtu(mtu);
-        }
-        match handle.link().add(builder.build()).execute().await {
-            Ok(()) => {}
-            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-            Err(e) => {
-                return Err(LinkError {
-                    what: format!("failed to create bridge {name:?}"),
-                    reason: format!("could not add {name:?}: {e}"),
-                })
-            }
-        }
-        let link = self.link_by_name(name).await?.ok_or_else(|| LinkError {
-            what: format!("failed to create bridge {name:?}"),
-            reason: format!("could not lookup {name:?}: Link not found"),
-        })?;
+        let link = self.create_bridge(&handle, name, mtu).await?;
         let index = link.header.index;
         if promisc {
             handle
@@ -175,18 +158,38 @@ impl NodeLinks {
                 .await
                 .map_err(link_error(format!("setting bridge {name} up")))?;
         }
-        let mac_at_lookup = link
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(m) => Some(m.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         Ok(Bridge {
             index,
             name: name.to_string(),
-            mac_at_lookup,
+            mac_at_lookup: mac_bytes(&link),
+        })
+    }
+
+    /// The bridge `name` created with the MTU when it is set (one that exists is fine), as
+    /// it is now.
+    async fn create_bridge(
+        &self,
+        handle: &Handle,
+        name: &str,
+        mtu: u32,
+    ) -> Result<LinkMessage, LinkError> {
+        let mut builder = LinkMessageBuilder::<LinkBridge>::new(name);
+        if mtu > 0 {
+            builder = builder.mtu(mtu);
+        }
+        match handle.link().add(builder.build()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(LinkError {
+                    what: format!("failed to create bridge {name:?}"),
+                    reason: format!("could not add {name:?}: {e}"),
+                })
+            }
+        }
+        self.link_by_name(name).await?.ok_or_else(|| LinkError {
+            what: format!("failed to create bridge {name:?}"),
+            reason: format!("could not lookup {name:?}: Link not found"),
         })
     }
 
@@ -451,19 +454,23 @@ fn kind_of(link: &LinkMessage) -> Option<InfoKind> {
     })
 }
 
-fn mac_of(link: &LinkMessage) -> String {
+/// A link's MAC as bytes (empty when it has none).
+fn mac_bytes(link: &LinkMessage) -> Vec<u8> {
     link.attributes
         .iter()
         .find_map(|a| match a {
-            LinkAttribute::Address(m) => Some(
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":"),
-            ),
+            LinkAttribute::Address(m) => Some(m.clone()),
             _ => None,
         })
         .unwrap_or_default()
+}
+
+fn mac_of(link: &LinkMessage) -> String {
+    mac_bytes(link)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `ip.RandomVethName`: "veth" + 8 hex digits from 4 random bytes.
