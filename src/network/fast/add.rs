@@ -13,7 +13,7 @@ use super::{in_process_error, save, FastPath};
 use crate::cni::result::parse_result;
 use crate::cni::{Cache, CacheEntry, CniError, CniResult, NetworkConfigList, RuntimeConf};
 use crate::netlink::netfilter::{conntrack, nftables};
-use crate::netlink::route::{self as netlink, Bridge, LinkInfoOut};
+use crate::netlink::route::{self, Bridge, LinkInfoOut};
 
 /// A route as IPAM gives it: destination, prefix, gateway.
 type Route = (IpAddr, u8, Option<IpAddr>);
@@ -122,9 +122,9 @@ impl FastPath {
         routes: &[Route],
     ) -> Result<String, CniError> {
         let net = &plan.network;
-        let container_mac = netlink::configure_pod(
+        let container_mac = route::configure_pod(
             netns,
-            netlink::PodConfig {
+            route::PodConfig {
                 ifname: rt.ifname.clone(),
                 addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
                 routes: with_gateways(routes, allocs),
@@ -159,7 +159,7 @@ impl FastPath {
                 } else {
                     "net/ipv4/ip_forward"
                 };
-                netlink::sysctl(key, "1").map_err(|e| {
+                route::sysctl(key, "1").map_err(|e| {
                     in_process_error(
                         net,
                         "bridge",
@@ -261,15 +261,16 @@ impl FastPath {
             // With SNAT, 127/8 may cross into the pod's link (route_localnet).
             if !v6 && !pod.maps.is_empty() && conf.snat {
                 if let Some(ifname) = self.links.routable_if(first.ip).await {
-                    netlink::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1")
-                        .map_err(|e| {
+                    route::sysctl(&format!("net/ipv4/conf/{ifname}/route_localnet"), "1").map_err(
+                        |e| {
                             in_process_error(
                                 net,
                                 "portmap",
                                 "ADD",
                                 format!("unable to enable route_localnet: {e}"),
                             )
-                        })?;
+                        },
+                    )?;
                 }
             }
             delete_stale_udp_flows(net, pod.container_id, pod.maps, v6).await;
@@ -323,7 +324,7 @@ fn add_port_maps(plan: &FastPlan, rt: &RuntimeConf) -> Result<Vec<PortMap>, CniE
 }
 
 /// A netlink failure as the bridge plugin's ADD error.
-fn bridge_error(net: &str) -> impl Fn(netlink::LinkError) -> CniError + '_ {
+fn bridge_error(net: &str) -> impl Fn(route::LinkError) -> CniError + '_ {
     move |e| in_process_error(net, "bridge", "ADD", e)
 }
 

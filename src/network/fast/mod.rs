@@ -28,13 +28,13 @@ pub mod rules;
 use std::sync::{Arc, Mutex};
 
 use crate::cni::{Cache, CacheEntry, CniError};
-use crate::netlink::netfilter as nfnetlink;
-use crate::netlink::route as netlink;
+use crate::netlink::netfilter::NfSocket;
+use crate::netlink::route::NodeLinks;
 pub use plan::{plan, FastPlan, Unsupported};
 
 /// The fast path: one node netlink connection, reused.
 pub struct FastPath {
-    links: netlink::NodeLinks,
+    links: NodeLinks,
     /// PATH for iptables-restore/-save.
     path_env: String,
     /// Per family (IPv4, IPv6): whether iptables is the nf_tables variant, asked once.
@@ -42,7 +42,7 @@ pub struct FastPath {
     /// The nf_tables netlink socket DEL uses, opened on first use and kept (see
     /// [`crate::netlink::netfilter::nftables`] for why); dropped after an error so the next
     /// DEL starts clean.
-    nat_socket: Arc<Mutex<Option<nfnetlink::NfSocket>>>,
+    nat_socket: Arc<Mutex<Option<NfSocket>>>,
 }
 
 /// A step of the fast path failed: the error names the plugin whose step it stands for.
@@ -63,7 +63,7 @@ fn in_process_error(
 impl FastPath {
     pub fn new(path_env: String) -> Self {
         FastPath {
-            links: netlink::NodeLinks::new(),
+            links: NodeLinks::new(),
             path_env,
             nf_tables: Default::default(),
             nat_socket: Arc::new(Mutex::new(None)),
@@ -82,13 +82,13 @@ impl FastPath {
     /// dropped after an error so the next use starts clean).
     async fn with_nat_socket<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&nfnetlink::NfSocket) -> std::io::Result<T> + Send + 'static,
+        work: impl FnOnce(&NfSocket) -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
         let socket = self.nat_socket.clone();
         tokio::task::spawn_blocking(move || {
             let mut socket = socket.lock().unwrap_or_else(|p| p.into_inner());
             if socket.is_none() {
-                *socket = Some(nfnetlink::NfSocket::open()?);
+                *socket = Some(NfSocket::open()?);
             }
             let outcome = match socket.as_ref() {
                 Some(open) => work(open),
