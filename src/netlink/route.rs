@@ -5,7 +5,8 @@
 //! [`NodeLinks`] holds ONE rtnetlink connection in crisp's (the node's) namespace, opened on
 //! first use and reused by every ADD. The pod side runs on a dedicated thread that joined
 //! the pod's namespace ([`crate::netns::run_in`]) with a netlink socket of its own, since a
-//! netlink socket acts in the namespace it was opened in.
+//! netlink socket acts in the namespace it was opened in. It takes plain names and addresses;
+//! what a pod gets is the caller's to decide.
 
 use std::io;
 use std::net::IpAddr;
@@ -35,7 +36,8 @@ pub struct LinkError {
     pub reason: String,
 }
 
-fn fail(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+/// A closure that turns an rtnetlink failure into a [`LinkError`] saying `what` was done.
+fn link_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let what = what.into();
     move |e| LinkError {
         what,
@@ -103,7 +105,7 @@ impl NodeLinks {
         match links.try_next().await {
             Ok(link) => Ok(link),
             Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(fail(format!("looking up link {name}"))(e)),
+            Err(e) => Err(link_error(format!("looking up link {name}"))(e)),
         }
     }
 
@@ -113,7 +115,7 @@ impl NodeLinks {
         links
             .try_next()
             .await
-            .map_err(fail(format!("looking up link {index}")))?
+            .map_err(link_error(format!("looking up link {index}")))?
             .ok_or_else(|| LinkError {
                 what: format!("looking up link {index}"),
                 reason: "not found".into(),
@@ -129,24 +131,7 @@ impl NodeLinks {
         promisc: bool,
     ) -> Result<Bridge, LinkError> {
         let handle = self.handle().await?;
-        let mut builder = LinkMessageBuilder::<LinkBridge>::new(name);
-        if mtu > 0 {
-            builder = builder.mtu(mtu);
-        }
-        match handle.link().add(builder.build()).execute().await {
-            Ok(()) => {}
-            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-            Err(e) => {
-                return Err(LinkError {
-                    what: format!("failed to create bridge {name:?}"),
-                    reason: format!("could not add {name:?}: {e}"),
-                })
-            }
-        }
-        let link = self.link_by_name(name).await?.ok_or_else(|| LinkError {
-            what: format!("failed to create bridge {name:?}"),
-            reason: format!("could not lookup {name:?}: Link not found"),
-        })?;
+        let link = self.create_bridge(&handle, name, mtu).await?;
         let index = link.header.index;
         if promisc {
             handle
@@ -154,7 +139,9 @@ impl NodeLinks {
                 .set(LinkUnspec::new_with_index(index).promiscuous(true).build())
                 .execute()
                 .await
-                .map_err(fail(format!("could not set promiscuous mode on {name:?}")))?;
+                .map_err(link_error(format!(
+                    "could not set promiscuous mode on {name:?}"
+                )))?;
         }
         if kind_of(&link) != Some(InfoKind::Bridge) {
             return Err(LinkError {
@@ -169,20 +156,40 @@ impl NodeLinks {
                 .set(LinkUnspec::new_with_index(index).up().build())
                 .execute()
                 .await
-                .map_err(fail(format!("setting bridge {name} up")))?;
+                .map_err(link_error(format!("setting bridge {name} up")))?;
         }
-        let mac_at_lookup = link
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(m) => Some(m.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         Ok(Bridge {
             index,
             name: name.to_string(),
-            mac_at_lookup,
+            mac_at_lookup: mac_bytes(&link),
+        })
+    }
+
+    /// The bridge `name` created with the MTU when it is set (one that exists is fine), as
+    /// it is now.
+    async fn create_bridge(
+        &self,
+        handle: &Handle,
+        name: &str,
+        mtu: u32,
+    ) -> Result<LinkMessage, LinkError> {
+        let mut builder = LinkMessageBuilder::<LinkBridge>::new(name);
+        if mtu > 0 {
+            builder = builder.mtu(mtu);
+        }
+        match handle.link().add(builder.build()).execute().await {
+            Ok(()) => {}
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(LinkError {
+                    what: format!("failed to create bridge {name:?}"),
+                    reason: format!("could not add {name:?}: {e}"),
+                })
+            }
+        }
+        self.link_by_name(name).await?.ok_or_else(|| LinkError {
+            what: format!("failed to create bridge {name:?}"),
+            reason: format!("could not lookup {name:?}: Link not found"),
         })
     }
 
@@ -202,30 +209,40 @@ impl NodeLinks {
             what: format!("failed to open netns {:?}", pod_netns.display().to_string()),
             reason: e.to_string(),
         })?;
-        let mut host_name = String::new();
-        let mut created = false;
+        let host_name = self.create_veth_pair(&handle, &ns, ifname, mtu).await?;
+        let link = self
+            .link_by_name(&host_name)
+            .await?
+            .ok_or_else(|| LinkError {
+                what: format!("failed to lookup {host_name:?}"),
+                reason: "Link not found".into(),
+            })?;
+        let index = link.header.index;
+        attach_host_end(&handle, index, &host_name, bridge, hairpin).await?;
+        Ok(LinkInfoOut {
+            index,
+            name: host_name,
+            mac: mac_of(&link),
+        })
+    }
+
+    /// Creates the pair under a random host name, trying another while the name is taken
+    /// (up to 10 times, as the plugin); returns the host end's name.
+    async fn create_veth_pair(
+        &self,
+        handle: &Handle,
+        pod_netns: &std::fs::File,
+        ifname: &str,
+        mtu: u32,
+    ) -> Result<String, LinkError> {
         for _ in 0..10 {
-            host_name = random_veth_name().map_err(|e| LinkError {
+            let host_name = random_veth_name().map_err(|e| LinkError {
                 what: "failed to generate random veth name".into(),
                 reason: e.to_string(),
             })?;
-            let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-                .name(ifname.to_string())
-                .txqueuelen(0)
-                .setns_by_fd(ns.as_raw_fd());
-            let mut host = LinkMessageBuilder::<LinkVeth>::new(&host_name, ifname).txqueuelen(0);
-            if mtu > 0 {
-                peer = peer.mtu(mtu);
-                host = host.mtu(mtu);
-            }
-            let msg = host
-                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-                .build();
+            let msg = veth_message(&host_name, ifname, mtu, pod_netns);
             match handle.link().add(msg).execute().await {
-                Ok(()) => {
-                    created = true;
-                    break;
-                }
+                Ok(()) => return Ok(host_name),
                 // The random host name is taken: try another, as the plugin does.
                 Err(e)
                     if errno_of(&e) == Some(libc::EEXIST)
@@ -239,57 +256,12 @@ impl NodeLinks {
                         reason: format!("container veth name provided ({ifname}) already exists"),
                     })
                 }
-                Err(e) => return Err(fail("failed to make veth pair")(e)),
+                Err(e) => return Err(link_error("failed to make veth pair")(e)),
             }
         }
-        if !created {
-            return Err(LinkError {
-                what: "failed to make veth pair".into(),
-                reason: "failed to find a unique veth name".into(),
-            });
-        }
-        let link = self
-            .link_by_name(&host_name)
-            .await?
-            .ok_or_else(|| LinkError {
-                what: format!("failed to lookup {host_name:?}"),
-                reason: "Link not found".into(),
-            })?;
-        let index = link.header.index;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(fail(format!("failed to set {host_name:?} up")))?;
-        let _ = sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge.index)
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(fail(format!(
-                "failed to connect {host_name:?} to bridge {}",
-                bridge.name
-            )))?;
-        if hairpin {
-            handle
-                .link()
-                .set_port(LinkBridgePort::new(index).hairpin(true).build())
-                .execute()
-                .await
-                .map_err(fail(format!(
-                    "failed to setup hairpin mode for {host_name}"
-                )))?;
-        }
-        Ok(LinkInfoOut {
-            index,
-            name: host_name,
-            mac: mac_of(&link),
+        Err(LinkError {
+            what: "failed to make veth pair".into(),
+            reason: "failed to find a unique veth name".into(),
         })
     }
 
@@ -303,45 +275,9 @@ impl NodeLinks {
         prefix: u8,
     ) -> Result<(), LinkError> {
         let handle = self.handle().await?;
-        let v6 = gw.is_ipv6();
-        let dumping = self.dump.lock().await;
-        let mut addrs = handle
-            .address()
-            .get()
-            .set_link_index_filter(bridge.index)
-            .execute();
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(fail("could not get list of IP addresses"))?
-        {
-            let Some(ip) = a.attributes.iter().find_map(|x| match x {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            }) else {
-                continue;
-            };
-            if ip.is_ipv6() != v6 {
-                continue;
-            }
-            let have_prefix = a.header.prefix_len;
-            if ip == gw && have_prefix == prefix {
-                return Ok(());
-            }
-            let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
-            if !v6 || overlaps {
-                drop(dumping);
-                return Err(LinkError {
-                    what: "failed to set bridge addr".into(),
-                    reason: format!(
-                        "{:?} already has an IP address different from {gw}/{prefix}",
-                        bridge.name
-                    ),
-                });
-            }
+        if self.bridge_has_addr(&handle, bridge, gw, prefix).await? {
+            return Ok(());
         }
-        drop(addrs);
-        drop(dumping);
         match handle
             .address()
             .add(bridge.index, gw, prefix)
@@ -351,7 +287,7 @@ impl NodeLinks {
             Ok(()) => {}
             Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
             Err(e) => {
-                return Err(fail(format!(
+                return Err(link_error(format!(
                     "could not add IP address to {:?}",
                     bridge.name
                 ))(e))
@@ -368,9 +304,57 @@ impl NodeLinks {
                 )
                 .execute()
                 .await
-                .map_err(fail("could not set bridge's mac"))?;
+                .map_err(link_error("could not set bridge's mac"))?;
         }
         Ok(())
+    }
+
+    /// Whether the bridge holds `gw/prefix` already (one dump of its addresses); an error
+    /// when it holds another IPv4 address, or an IPv6 one that overlaps.
+    async fn bridge_has_addr(
+        &self,
+        handle: &Handle,
+        bridge: &Bridge,
+        gw: IpAddr,
+        prefix: u8,
+    ) -> Result<bool, LinkError> {
+        let v6 = gw.is_ipv6();
+        let _dumping = self.dump.lock().await;
+        let mut addrs = handle
+            .address()
+            .get()
+            .set_link_index_filter(bridge.index)
+            .execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(link_error("could not get list of IP addresses"))?
+        {
+            let Some(ip) = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if ip.is_ipv6() != v6 {
+                continue;
+            }
+            let have_prefix = a.header.prefix_len;
+            if ip == gw && have_prefix == prefix {
+                return Ok(true);
+            }
+            let overlaps = same_net(ip, have_prefix, gw) || same_net(gw, prefix, ip);
+            if !v6 || overlaps {
+                return Err(LinkError {
+                    what: "failed to set bridge addr".into(),
+                    reason: format!(
+                        "{:?} already has an IP address different from {gw}/{prefix}",
+                        bridge.name
+                    ),
+                });
+            }
+        }
+        Ok(false)
     }
 
     /// The bridge's MAC now (re-read at the end of ADD, as the plugin does).
@@ -403,6 +387,63 @@ impl NodeLinks {
     }
 }
 
+/// The request for a veth pair: `host_name` here, its peer `ifname` in `pod_netns`, both
+/// with txqueuelen 0 and the MTU when one is set.
+fn veth_message(host_name: &str, ifname: &str, mtu: u32, pod_netns: &std::fs::File) -> LinkMessage {
+    let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(ifname.to_string())
+        .txqueuelen(0)
+        .setns_by_fd(pod_netns.as_raw_fd());
+    let mut host = LinkMessageBuilder::<LinkVeth>::new(host_name, ifname).txqueuelen(0);
+    if mtu > 0 {
+        peer = peer.mtu(mtu);
+        host = host.mtu(mtu);
+    }
+    host.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+        .build()
+}
+
+/// The host end of a new pair up (accept_ra=0), into the bridge, with hairpin if asked.
+async fn attach_host_end(
+    handle: &Handle,
+    index: u32,
+    host_name: &str,
+    bridge: &Bridge,
+    hairpin: bool,
+) -> Result<(), LinkError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(link_error(format!("failed to set {host_name:?} up")))?;
+    let _ = sysctl(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge.index)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(link_error(format!(
+            "failed to connect {host_name:?} to bridge {}",
+            bridge.name
+        )))?;
+    if hairpin {
+        handle
+            .link()
+            .set_port(LinkBridgePort::new(index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(link_error(format!(
+                "failed to setup hairpin mode for {host_name}"
+            )))?;
+    }
+    Ok(())
+}
+
 fn kind_of(link: &LinkMessage) -> Option<InfoKind> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
@@ -413,19 +454,23 @@ fn kind_of(link: &LinkMessage) -> Option<InfoKind> {
     })
 }
 
-fn mac_of(link: &LinkMessage) -> String {
+/// A link's MAC as bytes (empty when it has none).
+fn mac_bytes(link: &LinkMessage) -> Vec<u8> {
     link.attributes
         .iter()
         .find_map(|a| match a {
-            LinkAttribute::Address(m) => Some(
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":"),
-            ),
+            LinkAttribute::Address(m) => Some(m.clone()),
             _ => None,
         })
         .unwrap_or_default()
+}
+
+fn mac_of(link: &LinkMessage) -> String {
+    mac_bytes(link)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// `ip.RandomVethName`: "veth" + 8 hex digits from 4 random bytes.
@@ -476,85 +521,107 @@ async fn configure_here(conf: PodConfig) -> io::Result<String> {
     let _ = sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let conn = tokio::spawn(conn);
-    let result = async {
-        let other =
-            |what: String| move |e: rtnetlink::Error| io::Error::other(format!("{what}: {e}"));
-        let link = handle
-            .link()
-            .get()
-            .match_name(ifname.clone())
-            .execute()
-            .try_next()
-            .await
-            .map_err(other(format!("failed to lookup {ifname:?}")))?
-            .ok_or_else(|| io::Error::other(format!("failed to lookup {ifname:?}")))?;
-        let index = link.header.index;
-        if conf.addrs.iter().any(|(ip, _)| ip.is_ipv6()) {
-            for iface in ["lo", ifname.as_str()] {
-                let name = format!("net/ipv6/conf/{iface}/disable_ipv6");
-                if let Ok(v) = std::fs::read_to_string(Path::new("/proc/sys").join(&name)) {
-                    if v.trim() != "0" {
-                        sysctl(&name, "0").map_err(|e| {
-                            io::Error::other(format!(
-                                "failed to enable IPv6 for interface {iface:?} ({name}={}): {e}",
-                                v.trim()
-                            ))
-                        })?;
-                    }
-                }
-            }
-        }
-        for (ip, prefix) in &conf.addrs {
-            handle
-                .address()
-                .add(index, *ip, *prefix)
-                .execute()
-                .await
-                .map_err(other(format!(
-                    "failed to add IP addr {ip}/{prefix} to {ifname:?}"
-                )))?;
-        }
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(other(format!("failed to set {ifname:?} UP")))?;
-        for (dst, prefix, gw) in &conf.routes {
-            let mut msg = match dst {
-                IpAddr::V4(d) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-                    .destination_prefix(*d, *prefix)
-                    .output_interface(index)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-                IpAddr::V6(d) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                    .destination_prefix(*d, *prefix)
-                    .output_interface(index)
-                    .protocol(RouteProtocol::Boot)
-                    .build(),
-            };
-            if let Some(gw) = gw {
-                msg.attributes.push(RouteAttribute::Gateway(match gw {
-                    IpAddr::V4(a) => RouteAddress::Inet(*a),
-                    IpAddr::V6(a) => RouteAddress::Inet6(*a),
-                }));
-            }
-            if msg.header.address_family == AddressFamily::Unspec {
-                continue;
-            }
-            handle
-                .route()
-                .add(msg)
-                .execute()
-                .await
-                .map_err(other(format!(
-                    "failed to add route '{dst}/{prefix} via {} dev {ifname}'",
-                    gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
-                )))?;
-        }
-        Ok(mac_of(&link))
-    }
-    .await;
+    let result = configure_link(&handle, &conf).await;
     conn.abort();
     result
+}
+
+/// A netlink failure inside the pod's namespace as an `io::Error` saying what was done.
+fn pod_error(what: String) -> impl FnOnce(rtnetlink::Error) -> io::Error {
+    move |e| io::Error::other(format!("{what}: {e}"))
+}
+
+/// The pod's interface: IPv6 enabled when needed, the addresses, up, the routes.
+async fn configure_link(handle: &Handle, conf: &PodConfig) -> io::Result<String> {
+    let ifname = &conf.ifname;
+    let link = handle
+        .link()
+        .get()
+        .match_name(ifname.clone())
+        .execute()
+        .try_next()
+        .await
+        .map_err(pod_error(format!("failed to lookup {ifname:?}")))?
+        .ok_or_else(|| io::Error::other(format!("failed to lookup {ifname:?}")))?;
+    let index = link.header.index;
+    if conf.addrs.iter().any(|(ip, _)| ip.is_ipv6()) {
+        enable_ipv6(ifname)?;
+    }
+    for (ip, prefix) in &conf.addrs {
+        handle
+            .address()
+            .add(index, *ip, *prefix)
+            .execute()
+            .await
+            .map_err(pod_error(format!(
+                "failed to add IP addr {ip}/{prefix} to {ifname:?}"
+            )))?;
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(pod_error(format!("failed to set {ifname:?} UP")))?;
+    for route in &conf.routes {
+        add_route(handle, index, ifname, *route).await?;
+    }
+    Ok(mac_of(&link))
+}
+
+/// IPv6 on `lo` and `ifname`, where the namespace has it disabled.
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    for iface in ["lo", ifname] {
+        let name = format!("net/ipv6/conf/{iface}/disable_ipv6");
+        if let Ok(v) = std::fs::read_to_string(Path::new("/proc/sys").join(&name)) {
+            if v.trim() != "0" {
+                sysctl(&name, "0").map_err(|e| {
+                    io::Error::other(format!(
+                        "failed to enable IPv6 for interface {iface:?} ({name}={}): {e}",
+                        v.trim()
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One route out of the pod's interface (`index`), protocol boot, via `gw` when given.
+async fn add_route(
+    handle: &Handle,
+    index: u32,
+    ifname: &str,
+    (dst, prefix, gw): (IpAddr, u8, Option<IpAddr>),
+) -> io::Result<()> {
+    let mut msg = match dst {
+        IpAddr::V4(d) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(d, prefix)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+        IpAddr::V6(d) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(d, prefix)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build(),
+    };
+    if let Some(gw) = gw {
+        msg.attributes.push(RouteAttribute::Gateway(match gw {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+    }
+    if msg.header.address_family == AddressFamily::Unspec {
+        return Ok(());
+    }
+    handle
+        .route()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(pod_error(format!(
+            "failed to add route '{dst}/{prefix} via {} dev {ifname}'",
+            gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
+        )))
 }

@@ -12,38 +12,40 @@
 //!
 //! GC ([`PodNetwork::collect_garbage`]) holds a gate that every ADD holds shared, so the
 //! set of valid attachments it sends cannot miss an attachment being made meanwhile.
+//!
+//! Here: [`PodNetwork`] and the exec-or-fast routing; `runtime_conf` (what plugins are told),
+//! `bandwidth`, `tasks` (STATUS, GC, CHECK and their outcomes), `pod` (the types crossing the
+//! seam), `fast` (the in-process path). It never imports `sandbox` and keeps no sandbox state.
 
+pub mod bandwidth;
 pub mod fast;
-pub mod health;
 pub mod pod;
+pub mod runtime_conf;
+pub mod tasks;
 
-use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
+/// The check outcomes at their old path (`network::health::…`), for `sandbox/` and `server/`.
+pub mod health {
+    pub use super::tasks::{Health, LiveCheck, NetworkCheck};
+}
+
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use crate::cni::{
-    Attachment, CheckOutcome, Cni, CniError, ConfDir, DirLoad, NetworkConfigList, RuntimeConf,
-    StaleReport,
-};
+use crate::cni::{Cni, CniError, ConfDir, DirLoad, NetworkConfigList};
 use crate::config::FastPathMode;
 use crate::network::fast::{self as fastpath, FastPath, FastPlan, Unsupported};
-use crate::network::health::NetworkCheck;
 pub use crate::network::pod::{NetworkAttachment, Pod};
+pub use bandwidth::{bandwidth, parse_quantity, EGRESS_BANDWIDTH, INGRESS_BANDWIDTH};
+pub use tasks::{
+    GcReport, Health, LiveAttachment, LiveCheck, NetworkCheck, StatusAnswer, STATUS_INTERVAL,
+};
 
 /// `NetworkAttachment::datapath` values.
 pub const PATH_EXEC: &str = "exec";
 pub const PATH_FAST: &str = "fast";
-
-/// How often STATUS is asked in the background (kubelet polls Status every 5 s).
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The annotations Kubernetes uses for pod bandwidth limits.
-pub const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
-pub const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
 /// The interface name every pod gets.
 pub const POD_IFNAME: &str = "eth0";
@@ -56,7 +58,7 @@ pub struct NetworkReadiness {
     pub problem: Option<String>,
     /// The last CNI STATUS answer for this network, when one was asked (≥ 1.1.0).
     pub status: Option<StatusAnswer>,
-    /// Which path new pods take: "fast", "exec" (fast path off), or "exec: <why not fast>".
+    /// Which path new pods take: "fast", "exec" (fast path off), or `exec: <why not fast>`.
     pub path: String,
     /// Whether conf dir changes are seen at once (inotify) rather than at the next read.
     pub conf_dir_watched: bool,
@@ -71,52 +73,6 @@ impl NetworkReadiness {
         self.problem
             .clone()
             .or_else(|| self.status.as_ref().and_then(|s| s.problem.clone()))
-    }
-}
-
-/// One background STATUS round.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StatusAnswer {
-    /// The list it was asked of (to tell whether it still applies).
-    #[serde(skip)]
-    pub network_json: Value,
-    pub network: String,
-    /// Whether the plugins were asked (lists older than 1.1.0 have no STATUS).
-    pub asked: bool,
-    /// The failure, naming plugin, code and message; `None` when every plugin said ready.
-    pub problem: Option<String>,
-    /// Seconds since the epoch when the answer came.
-    pub at_unix: u64,
-}
-
-/// What one GC pass did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct GcReport {
-    pub valid: usize,
-    pub stale: StaleReport,
-    /// Whether the plugins were sent GC (≥ 1.1.0 and not disableGC).
-    pub plugins_asked: bool,
-    pub plugin_errors: Vec<String>,
-}
-
-/// An attachment a sandbox holds or is acquiring, which GC must keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveAttachment {
-    /// `None` while the sandbox is being created: then it is live on any network.
-    pub network_name: Option<String>,
-    pub container_id: String,
-    pub ifname: String,
-}
-
-impl LiveAttachment {
-    fn split(self) -> (String, Attachment) {
-        (
-            self.network_name.unwrap_or_default(),
-            Attachment {
-                container_id: self.container_id,
-                ifname: self.ifname,
-            },
-        )
     }
 }
 
@@ -175,13 +131,19 @@ impl PodNetwork {
                 return v.clone();
             }
         }
-        let v = fastpath::supports(list).map(Arc::new);
+        let v = fastpath::plan(list).map(Arc::new);
         match &v {
             Ok(_) => {
-                tracing::info!(network = %list.name, file = %list.source.display(), "CNI fast path: this network runs in process")
+                tracing::info!(
+                    network = %list.name, file = %list.source.display(),
+                    "CNI fast path: this network runs in process"
+                )
             }
             Err(e) => {
-                tracing::info!(network = %list.name, file = %list.source.display(), reason = %e.why, "CNI fast path: falling back to the plugins")
+                tracing::info!(
+                    network = %list.name, file = %list.source.display(), reason = %e.why,
+                    "CNI fast path: falling back to the plugins"
+                )
             }
         }
         *verdict = Some((list.json.clone(), v.clone()));
@@ -205,47 +167,6 @@ impl PodNetwork {
 
     pub fn conf_dir_watched(&self) -> bool {
         self.conf_dir.is_watched()
-    }
-
-    /// Starts the background STATUS task (needs a tokio runtime).
-    pub fn start_status_refresher(&self) {
-        let cni = self.cni.clone();
-        let conf_dir = self.conf_dir.clone();
-        let store = self.status.clone();
-        let kick = self.status_kick.clone();
-        let mut reloads = self.conf_dir.reloads();
-        tokio::spawn(async move {
-            loop {
-                let reader = conf_dir.clone();
-                let load = tokio::task::spawn_blocking(move || reader.current())
-                    .await
-                    .unwrap_or_default();
-                let answer = match load.network {
-                    Some(list) => {
-                        let outcome = cni.status(&list).await;
-                        if let Err(e) = &outcome {
-                            tracing::warn!(network = %list.name, error = %e, "CNI STATUS: network not ready");
-                        }
-                        Some(StatusAnswer {
-                            network_json: list.json.clone(),
-                            network: list.name.clone(),
-                            asked: !matches!(outcome, Ok(false)),
-                            problem: outcome.err().map(|e| e.to_string()),
-                            at_unix: SystemTime::now()
-                                .duration_since(SystemTime::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_secs()),
-                        })
-                    }
-                    None => None,
-                };
-                *store.write().unwrap_or_else(|p| p.into_inner()) = answer;
-                tokio::select! {
-                    _ = tokio::time::sleep(STATUS_INTERVAL) => {}
-                    _ = reloads.changed() => {}
-                    _ = kick.notified() => {}
-                }
-            }
-        });
     }
 
     pub fn cni(&self) -> &Cni {
@@ -314,67 +235,6 @@ impl PodNetwork {
                 }
             }
         }
-    }
-
-    /// CNI CHECK of a sandbox's attachment with what was cached at ADD.
-    pub async fn check(&self, pod: &Pod<'_>, network_name: &str, netns: &Path) -> NetworkCheck {
-        let rt = self.runtime_conf(pod, Some(netns));
-        let outcome: Result<CheckOutcome, CniError> = self.cni.check(network_name, &rt).await;
-        NetworkCheck::from_outcome(&outcome, crate::clock::now_nanos())
-    }
-
-    /// One GC pass: tears down cached attachments no sandbox owns, then sends GC with the
-    /// valid attachments to the plugins of the current network. `valid` is called once no
-    /// ADD is in flight and none can start until the pass ends; it yields (network name,
-    /// attachment) for every sandbox that holds or is acquiring a network (an empty name:
-    /// any network), or `None` when
-    /// that cannot be known (then nothing is collected).
-    pub async fn collect_garbage<F, Fut>(&self, valid: F) -> GcReport
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Option<Vec<LiveAttachment>>>,
-    {
-        let _gate = self.gc_gate.write().await;
-        let Some(valid) = valid().await else {
-            tracing::warn!("CNI GC skipped: the set of live sandboxes is not known");
-            return GcReport::default();
-        };
-        let valid: Vec<(String, Attachment)> =
-            valid.into_iter().map(LiveAttachment::split).collect();
-        let all: Vec<Attachment> = valid.iter().map(|(_, a)| a.clone()).collect();
-        let mut report = GcReport {
-            valid: all.len(),
-            stale: self.cni.delete_stale(&all).await,
-            ..GcReport::default()
-        };
-        if let Some(list) = self.current_load().await.network {
-            let mut on_network: Vec<Attachment> = valid
-                .into_iter()
-                // An empty name is a sandbox still being created: valid on any network.
-                .filter(|(name, _)| *name == list.name || name.is_empty())
-                .map(|(_, a)| a)
-                .collect();
-            on_network.sort();
-            match self.cni.gc(&list, &on_network).await {
-                Ok(asked) => report.plugins_asked = asked,
-                Err(errors) => {
-                    report.plugins_asked = true;
-                    report.plugin_errors = errors.iter().map(|e| e.to_string()).collect();
-                }
-            }
-        }
-        tracing::info!(
-            valid = report.valid,
-            stale_deleted = report.stale.deleted.len(),
-            stale_failed = report.stale.failed.len(),
-            plugins_asked = report.plugins_asked,
-            plugin_errors = report.plugin_errors.len(),
-            "CNI GC pass finished"
-        );
-        for e in &report.plugin_errors {
-            tracing::warn!(error = %e, "CNI GC");
-        }
-        report
     }
 
     /// CNI ADD for the sandbox over `network`; the attachment to record comes back.
@@ -490,233 +350,5 @@ impl PodNetwork {
             Ok(Ok(entries)) => entries,
             _ => Vec::new(),
         }
-    }
-
-    fn runtime_conf(&self, pod: &Pod<'_>, netns: Option<&Path>) -> RuntimeConf {
-        RuntimeConf {
-            container_id: pod.id.to_string(),
-            netns: netns.map(Path::to_path_buf),
-            ifname: POD_IFNAME.to_string(),
-            // containerd's CNI_ARGS, in its order.
-            args: vec![
-                ("IgnoreUnknown".into(), "1".into()),
-                ("K8S_POD_NAMESPACE".into(), pod.namespace.to_string()),
-                ("K8S_POD_NAME".into(), pod.name.to_string()),
-                ("K8S_POD_INFRA_CONTAINER_ID".into(), pod.id.to_string()),
-                ("K8S_POD_UID".into(), pod.uid.to_string()),
-            ],
-            capability_args: self.capability_args(pod),
-        }
-    }
-
-    /// The runtimeConfig capabilities a sandbox offers; each plugin gets only those it declares.
-    fn capability_args(&self, pod: &Pod<'_>) -> Map<String, Value> {
-        let mut caps = Map::new();
-        let ports: Vec<Value> = pod
-            .port_mappings
-            .iter()
-            .filter(|p| p.host_port > 0)
-            .map(|p| {
-                json!({
-                    "hostPort": p.host_port,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol.as_str(),
-                    "hostIP": p.host_ip,
-                })
-            })
-            .collect();
-        if !ports.is_empty() {
-            caps.insert("portMappings".into(), Value::Array(ports));
-        }
-        if !pod.dns.servers.is_empty() || !pod.dns.searches.is_empty() {
-            caps.insert(
-                "dns".into(),
-                json!({
-                    "servers": pod.dns.servers,
-                    "searches": pod.dns.searches,
-                    "options": pod.dns.options,
-                }),
-            );
-        }
-        if let Some(cidr) = self.pod_cidr() {
-            caps.insert("ipRanges".into(), json!([[{ "subnet": cidr }]]));
-        }
-        if !pod.cgroup_parent.is_empty() {
-            caps.insert(
-                "cgroupPath".into(),
-                Value::String(pod.cgroup_parent.to_string()),
-            );
-        }
-        // Validated when the request was converted; an invalid value cannot get here.
-        if let Ok(Some(bandwidth)) = bandwidth(pod.annotations) {
-            caps.insert("bandwidth".into(), bandwidth);
-        }
-        caps.insert(
-            "io.kubernetes.cri.pod-annotations".into(),
-            json!(pod.annotations),
-        );
-        caps
-    }
-}
-
-/// The `bandwidth` capability from the pod's annotations, as containerd builds it: rates
-/// in bits/s from Kubernetes quantities ("10M", "1Gi"), bursts of `u32::MAX` bits. Values
-/// outside 1 kbit..1 Pbit are refused, as kubelet's `ExtractPodBandwidthResources` does.
-/// The error names the annotation.
-pub fn bandwidth(annotations: &BTreeMap<String, String>) -> Result<Option<Value>, String> {
-    let rate = |key: &str| -> Result<Option<u64>, String> {
-        let Some(text) = annotations.get(key) else {
-            return Ok(None);
-        };
-        let bits =
-            parse_quantity(text).map_err(|why| format!("annotation {key}={text:?}: {why}"))?;
-        if bits < 1_000 {
-            return Err(format!(
-                "annotation {key}={text:?}: unreasonably small (< 1kbit)"
-            ));
-        }
-        if bits > 1_000_000_000_000_000 {
-            return Err(format!(
-                "annotation {key}={text:?}: unreasonably large (> 1Pbit)"
-            ));
-        }
-        Ok(Some(bits as u64))
-    };
-    let ingress = rate(INGRESS_BANDWIDTH)?;
-    let egress = rate(EGRESS_BANDWIDTH)?;
-    if ingress.is_none() && egress.is_none() {
-        return Ok(None);
-    }
-    let mut bw = Map::new();
-    if let Some(r) = ingress {
-        bw.insert("ingressRate".into(), json!(r));
-        bw.insert("ingressBurst".into(), json!(u32::MAX));
-    }
-    if let Some(r) = egress {
-        bw.insert("egressRate".into(), json!(r));
-        bw.insert("egressBurst".into(), json!(u32::MAX));
-    }
-    Ok(Some(Value::Object(bw)))
-}
-
-/// A Kubernetes resource quantity (`<number><suffix>`: decimal SI `k M G T P E`, binary
-/// `Ki Mi Gi Ti Pi Ei`, `m` `u` `n`, or an exponent `e3`), rounded up to an integer like
-/// `Quantity.Value()`. Exact integer arithmetic, no floats.
-pub fn parse_quantity(text: &str) -> Result<u128, String> {
-    let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number = number.strip_prefix('+').unwrap_or(number);
-    if number.starts_with('-') {
-        return Err("must not be negative".into());
-    }
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err("not a quantity (e.g. 10M, 1Gi, 500k)".into());
-    }
-    // value = digits × 10^(pow10 − len(frac)) × 2^pow2
-    let all = format!("{int}{frac}");
-    let significant = all.trim_start_matches('0');
-    let digits: u128 = if significant.is_empty() {
-        0
-    } else {
-        significant
-            .parse()
-            .map_err(|_| "too many digits".to_string())?
-    };
-    let (pow10, pow2): (i32, u32) = match suffix {
-        "" => (0, 0),
-        "n" => (-9, 0),
-        "u" => (-6, 0),
-        "m" => (-3, 0),
-        "k" => (3, 0),
-        "M" => (6, 0),
-        "G" => (9, 0),
-        "T" => (12, 0),
-        "P" => (15, 0),
-        "E" => (18, 0),
-        "Ki" => (0, 10),
-        "Mi" => (0, 20),
-        "Gi" => (0, 30),
-        "Ti" => (0, 40),
-        "Pi" => (0, 50),
-        "Ei" => (0, 60),
-        e if e.starts_with(['e', 'E']) => (
-            e[1..].parse().map_err(|_| format!("bad exponent {e:?}"))?,
-            0,
-        ),
-        other => return Err(format!("unknown suffix {other:?}")),
-    };
-    let exp10 = pow10 - i32::try_from(frac.len()).map_err(|_| "too long".to_string())?;
-    if !(-60..=30).contains(&exp10) {
-        return Err("out of range".into());
-    }
-    let too_big = || "out of range".to_string();
-    let scaled = digits.checked_mul(1u128 << pow2).ok_or_else(too_big)?;
-    if exp10 >= 0 {
-        scaled
-            .checked_mul(10u128.pow(exp10.unsigned_abs()))
-            .ok_or_else(too_big)
-    } else {
-        let div = 10u128
-            .checked_pow(exp10.unsigned_abs())
-            .ok_or_else(too_big)?;
-        Ok(scaled.div_ceil(div))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_become_bits_like_kubernetes() {
-        for (text, want) in [
-            ("10M", 10_000_000u128),
-            ("1Gi", 1 << 30),
-            ("500k", 500_000),
-            ("1.5M", 1_500_000),
-            ("1.1k", 1_100),
-            ("100", 100),
-            ("2e3", 2_000),
-            ("1500m", 2),
-            ("0.5", 1),
-            ("1Ki", 1024),
-        ] {
-            assert_eq!(parse_quantity(text), Ok(want), "{text}");
-        }
-        for bad in ["", "M", "10X", "-1M", "1.2.3k", "abc", "10 M"] {
-            assert!(parse_quantity(bad).is_err(), "{bad:?} must be refused");
-        }
-    }
-
-    #[test]
-    fn bandwidth_capability_and_refusals_name_the_annotation() {
-        let mut ann = BTreeMap::new();
-        assert_eq!(bandwidth(&ann), Ok(None));
-        ann.insert(INGRESS_BANDWIDTH.to_string(), "10M".to_string());
-        assert_eq!(
-            bandwidth(&ann),
-            Ok(Some(
-                json!({"ingressRate": 10_000_000u64, "ingressBurst": u32::MAX})
-            ))
-        );
-        ann.insert(EGRESS_BANDWIDTH.to_string(), "1Gi".to_string());
-        assert_eq!(
-            bandwidth(&ann).unwrap().unwrap()["egressRate"],
-            json!(1u64 << 30)
-        );
-        ann.insert(EGRESS_BANDWIDTH.to_string(), "lots".to_string());
-        let err = bandwidth(&ann).unwrap_err();
-        assert!(err.contains(EGRESS_BANDWIDTH), "{err}");
-        ann.insert(EGRESS_BANDWIDTH.to_string(), "10".to_string());
-        assert!(bandwidth(&ann).unwrap_err().contains("small"));
-        ann.insert(EGRESS_BANDWIDTH.to_string(), "2P".to_string());
-        assert!(bandwidth(&ann).unwrap_err().contains("large"));
     }
 }

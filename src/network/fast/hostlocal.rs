@@ -39,6 +39,58 @@ pub struct Range {
     pub gateway: u128,
 }
 
+/// A range's subnet as host-local accepts it: a CIDR without host bits, with room for at
+/// least two addresses; its network as an integer, its prefix, and whether it is IPv6.
+fn parse_subnet(subnet: &str) -> Result<(u128, u8, bool), String> {
+    let (addr, prefix) = subnet
+        .split_once('/')
+        .ok_or_else(|| format!("subnet {subnet:?} is not a CIDR"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("subnet {subnet:?} is not a CIDR"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("subnet {subnet:?} is not a CIDR"))?;
+    let v6 = addr.is_ipv6();
+    let bits: u8 = if v6 { 128 } else { 32 };
+    if prefix > bits {
+        return Err(format!("subnet {subnet:?} has a bad prefix length"));
+    }
+    if prefix > bits - 2 {
+        return Err(format!("Network {subnet} too small to allocate from"));
+    }
+    let value = to_int(addr);
+    if value & host_mask(v6, prefix) != 0 {
+        return Err(format!("subnet {subnet} has host bits set"));
+    }
+    Ok((value, prefix, v6))
+}
+
+/// The host bits of a `prefix` in the family (the prefix is at most the family's length).
+fn host_mask(v6: bool, prefix: u8) -> u128 {
+    let bits: u8 = if v6 { 128 } else { 32 };
+    if bits - prefix == 128 {
+        u128::MAX
+    } else {
+        (1u128 << (bits - prefix)) - 1
+    }
+}
+
+/// An optional address of a range (`what` names the field), which must be of the subnet's
+/// family.
+fn address_in(what: &str, s: Option<&str>, v6: bool, subnet: &str) -> Result<Option<u128>, String> {
+    let Some(s) = s else {
+        return Ok(None);
+    };
+    let ip: IpAddr = s
+        .parse()
+        .map_err(|_| format!("{what} {s:?} is not an IP"))?;
+    if ip.is_ipv6() != v6 {
+        return Err(format!("{what} {s} is not in network {subnet}"));
+    }
+    Ok(Some(to_int(ip)))
+}
+
 impl Range {
     /// Parses and canonicalises one `ranges` entry the way host-local does.
     pub fn parse(
@@ -47,46 +99,9 @@ impl Range {
         end: Option<&str>,
         gateway: Option<&str>,
     ) -> Result<Range, String> {
-        let (addr, prefix) = subnet
-            .split_once('/')
-            .ok_or_else(|| format!("subnet {subnet:?} is not a CIDR"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("subnet {subnet:?} is not a CIDR"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .map_err(|_| format!("subnet {subnet:?} is not a CIDR"))?;
-        let v6 = addr.is_ipv6();
-        let bits: u8 = if v6 { 128 } else { 32 };
-        if prefix > bits {
-            return Err(format!("subnet {subnet:?} has a bad prefix length"));
-        }
-        if prefix > bits - 2 {
-            return Err(format!("Network {subnet} too small to allocate from"));
-        }
-        let value = to_int(addr);
-        let host_mask: u128 = if bits - prefix == 128 {
-            u128::MAX
-        } else {
-            (1u128 << (bits - prefix)) - 1
-        };
-        if value & host_mask != 0 {
-            return Err(format!("subnet {subnet} has host bits set"));
-        }
-        let parse_in = |what: &str, s: Option<&str>| -> Result<Option<u128>, String> {
-            match s {
-                None => Ok(None),
-                Some(s) => {
-                    let ip: IpAddr = s
-                        .parse()
-                        .map_err(|_| format!("{what} {s:?} is not an IP"))?;
-                    if ip.is_ipv6() != v6 {
-                        return Err(format!("{what} {s} is not in network {subnet}"));
-                    }
-                    Ok(Some(to_int(ip)))
-                }
-            }
-        };
+        let (value, prefix, v6) = parse_subnet(subnet)?;
+        let host_mask = host_mask(v6, prefix);
+        let parse_in = |what: &str, s: Option<&str>| address_in(what, s, v6, subnet);
         let in_subnet = |x: u128| x & !host_mask == value;
         let gateway = parse_in("gateway", gateway)?.unwrap_or(value + 1);
         let start = parse_in("rangeStart", start)?.unwrap_or(value + 1);
@@ -463,5 +478,61 @@ mod tests {
             err.to_string().contains("no IP addresses available"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn invalid_ranges_say_why() {
+        let cases = [
+            ("10.1.0.0", None, None, None, "is not a CIDR"),
+            ("10.1.0.0/x", None, None, None, "is not a CIDR"),
+            ("10.1.0.0/33", None, None, None, "bad prefix length"),
+            (
+                "10.1.0.0/31",
+                None,
+                None,
+                None,
+                "too small to allocate from",
+            ),
+            ("10.1.0.1/24", None, None, None, "has host bits set"),
+            (
+                "10.1.0.0/24",
+                Some("x"),
+                None,
+                None,
+                "rangeStart \"x\" is not an IP",
+            ),
+            (
+                "10.1.0.0/24",
+                Some("fd00::1"),
+                None,
+                None,
+                "is not in network",
+            ),
+            (
+                "10.1.0.0/24",
+                Some("10.2.0.1"),
+                None,
+                None,
+                "RangeStart not in",
+            ),
+            (
+                "10.1.0.0/24",
+                Some("10.1.0.9"),
+                Some("10.1.0.5"),
+                None,
+                "RangeEnd not in",
+            ),
+            (
+                "10.1.0.0/24",
+                None,
+                None,
+                Some("fd00::1"),
+                "gateway fd00::1 is not in",
+            ),
+        ];
+        for (subnet, start, end, gw, want) in cases {
+            let why = Range::parse(subnet, start, end, gw).expect_err(want);
+            assert!(why.contains(want), "{subnet} {start:?} {end:?}: {why}");
+        }
     }
 }

@@ -6,12 +6,15 @@
 //! Why iptables-restore and not nftables over netlink: the plugins write through iptables
 //! (nft backend here), and the state must be exactly theirs so that an exec'd DEL can remove
 //! what the fast path added and vice versa; rules written natively in nft would be foreign
-//! to `iptables -D`. One restore costs one process start (~2–3 ms) instead of the plugins'
-//! 6–20 iptables execs, and is atomic.
+//! to `iptables -D`. One restore is one process start instead of the plugins' 6–20
+//! iptables execs, and is atomic.
 //!
 //! The shared portmap chains (`CNI-HOSTPORT-*`) are created only when missing, like the
 //! plugin's `EnsureChain`/`InsertUnique`: for that the nat table is read once
 //! (`iptables-save -t nat`) per ADD that publishes ports.
+//!
+//! Every tool it runs gets a clean environment and [`TOOL_TIMEOUT`], past which it is killed
+//! and reaped. It never opens a netlink socket.
 
 use std::net::IpAddr;
 use std::process::Stdio;
@@ -65,6 +68,13 @@ fn line(op: &str, chain: &str, args: &[String]) -> String {
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
+}
+
+/// `args` then ipMasq's comment match, in the order the bridge plugin writes them.
+fn commented(args: &[&str], comment: &str) -> Vec<String> {
+    let mut out = s(args);
+    out.extend(s(&["-m", "comment", "--comment", comment]));
+    out
 }
 
 /// One published port, as portmap reads it from `runtimeConfig.portMappings`.
@@ -122,51 +132,11 @@ impl PodRules {
         };
         for (addr, prefix) in &self.masq {
             let cidr = format!("{addr}/{prefix}");
-            push_unique(
-                &mut rules,
-                line(
-                    "-A",
-                    &chain,
-                    &s(&[
-                        "-d",
-                        &cidr,
-                        "-j",
-                        "ACCEPT",
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                    ]),
-                ),
-            );
-            push_unique(
-                &mut rules,
-                line(
-                    "-A",
-                    &chain,
-                    &s(&[
-                        "!",
-                        "-d",
-                        multicast,
-                        "-j",
-                        "MASQUERADE",
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                    ]),
-                ),
-            );
-            let jump = s(&[
-                "-s",
-                &addr.to_string(),
-                "-j",
-                &chain,
-                "-m",
-                "comment",
-                "--comment",
-                &comment,
-            ]);
+            let accept = commented(&["-d", &cidr, "-j", "ACCEPT"], &comment);
+            push_unique(&mut rules, line("-A", &chain, &accept));
+            let masquerade = commented(&["!", "-d", multicast, "-j", "MASQUERADE"], &comment);
+            push_unique(&mut rules, line("-A", &chain, &masquerade));
+            let jump = commented(&["-s", &addr.to_string(), "-j", &chain], &comment);
             push_unique(&mut jumps, line("-A", "POSTROUTING", &jump));
         }
         (chain, rules, jumps)
@@ -184,70 +154,58 @@ impl PodRules {
             "dnat name: \"{}\" id: \"{}\"",
             self.network, self.container_id
         ));
-        let v6 = self.v6;
-        // Entry rules: multiport per protocol in sorted order, 15 ports per rule.
-        let mut protos: Vec<&str> = maps.iter().map(|m| m.protocol.as_str()).collect();
-        protos.sort_unstable();
-        protos.dedup();
-        let mut entries = Vec::new();
-        for proto in protos {
-            let ports: Vec<String> = maps
-                .iter()
-                .filter(|m| m.protocol == proto)
-                .map(|m| m.host_port.to_string())
-                .collect();
-            for chunk in ports.chunks(15) {
-                entries.push(s(&[
-                    "-m",
-                    "comment",
-                    "--comment",
-                    &comment,
-                    "-m",
-                    "multiport",
-                    "-p",
-                    proto,
-                    "--destination-ports",
-                    &chunk.join(","),
-                    "-j",
-                    &chain,
-                ]));
-            }
-        }
+        let entries = dnat_entries(maps, &comment, &chain);
         let container = format!("{addr}/{prefix}");
-        let mut rules = Vec::new();
-        for m in maps {
-            let mut base = s(&["-p", &m.protocol, "--dport", &m.host_port.to_string()]);
-            if !m.host_ip.is_empty() {
-                // Go's net.ParseIP of a bad string gives nil, which counts as IPv6 there.
-                let host = m.host_ip.parse::<IpAddr>().ok();
-                let host_v6 = host.is_none_or(|h| h.is_ipv6());
-                if host_v6 != v6 {
-                    continue;
-                }
-                if host.is_some_and(|h| !h.is_unspecified()) {
-                    base.extend(s(&["-d", &m.host_ip]));
-                }
-            }
-            if conf.snat {
-                let mut hairpin = base.clone();
-                hairpin.extend(s(&["-s", &container, "-j", SETMARK]));
-                rules.push(hairpin);
-                if !v6 {
-                    let mut local = base.clone();
-                    local.extend(s(&["-s", "127.0.0.1", "-j", SETMARK]));
-                    rules.push(local);
-                }
-            }
-            let to = if v6 {
-                format!("[{addr}]:{}", m.container_port)
-            } else {
-                format!("{addr}:{}", m.container_port)
-            };
-            let mut dnat = base;
-            dnat.extend(s(&["-j", "DNAT", "--to-destination", &to]));
-            rules.push(dnat);
-        }
+        let rules = maps
+            .iter()
+            .flat_map(|m| self.mapping_rules(conf, m, *addr, &container))
+            .collect();
         Some((chain, rules, entries))
+    }
+
+    /// One mapping's rules in the DN chain: with SNAT the hairpin mark (and, for IPv4, the
+    /// localhost mark), then the DNAT to the pod; none when its host IP is of the other
+    /// family.
+    fn mapping_rules(
+        &self,
+        conf: &PortmapConf,
+        m: &PortMap,
+        addr: IpAddr,
+        container: &str,
+    ) -> Vec<Vec<String>> {
+        let v6 = self.v6;
+        let mut base = s(&["-p", &m.protocol, "--dport", &m.host_port.to_string()]);
+        if !m.host_ip.is_empty() {
+            // Go's net.ParseIP of a bad string gives nil, which counts as IPv6 there.
+            let host = m.host_ip.parse::<IpAddr>().ok();
+            let host_v6 = host.is_none_or(|h| h.is_ipv6());
+            if host_v6 != v6 {
+                return Vec::new();
+            }
+            if host.is_some_and(|h| !h.is_unspecified()) {
+                base.extend(s(&["-d", &m.host_ip]));
+            }
+        }
+        let mut rules = Vec::new();
+        if conf.snat {
+            let mut hairpin = base.clone();
+            hairpin.extend(s(&["-s", container, "-j", SETMARK]));
+            rules.push(hairpin);
+            if !v6 {
+                let mut local = base.clone();
+                local.extend(s(&["-s", "127.0.0.1", "-j", SETMARK]));
+                rules.push(local);
+            }
+        }
+        let to = if v6 {
+            format!("[{addr}]:{}", m.container_port)
+        } else {
+            format!("{addr}:{}", m.container_port)
+        };
+        let mut dnat = base;
+        dnat.extend(s(&["-j", "DNAT", "--to-destination", &to]));
+        rules.push(dnat);
+        rules
     }
 
     /// The restore batch for ADD. `nat` is the current `iptables-save -t nat` (needed only
@@ -265,80 +223,10 @@ impl PodRules {
             (self.dnat_rules(), self.ports.as_ref())
         {
             let nat = nat.unwrap_or("");
-            let mark = 1u32 << conf.mark_bit;
-            let mark_def = format!("{mark:#x}/{mark:#x}");
             if conf.snat {
-                if !has_chain(nat, SETMARK) {
-                    decls.push(format!(":{SETMARK} - [0:0]"));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with(&format!("-A {SETMARK} ")) && l.contains("--set-xmark"))
-                {
-                    body.push(line(
-                        "-A",
-                        SETMARK,
-                        &s(&[
-                            "-m",
-                            "comment",
-                            "--comment",
-                            "CNI portfwd masquerade mark",
-                            "-j",
-                            "MARK",
-                            "--set-xmark",
-                            &mark_def,
-                        ]),
-                    ));
-                }
-                if !has_chain(nat, MASQ) {
-                    decls.push(format!(":{MASQ} - [0:0]"));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with(&format!("-A {MASQ} ")) && l.contains(&mark_def))
-                {
-                    body.push(line(
-                        "-A",
-                        MASQ,
-                        &s(&["-m", "mark", "--mark", &mark_def, "-j", "MASQUERADE"]),
-                    ));
-                }
-                if !nat
-                    .lines()
-                    .any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&format!("-j {MASQ}")))
-                {
-                    body.push(line(
-                        "-I",
-                        "POSTROUTING",
-                        &s(&[
-                            "1",
-                            "-m",
-                            "comment",
-                            "--comment",
-                            "CNI portfwd requiring masquerade",
-                            "-j",
-                            MASQ,
-                        ]),
-                    ));
-                }
+                ensure_snat_chains(nat, conf.mark_bit, &mut decls, &mut body);
             }
-            if !has_chain(nat, TOP_DNAT) {
-                decls.push(format!(":{TOP_DNAT} - [0:0]"));
-            }
-            for entry in ["PREROUTING", "OUTPUT"] {
-                let present = nat.lines().any(|l| {
-                    l.starts_with(&format!("-A {entry} "))
-                        && l.contains("--dst-type LOCAL")
-                        && l.ends_with(&format!("-j {TOP_DNAT}"))
-                });
-                if !present {
-                    body.push(line(
-                        "-A",
-                        entry,
-                        &s(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT]),
-                    ));
-                }
-            }
+            ensure_dnat_chain(nat, &mut decls, &mut body);
             decls.push(format!(":{chain} - [0:0]"));
             for r in rules {
                 body.push(line("-A", &chain, &r));
@@ -379,6 +267,122 @@ impl PodRules {
     /// Whether ADD needs to see the nat table first (to create shared chains once).
     pub fn needs_current(&self) -> bool {
         self.dnat_rules().is_some()
+    }
+}
+
+/// portmap's entry rules into a pod's DN chain: multiport per protocol in sorted order, 15
+/// ports per rule.
+fn dnat_entries(maps: &[PortMap], comment: &str, chain: &str) -> Vec<Vec<String>> {
+    let mut protos: Vec<&str> = maps.iter().map(|m| m.protocol.as_str()).collect();
+    protos.sort_unstable();
+    protos.dedup();
+    let mut entries = Vec::new();
+    for proto in protos {
+        let ports: Vec<String> = maps
+            .iter()
+            .filter(|m| m.protocol == proto)
+            .map(|m| m.host_port.to_string())
+            .collect();
+        for chunk in ports.chunks(15) {
+            entries.push(s(&[
+                "-m",
+                "comment",
+                "--comment",
+                comment,
+                "-m",
+                "multiport",
+                "-p",
+                proto,
+                "--destination-ports",
+                &chunk.join(","),
+                "-j",
+                chain,
+            ]));
+        }
+    }
+    entries
+}
+
+/// portmap's shared SNAT chains, as its `EnsureChain`/`InsertUnique` leave them: SETMARK
+/// marking with `mark_bit`, MASQ masquerading what is marked, and POSTROUTING's jump to
+/// MASQ first; each chain and rule is added only when `nat` lacks it.
+fn ensure_snat_chains(nat: &str, mark_bit: u32, decls: &mut Vec<String>, body: &mut Vec<String>) {
+    let mark = 1u32 << mark_bit;
+    let mark_def = format!("{mark:#x}/{mark:#x}");
+    if !has_chain(nat, SETMARK) {
+        decls.push(format!(":{SETMARK} - [0:0]"));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with(&format!("-A {SETMARK} ")) && l.contains("--set-xmark"))
+    {
+        body.push(line(
+            "-A",
+            SETMARK,
+            &s(&[
+                "-m",
+                "comment",
+                "--comment",
+                "CNI portfwd masquerade mark",
+                "-j",
+                "MARK",
+                "--set-xmark",
+                &mark_def,
+            ]),
+        ));
+    }
+    if !has_chain(nat, MASQ) {
+        decls.push(format!(":{MASQ} - [0:0]"));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with(&format!("-A {MASQ} ")) && l.contains(&mark_def))
+    {
+        body.push(line(
+            "-A",
+            MASQ,
+            &s(&["-m", "mark", "--mark", &mark_def, "-j", "MASQUERADE"]),
+        ));
+    }
+    if !nat
+        .lines()
+        .any(|l| l.starts_with("-A POSTROUTING ") && l.ends_with(&format!("-j {MASQ}")))
+    {
+        body.push(line(
+            "-I",
+            "POSTROUTING",
+            &s(&[
+                "1",
+                "-m",
+                "comment",
+                "--comment",
+                "CNI portfwd requiring masquerade",
+                "-j",
+                MASQ,
+            ]),
+        ));
+    }
+}
+
+/// portmap's shared DNAT chain and the PREROUTING and OUTPUT jumps to it for local
+/// destinations, each added only when `nat` lacks it.
+fn ensure_dnat_chain(nat: &str, decls: &mut Vec<String>, body: &mut Vec<String>) {
+    if !has_chain(nat, TOP_DNAT) {
+        decls.push(format!(":{TOP_DNAT} - [0:0]"));
+    }
+    for entry in ["PREROUTING", "OUTPUT"] {
+        let present = nat.lines().any(|l| {
+            l.starts_with(&format!("-A {entry} "))
+                && l.contains("--dst-type LOCAL")
+                && l.ends_with(&format!("-j {TOP_DNAT}"))
+        });
+        if !present {
+            body.push(line(
+                "-A",
+                entry,
+                &s(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", TOP_DNAT]),
+            ));
+        }
     }
 }
 
@@ -452,8 +456,8 @@ fn programs(v6: bool) -> (&'static str, &'static str) {
 /// How long one iptables tool may run before it is killed. These run while the sandbox lock
 /// and the GC gate are held, so a wedged tool must not hold them forever. `-w` makes
 /// restore wait for the xtables lock for as long as another writer holds it (kube-proxy's
-/// or the plugins' restores take well under a second); 10 s leaves that wait ample room
-/// and still frees the lock if the tool hangs.
+/// or the plugins' restores are short); 10 s leaves that wait ample room and still frees
+/// the lock if the tool hangs.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one iptables tool with a clean environment (only `PATH`), feeding `stdin` when given
@@ -555,8 +559,17 @@ pub async fn is_nf_tables(v6: bool, path_env: &str) -> bool {
 
 /// `iptables-save -t nat` for one family.
 pub async fn save_nat(v6: bool, path_env: &str) -> Result<String, IptablesError> {
+    save_nat_within(v6, path_env, TOOL_TIMEOUT).await
+}
+
+/// [`save_nat`] with its timeout given (the tests use a short one).
+pub(crate) async fn save_nat_within(
+    v6: bool,
+    path_env: &str,
+    timeout: Duration,
+) -> Result<String, IptablesError> {
     let program = programs(v6).1;
-    let out = run_tool(program, &["-t", "nat"], None, path_env, TOOL_TIMEOUT).await?;
+    let out = run_tool(program, &["-t", "nat"], None, path_env, timeout).await?;
     let out = check_status(program, out)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -625,16 +638,19 @@ mod tests {
         };
         let add = rules.add_batch(Some(""));
         assert!(add.contains(":CNI-HOSTPORT-DNAT - [0:0]"), "{add}");
-        assert!(add.contains("-I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ"), "{add}");
+        let masq_jump =
+            "-I POSTROUTING 1 -m comment --comment \"CNI portfwd requiring masquerade\" \
+                         -j CNI-HOSTPORT-MASQ";
+        assert!(add.contains(masq_jump), "{add}");
         let del = rules.del_batch();
         assert!(del.contains("-D POSTROUTING -s 10.1.0.2 -j CNI-"), "{del}");
         assert!(del.contains("-X CNI-DN-"), "{del}");
     }
 
-    /// A stand-in `iptables-restore` that records its pid and then hangs.
-    fn hanging_restore(dir: &std::path::Path) -> std::path::PathBuf {
+    /// A stand-in iptables tool `name` that records its pid and then hangs.
+    fn hanging_tool(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         let pid_file = dir.join("pid");
-        let script = dir.join("iptables-restore");
+        let script = dir.join(name);
         let body = format!(
             "#!/bin/sh\necho $$ > {}\nexec sleep 1000\n",
             pid_file.display()
@@ -643,15 +659,17 @@ mod tests {
         pid_file
     }
 
-    #[tokio::test]
-    async fn a_hanging_restore_is_killed_and_reaped() {
+    /// Runs `call` (given a PATH and a short timeout) against a hanging stand-in `tool`: it
+    /// must fail as timed out, and the stand-in must be killed and reaped.
+    async fn assert_hanging_tool_is_killed<T, Fut>(tool: &str, call: impl FnOnce(String) -> Fut)
+    where
+        T: std::fmt::Debug,
+        Fut: std::future::Future<Output = Result<T, IptablesError>>,
+    {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pid_file = hanging_restore(dir.path());
+        let pid_file = hanging_tool(dir.path(), tool);
         let path_env = format!("{}:/usr/bin:/bin", dir.path().display());
-        let timeout = Duration::from_millis(300);
-        let err = restore_within(false, "*nat\nCOMMIT\n", &path_env, timeout)
-            .await
-            .expect_err("a hanging tool must fail");
+        let err = call(path_env).await.expect_err("a hanging tool must fail");
         assert!(err.to_string().contains("timed out"), "{err}");
         let pid = std::fs::read_to_string(&pid_file).expect("pid written");
         let proc_dir = format!("/proc/{}", pid.trim());
@@ -662,5 +680,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{proc_dir} still exists: the tool was not killed and reaped");
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_hanging_restore_is_killed_and_reaped() {
+        assert_hanging_tool_is_killed("iptables-restore", |path_env| async move {
+            restore_within(false, "*nat\nCOMMIT\n", &path_env, SHORT).await
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_hanging_save_is_killed_and_reaped() {
+        assert_hanging_tool_is_killed("iptables-save", |path_env| async move {
+            save_nat_within(false, &path_env, SHORT).await
+        })
+        .await;
     }
 }

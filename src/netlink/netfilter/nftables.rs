@@ -7,23 +7,22 @@
 //!   `iptables-restore` lines the fast path's `rules.rs` writes (checked against them by
 //!   `tests/fastpath.rs`); portmap's rules and IPv6 stay with `iptables-restore`.
 //!
-//! Why not `iptables-restore`: its process start (~3 ms), and an iptables-nft process that
-//! deleted rules pays for the kernel's cleanup of the transaction when it closes its netlink
-//! socket (10–16 ms measured on this machine's 6.18 kernel, `strace -T` showing `close`),
+//! Why not `iptables-restore`: its process start, and an iptables-nft process that deleted
+//! rules pays for the kernel's cleanup of the transaction when it closes its netlink socket,
 //! while crisp keeps one socket open and returns as soon as the transaction is acknowledged.
-//! The kernel still does that cleanup after an RCU grace period, and the next transaction
-//! that comes before it is done waits for it (measured: ~9 ms for an ADD right after a
-//! DEL, 0.2 ms 60 ms later).
+//! The kernel still does that cleanup after an RCU grace period, and a transaction that comes
+//! before it is done waits for it (the figures are in docs/performance.md).
 //!
-//! Blocking: call it from a blocking thread.
+//! It owns the nf_tables message shapes only: which chains and addresses, and when netlink is
+//! used at all, are the fast path's to decide. Blocking: call it from a blocking thread.
 
 use std::io;
 
-use super::ip;
-use super::netfilter::{
+use super::{
     attribute, attributes, put_attr, put_str, str_attribute, Message, NfSocket, NLA_F_NESTED,
     NLM_F_ACK, NLM_F_DUMP,
 };
+use crate::netlink::ip;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -201,49 +200,17 @@ pub fn add_masq_v4(
         return Err(io::Error::other("comment longer than iptables allows"));
     }
     let family = NFPROTO_IPV4;
-    let mut batch = Vec::new();
     let mut attrs = Vec::new();
     put_str(&mut attrs, NFTA_CHAIN_TABLE, NAT);
     put_str(&mut attrs, NFTA_CHAIN_NAME, chain);
-    batch.push(Message::request(
+    let mut batch = vec![Message::request(
         NFNL_SUBSYS_NFTABLES,
         NFT_MSG_NEWCHAIN,
         NLM_F_ACK | NLM_F_CREATE,
         family,
         attrs,
-    ));
-    let multicast = ([224, 0, 0, 0], 4);
-    let mut in_chain: Vec<Vec<u8>> = Vec::new();
-    let mut jumps: Vec<Vec<u8>> = Vec::new();
-    for (addr, prefix) in addrs {
-        let subnet = ip::network_v4(*addr, *prefix).octets();
-        let accept = [
-            v4_match(16, subnet, *prefix, NFT_CMP_EQ),
-            vec![comment_match(comment), counter(), verdict(NF_ACCEPT, None)],
-        ]
-        .concat()
-        .concat();
-        let masquerade = [
-            v4_match(16, multicast.0, multicast.1, NFT_CMP_NEQ),
-            vec![comment_match(comment), counter(), masquerade_v4()],
-        ]
-        .concat()
-        .concat();
-        let jump = [
-            v4_match(12, addr.octets(), 32, NFT_CMP_EQ),
-            vec![
-                comment_match(comment),
-                counter(),
-                verdict(NFT_JUMP, Some(chain)),
-            ],
-        ]
-        .concat()
-        .concat();
-        // AppendUnique, as the plugin: a second address adds only what is new.
-        push_unique(&mut in_chain, accept);
-        push_unique(&mut in_chain, masquerade);
-        push_unique(&mut jumps, jump);
-    }
+    )];
+    let (in_chain, jumps) = masq_rules_v4(chain, comment, addrs);
     for (target, exprs) in in_chain
         .iter()
         .map(|e| (chain, e))
@@ -262,6 +229,50 @@ pub fn add_masq_v4(
         ));
     }
     transaction(socket, batch)
+}
+
+/// The expressions of ipMasq's rules: those in the pod's chain (per address, the ACCEPT of
+/// its subnet and the MASQUERADE of all but multicast) and POSTROUTING's jumps (per
+/// address), each rule once (AppendUnique, as the plugin: a second address adds only what is
+/// new).
+fn masq_rules_v4(
+    chain: &str,
+    comment: &str,
+    addrs: &[(std::net::Ipv4Addr, u8)],
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let multicast = ([224, 0, 0, 0], 4);
+    let mut in_chain: Vec<Vec<u8>> = Vec::new();
+    let mut jumps: Vec<Vec<u8>> = Vec::new();
+    for (addr, prefix) in addrs {
+        let subnet = ip::network_v4(*addr, *prefix).octets();
+        let accept = rule_exprs(
+            v4_match(16, subnet, *prefix, NFT_CMP_EQ),
+            comment,
+            verdict(NF_ACCEPT, None),
+        );
+        let masquerade = rule_exprs(
+            v4_match(16, multicast.0, multicast.1, NFT_CMP_NEQ),
+            comment,
+            masquerade_v4(),
+        );
+        let jump = rule_exprs(
+            v4_match(12, addr.octets(), 32, NFT_CMP_EQ),
+            comment,
+            verdict(NFT_JUMP, Some(chain)),
+        );
+        push_unique(&mut in_chain, accept);
+        push_unique(&mut in_chain, masquerade);
+        push_unique(&mut jumps, jump);
+    }
+    (in_chain, jumps)
+}
+
+/// One rule's expressions as iptables-nft writes them: the address match, the comment
+/// match, a counter, then `last` (a verdict or the MASQUERADE target).
+fn rule_exprs(address_match: Vec<Vec<u8>>, comment: &str, last: Vec<u8>) -> Vec<u8> {
+    [address_match, vec![comment_match(comment), counter(), last]]
+        .concat()
+        .concat()
 }
 
 fn push_unique(rules: &mut Vec<Vec<u8>>, rule: Vec<u8>) {

@@ -6,11 +6,12 @@
 //! UDP entries by original destination port in user space, and deletes each; failures are
 //! the caller's to log (the plugin treats them as informative only).
 //!
-//! Blocking ([`super::nfnetlink`]): call it from a blocking thread.
+//! It deletes only what it is asked to (UDP to one port, in the caller's namespace) and never
+//! decides when; blocking ([`super::NfSocket`]): call it from a blocking thread.
 
 use std::io;
 
-use super::netfilter::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
+use super::{attribute, Message, NfSocket, NLM_F_ACK, NLM_F_DUMP};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;

@@ -1,7 +1,19 @@
-//! A blocking `NETLINK_NETFILTER` socket in crisp's (the node's) namespace, and netlink
-//! attribute reading: what [`super::conntrack`] (ctnetlink) and [`super::nftables`] share.
-//! Messages are built by hand (header, nfgenmsg, attributes): the few the fast path sends
-//! are fixed, and no maintained crate covers both subsystems. Call from a blocking thread.
+//! The netfilter families over one blocking `NETLINK_NETFILTER` socket in the caller's (the
+//! node's) namespace: the socket and the attribute codec here, nf_tables transactions in
+//! [`nftables`], conntrack deletes in [`conntrack`]. One folder, because both are messages on
+//! this one socket and share its codec; nothing outside it opens the socket. It never decides
+//! which rules a pod needs (the fast path's `rules.rs` does) and never spawns a tool. Call it
+//! from a blocking thread.
+//!
+//! Messages are built by hand. `netlink-packet-netfilter` 0.4.0 (MIT, pure Rust, on the
+//! netlink-packet-core 0.9 crisp already builds) types batches, chain and rule messages with
+//! payload/cmp/bitwise/immediate, and ctnetlink GET/DELETE by tuple, but not the `counter`,
+//! xt `match` and xt `target` expressions iptables-nft writes (raw `Expressions::Other` only):
+//! it fits DEL and conntrack, not [`nftables::add_masq_v4`]. `rustables` 0.9.0 is GPL-3.0,
+//! runs bindgen (libclang) to build, and has neither xt expressions nor conntrack.
+
+pub mod conntrack;
+pub mod nftables;
 
 use std::cell::Cell;
 use std::io;
