@@ -3,10 +3,10 @@
 //! rtnetlink, never by exec'ing `ip`.
 //!
 //! [`NodeLinks`] holds ONE rtnetlink connection in crisp's (the node's) namespace, opened on
-//! first use and reused by every ADD. The pod side runs on a dedicated thread that joined
-//! the pod's namespace ([`crate::netns::run_in`]) with a netlink socket of its own, since a
-//! netlink socket acts in the namespace it was opened in. It takes plain names and addresses;
-//! what a pod gets is the caller's to decide.
+//! first use and reused by every ADD. The pod side ([`configure_pod_here`]) is for a thread
+//! the caller moved into the pod's namespace (`netns::run_in`): it opens a netlink socket of
+//! its own there, since a netlink socket acts in the namespace it was opened in. It takes
+//! plain names and addresses; what a pod gets is the caller's to decide.
 
 use std::io;
 use std::net::IpAddr;
@@ -504,26 +504,13 @@ pub struct PodConfig {
 
 /// The pod's side of `cmdAdd`, run inside the pod's namespace: accept_dad=0, arp_notify=1,
 /// IPv6 enabled on lo and the interface when it gets an IPv6 address, the addresses, the
-/// link up, the routes (`ipam.ConfigureIface`). Returns the interface's MAC.
-pub async fn configure_pod(netns: &Path, conf: PodConfig) -> io::Result<String> {
-    crate::netns::run_in(netns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()?;
-        rt.block_on(configure_here(conf))
-    })
-    .await
-}
-
-async fn configure_here(conf: PodConfig) -> io::Result<String> {
+/// link up, the routes (`ipam.ConfigureIface`). Returns the interface's MAC. Runs on the
+/// calling thread, in its namespace: the caller has moved it into the pod's.
+pub fn configure_pod_here(conf: PodConfig) -> io::Result<String> {
     let ifname = &conf.ifname;
     let _ = sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0");
     let _ = sysctl(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-    let (conn, handle, _) = rtnetlink::new_connection()?;
-    let conn = tokio::spawn(conn);
-    let result = configure_link(&handle, &conf).await;
-    conn.abort();
-    result
+    super::one_shot::on_this_thread(|handle| async move { configure_link(&handle, &conf).await })
 }
 
 /// A netlink failure inside the pod's namespace as an `io::Error` saying what was done.

@@ -122,16 +122,14 @@ impl FastPath {
         routes: &[Route],
     ) -> Result<String, CniError> {
         let net = &plan.network;
-        let container_mac = route::configure_pod(
-            netns,
-            route::PodConfig {
-                ifname: rt.ifname.clone(),
-                addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
-                routes: with_gateways(routes, allocs),
-            },
-        )
-        .await
-        .map_err(|e| in_process_error(net, "bridge", "ADD", e))?;
+        let conf = route::PodConfig {
+            ifname: rt.ifname.clone(),
+            addrs: allocs.iter().map(|a| (a.ip, a.prefix)).collect(),
+            routes: with_gateways(routes, allocs),
+        };
+        let container_mac = crate::netns::run_in(netns, move || route::configure_pod_here(conf))
+            .await
+            .map_err(|e| in_process_error(net, "bridge", "ADD", e))?;
         if plan.is_gateway {
             self.add_gateways(net, bridge, allocs).await?;
         }
