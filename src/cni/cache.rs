@@ -30,7 +30,7 @@ pub struct CacheEntry {
     pub result: Option<Value>,
 }
 
-pub const CACHE_KIND: &str = "cniCacheV1";
+const CACHE_KIND: &str = "cniCacheV1";
 
 impl CacheEntry {
     /// The entry written before ADD runs: the list as loaded, the attachment's ids, its
@@ -78,9 +78,8 @@ impl Cache {
         })
     }
 
-    /// The raw write behind [`Cache::store`], kept public only until the fast path calls
-    /// `store`.
-    pub fn save(&self, entry: &CacheEntry) -> std::io::Result<()> {
+    /// The raw write behind [`Cache::store`].
+    fn save(&self, entry: &CacheEntry) -> std::io::Result<()> {
         modes::create_dir_all(&self.dir, modes::PRIVATE_DIR)?;
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let tmp = path.with_extension("tmp");

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::hostlocal::{Allocation, Store};
 use super::plan::{port_maps, FastPlan};
 use super::rules::{self, PortMap};
-use super::{in_process_error, save, FastPath};
+use super::{in_process_error, FastPath};
 use crate::cni::result::parse_result;
 use crate::cni::{Cache, CacheEntry, CniError, CniResult, NetworkConfigList, RuntimeConf};
 use crate::netlink::netfilter::{conntrack, nftables};
@@ -43,9 +43,9 @@ impl FastPath {
             .netns
             .clone()
             .ok_or_else(|| in_process_error(net, "bridge", "ADD", "no network namespace"))?;
-        let mut entry = cache_entry(list, rt, &netns);
+        let mut entry = CacheEntry::new(list, rt);
         let mut steps = crate::clock::Steps::start();
-        save(cache, &entry)?;
+        cache.store(&entry)?;
         steps.mark("cache");
         let maps = add_port_maps(plan, rt)?;
         let (bridge, host) = self.add_links(plan, &netns, &rt.ifname).await?;
@@ -80,7 +80,7 @@ impl FastPath {
         let (json, parsed) = versioned_result(net, list, interfaces, &allocs, &routes)?;
         steps.mark("portmap, result");
         entry.result = Some(json);
-        save(cache, &entry)?;
+        cache.store(&entry)?;
         steps.mark("cache");
         tracing::debug!(
             network = %net, container_id = %rt.container_id,
@@ -295,21 +295,6 @@ impl FastPath {
             .collect();
         self.with_nat_socket(move |socket| nftables::add_masq_v4(socket, &chain, &comment, &addrs))
             .await
-    }
-}
-
-/// The cache entry as the exec path writes it before the first plugin runs.
-fn cache_entry(list: &NetworkConfigList, rt: &RuntimeConf, netns: &Path) -> CacheEntry {
-    CacheEntry {
-        kind: crate::cni::cache::CACHE_KIND.to_string(),
-        container_id: rt.container_id.clone(),
-        network_name: list.name.clone(),
-        if_name: rt.ifname.clone(),
-        netns: netns.display().to_string(),
-        config: list.json.clone(),
-        cni_args: rt.args.clone(),
-        capability_args: rt.capability_args.clone(),
-        result: None,
     }
 }
 

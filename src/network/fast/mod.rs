@@ -27,7 +27,7 @@ pub mod rules;
 
 use std::sync::{Arc, Mutex};
 
-use crate::cni::{Cache, CacheEntry, CniError};
+use crate::cni::CniError;
 use crate::netlink::netfilter::NfSocket;
 use crate::netlink::route::NodeLinks;
 pub use plan::{plan, FastPlan, Unsupported};
@@ -102,11 +102,4 @@ impl FastPath {
         .await
         .map_err(std::io::Error::other)?
     }
-}
-
-fn save(cache: &Cache, entry: &CacheEntry) -> Result<(), CniError> {
-    cache.save(entry).map_err(|source| CniError::Cache {
-        path: cache.path(&entry.network_name, &entry.container_id, &entry.if_name),
-        source,
-    })
 }
