@@ -169,14 +169,6 @@ impl PodNetwork {
         self.conf_dir.is_watched()
     }
 
-    pub fn cni(&self) -> &Cni {
-        &self.cni
-    }
-
-    pub fn conf_dir(&self) -> &Path {
-        self.conf_dir.dir()
-    }
-
     pub fn set_pod_cidr(&self, cidr: Option<String>) {
         *self.pod_cidr.write().unwrap_or_else(|p| p.into_inner()) = cidr;
     }
