@@ -3,17 +3,21 @@
 //! One `RunPodSandbox` flows like this:
 //!
 //! ```text
-//! kubelet / crictl / grpcurl ── gRPC over the Unix socket
-//!   server/   proto → domain, one log line per call, Error → tonic::Status
-//!   sandbox/  reserve name → record "creating" → netns → CNI ADD → record "ready"
-//!             (rolled back in reverse order on any failure)
-//!     ├─ netns/  create / pin / remove network namespaces on dedicated OS threads
-//!     ├─ cni/    load the network list, exec each plugin, chain prevResult, cache
-//!     └─ store   one JSON record per sandbox, written atomically, read back on start
+//! kubelet / crictl / grpcurl / grpcio ── gRPC over the Unix socket
+//!   server/    proto → domain, one log line per call, Error → tonic::Status
+//!   sandbox/   reserve name → record "creating" → netns → network attach → record "ready"
+//!              (rolled back in reverse order on any failure; store, recovery, events)
+//!     ├─ netns/    create / pin / remove namespaces on dedicated OS threads, sysctls
+//!     ├─ network/  the one seam: attach, detach, check, readiness, gc (STATUS/GC tasks)
+//!     │    ├─ cni/   the exec'd CNI chain: conf, exec, chain prevResult, cache
+//!     │    └─ fast/  the opt-in in-process bridge + host-local + portmap
+//!     └─ nri/      node plugins told of pod events (when enabled)
+//!   netlink/   every rtnetlink / nf_tables / conntrack socket (a leaf)
 //! ```
 //!
-//! Stop is the mirror (CNI DEL in reverse order with the cached result, then the
-//! namespace goes), Remove deletes the record, Status and List read the in-memory index.
+//! Stop is the mirror (detach with the cached result, then unpin), Remove deletes the
+//! record, Status and List read the in-memory index. `clock`, `error`, `config`, `netlink`,
+//! `netns` and `cni` are leaves or near-leaves: no module imports one above it.
 
 pub mod clock;
 pub mod cni;

@@ -11,10 +11,10 @@
 //!   (the namespace is created meanwhile: it does not outlive a power cut, and a pin no
 //!   record names is removed by recovery): it is the one record whose loss in a power cut
 //!   could leave state that outlives a reboot (host-local's IP files on disk) with nothing
-//!   naming it. After a reboot the pod
-//!   namespaces are gone anyway, so any later record that a power cut rolls back (ready,
-//!   stopping, not_ready, or a deleted record coming back) is repaired by recovery: a sandbox
-//!   whose namespace is gone is torn down with CNI DEL, which plugins must tolerate twice.
+//!   naming it. After a reboot the pod namespaces are gone anyway, so any later record that
+//!   a power cut rolls back (ready, stopping, not_ready, or a deleted record coming back) is
+//!   repaired by recovery: a sandbox whose namespace is gone is torn down with CNI DEL,
+//!   which plugins must tolerate twice.
 //!
 //! Records hold the pod's labels, annotations and config: `sandboxes/` is 0700 and each
 //! record is created 0600 (see `crate::modes`).

@@ -4,7 +4,7 @@
 //! handlers (the authority adapter, the in-flight count, the oversize rewrite) and [`Shared`],
 //! what every handler sees. tonic and the CRI proto stop here (outside `server/`, only
 //! `error.rs` names tonic, to map errors to codes). Handlers translate and delegate to
-//! `sandbox/`: nothing here names `cni::` or `fast::`, touches a namespace or writes a
+//! `sandbox/`: nothing here names the CNI or fast-path modules, touches a namespace or writes a
 //! record, and no handler picks a gRPC code for an error itself.
 
 pub mod authority;
