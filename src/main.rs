@@ -78,21 +78,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         telemetry::serve_metrics(addr)?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
     }
-    let system_path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_SYSTEM_PATH.to_string());
     let plugins = Arc::new(PluginTelemetry::default());
-    let cni = Cni::new(
-        config.cni_bin_dirs.clone(),
-        config.cni_plugin_timeout,
-        config.root.join("cni").join("results"),
-        system_path.clone(),
-    )
-    .with_observer(plugins.clone());
-    let network = PodNetwork::with_fast_path(
-        cni,
-        ConfDir::new(&config.cni_conf_dir),
-        config.cni_fast_path,
-        system_path,
-    );
+    let network = pod_network(&config, plugins.clone());
     let mut manager = SandboxManager::new(store, NetnsDir::new(&config.netns_dir), network);
     let recovery = manager.recover().await?;
     // NRI before CRI: the plugin dir's plugins have registered (or failed) before kubelet
@@ -120,11 +107,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
         recovery,
         plugin_timings: plugins,
     });
-    tokio::spawn(collect_garbage(shared.clone()));
-    if let Some(every) = shared.config.cni_check_interval {
-        let shared = shared.clone();
-        tokio::spawn(async move { crisp::sandbox::checker::run(&shared.manager, every).await });
-    }
+    start_background_tasks(&shared);
     // Connections queue on the bound socket from here on, so systemd may start kubelet.
     let notify_socket = std::env::var("NOTIFY_SOCKET").ok();
     if let Err(e) = crisp::systemd::notify_ready(notify_socket.as_deref()) {
@@ -139,6 +122,33 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sy
     }
     tracing::info!("crisp stopped; sandboxes are kept for the next start");
     Ok(())
+}
+
+/// The CNI chain (plugin timings reported to `plugins`), the conf dir and the fast path.
+fn pod_network(config: &Config, plugins: Arc<PluginTelemetry>) -> PodNetwork {
+    let system_path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_SYSTEM_PATH.to_string());
+    let cni = Cni::new(
+        config.cni_bin_dirs.clone(),
+        config.cni_plugin_timeout,
+        config.root.join("cni").join("results"),
+        system_path.clone(),
+    )
+    .with_observer(plugins);
+    PodNetwork::with_fast_path(
+        cni,
+        ConfDir::new(&config.cni_conf_dir),
+        config.cni_fast_path,
+        system_path,
+    )
+}
+
+/// The GC pass and, when configured, the network checker: off every call's path.
+fn start_background_tasks(shared: &Arc<Shared>) {
+    tokio::spawn(collect_garbage(shared.clone()));
+    if let Some(every) = shared.config.cni_check_interval {
+        let shared = shared.clone();
+        tokio::spawn(async move { crisp::sandbox::checker::run(&shared.manager, every).await });
+    }
 }
 
 async fn start_nri(
