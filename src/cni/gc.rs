@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::chain::{cached_list, AttachmentVars};
 use super::version::CniVersion;
-use super::{Cni, CniError, NetworkConfigList, PluginConf, RuntimeConf};
+use super::{CacheEntry, Cni, CniError, NetworkConfigList, PluginConf, RuntimeConf};
 
 /// An attachment still in use, as GC's `cni.dev/valid-attachments` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -102,17 +102,10 @@ impl Cni {
     /// first half), with the config it was made with, unless that config sets `disableGC`.
     pub async fn delete_stale(&self, valid: &[Attachment]) -> StaleReport {
         let mut report = StaleReport::default();
-        let cache = self.cache.clone();
-        let entries = match tokio::task::spawn_blocking(move || cache.list()).await {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(e)) => {
-                report
-                    .failed
-                    .push(format!("listing {}: {e}", self.cache.dir().display()));
-                return report;
-            }
-            Err(e) => {
-                report.failed.push(format!("listing the CNI cache: {e}"));
+        let entries = match self.cached_entries().await {
+            Ok(entries) => entries,
+            Err(why) => {
+                report.failed.push(why);
                 return report;
             }
         };
@@ -131,37 +124,51 @@ impl Cni {
                 report.kept_disable_gc.push(attachment);
                 continue;
             }
-            let netns =
-                Some(PathBuf::from(&entry.netns)).filter(|p| !entry.netns.is_empty() && p.exists());
-            let rt = RuntimeConf {
-                container_id: entry.container_id.clone(),
-                netns,
-                ifname: entry.if_name.clone(),
-                args: Vec::new(),
-                capability_args: Map::new(),
-            };
-            match self.del(&entry.network_name, &rt, None).await {
-                Ok(()) => {
-                    tracing::warn!(
-                        network = %entry.network_name,
-                        container_id = %entry.container_id,
-                        ifname = %entry.if_name,
-                        "tore down a cached CNI attachment that no sandbox owns"
-                    );
-                    report.deleted.push(attachment);
-                }
-                Err(e) => {
-                    tracing::error!(
-                        network = %entry.network_name,
-                        container_id = %entry.container_id,
-                        error = %e,
-                        "tearing down a stale CNI attachment failed"
-                    );
-                    report.failed.push(e.to_string());
-                }
+            match self.tear_down_cached(&entry).await {
+                Ok(()) => report.deleted.push(attachment),
+                Err(e) => report.failed.push(e.to_string()),
             }
         }
         report
+    }
+
+    /// Every entry of the CNI cache, read off the async workers; the error says what failed.
+    async fn cached_entries(&self) -> Result<Vec<CacheEntry>, String> {
+        let cache = self.cache.clone();
+        match tokio::task::spawn_blocking(move || cache.list()).await {
+            Ok(Ok(entries)) => Ok(entries),
+            Ok(Err(e)) => Err(format!("listing {}: {e}", self.cache.dir().display())),
+            Err(e) => Err(format!("listing the CNI cache: {e}")),
+        }
+    }
+
+    /// DEL of one cached attachment no sandbox owns, in its namespace if that still exists.
+    async fn tear_down_cached(&self, entry: &CacheEntry) -> Result<(), CniError> {
+        let netns =
+            Some(PathBuf::from(&entry.netns)).filter(|p| !entry.netns.is_empty() && p.exists());
+        let rt = RuntimeConf {
+            container_id: entry.container_id.clone(),
+            netns,
+            ifname: entry.if_name.clone(),
+            args: Vec::new(),
+            capability_args: Map::new(),
+        };
+        let outcome = self.del(&entry.network_name, &rt, None).await;
+        match &outcome {
+            Ok(()) => tracing::warn!(
+                network = %entry.network_name,
+                container_id = %entry.container_id,
+                ifname = %entry.if_name,
+                "tore down a cached CNI attachment that no sandbox owns"
+            ),
+            Err(e) => tracing::error!(
+                network = %entry.network_name,
+                container_id = %entry.container_id,
+                error = %e,
+                "tearing down a stale CNI attachment failed"
+            ),
+        }
+        outcome
     }
 }
 
