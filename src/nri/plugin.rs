@@ -134,6 +134,54 @@ pub struct Plugin {
     queue: Arc<tokio::sync::Mutex<Queue>>,
 }
 
+/// The identity RegisterPlugin gave, or why there is none (refused, closed, too late); the
+/// connection is closed where crisp gives up on it.
+async fn await_registration(
+    client: &Client,
+    registered: oneshot::Receiver<Result<Identity, String>>,
+    limit: Duration,
+) -> Result<Identity, String> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, registered) => match r {
+            Ok(Ok(Ok(identity))) => Ok(identity),
+            Ok(Ok(Err(refused))) => {
+                client.close().await;
+                Err(refused)
+            }
+            Ok(Err(_)) => Err("closed the connection before registering".into()),
+            Err(_) => {
+                client.close().await;
+                Err(format!("did not register within {limit:?}"))
+            }
+        },
+        () = client.closed() => Err("closed the connection before registering".into()),
+    }
+}
+
+/// Configure: the plugin's config and the runtime's identity and timeouts.
+async fn configure(
+    client: &Client,
+    identity: &Identity,
+    config: String,
+    runtime: &Runtime,
+    timeouts: &Timeouts,
+) -> Result<ConfigureResponse, String> {
+    let request = ConfigureRequest {
+        config,
+        runtime_name: runtime.name.clone(),
+        runtime_version: runtime.version.clone(),
+        registration_timeout: millis(timeouts.registration),
+        request_timeout: millis(timeouts.request),
+        nri_version: NRI_VERSION.to_string(),
+    };
+    let bytes = client
+        .call(PLUGIN_SERVICE, "Configure", &request, timeouts.request)
+        .await
+        .map_err(|e| format!("{identity}: Configure: {e}"))?;
+    ConfigureResponse::decode(bytes.as_slice())
+        .map_err(|e| format!("{identity}: Configure answer: {e}"))
+}
+
 impl Plugin {
     /// NRI's handshake on `stream`: wait for RegisterPlugin, then Configure with the config
     /// `config_of` gives for the registered identity. The returned guard holds the plugin's
@@ -151,37 +199,9 @@ impl Plugin {
         let client = Client::new(writer.clone(), mux::PLUGIN_CONN, inbound.plugin);
         let (registered_tx, registered) = oneshot::channel();
         tokio::spawn(serve_runtime(writer, inbound.runtime, registered_tx));
-        let identity = tokio::select! {
-            r = tokio::time::timeout(timeouts.registration, registered) => match r {
-                Ok(Ok(Ok(identity))) => identity,
-                Ok(Ok(Err(refused))) => {
-                    client.close().await;
-                    return Err(refused);
-                }
-                Ok(Err(_)) => return Err("closed the connection before registering".into()),
-                Err(_) => {
-                    client.close().await;
-                    return Err(format!("did not register within {:?}", timeouts.registration));
-                }
-            },
-            () = client.closed() => return Err("closed the connection before registering".into()),
-        };
-        let request = ConfigureRequest {
-            config: config_of(&identity),
-            runtime_name: runtime.name.clone(),
-            runtime_version: runtime.version.clone(),
-            registration_timeout: millis(timeouts.registration),
-            request_timeout: millis(timeouts.request),
-            nri_version: NRI_VERSION.to_string(),
-        };
-        let configured = client
-            .call(PLUGIN_SERVICE, "Configure", &request, timeouts.request)
-            .await
-            .map_err(|e| format!("{identity}: Configure: {e}"))
-            .and_then(|bytes| {
-                ConfigureResponse::decode(bytes.as_slice())
-                    .map_err(|e| format!("{identity}: Configure answer: {e}"))
-            });
+        let identity = await_registration(&client, registered, timeouts.registration).await?;
+        let config = config_of(&identity);
+        let configured = configure(&client, &identity, config, runtime, &timeouts).await;
         let events = match configured.and_then(|r| subscription(&identity, r.events)) {
             Ok(events) => events,
             Err(e) => {
