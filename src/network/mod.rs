@@ -23,11 +23,6 @@ pub mod pod;
 pub mod runtime_conf;
 pub mod tasks;
 
-/// The check outcomes at their old path (`network::health::…`), for `sandbox/` and `server/`.
-pub mod health {
-    pub use super::tasks::{Health, LiveCheck, NetworkCheck};
-}
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};

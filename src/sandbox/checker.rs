@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::netns;
-use crate::network::health::LiveCheck;
+use crate::network::LiveCheck;
 use crate::sandbox::events::EventKind;
 use crate::sandbox::manager::{RunningCheck, SandboxManager};
 use crate::sandbox::model::{Sandbox, SandboxState};

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use crate::clock::{now_nanos, Steps};
 use crate::error::{Error, Result};
 use crate::netns::{self, NetnsDir};
-use crate::network::health::Health;
+use crate::network::Health;
 use crate::network::{NetworkReadiness, PodNetwork, POD_IFNAME};
 use crate::sandbox::checker::CheckerStatus;
 use crate::sandbox::events::EVENT_BUFFER;

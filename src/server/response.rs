@@ -98,7 +98,7 @@ pub fn verbose_info(
     files_dir: &std::path::Path,
     runtime_spec: Option<&serde_json::value::RawValue>,
     last_ops: Option<crate::telemetry::LastOps>,
-    health: &crate::network::health::Health,
+    health: &crate::network::Health,
     nri_hooks: &[crate::nri::HookTime],
 ) -> HashMap<String, String> {
     #[derive(serde::Serialize)]
@@ -118,8 +118,8 @@ pub fn verbose_info(
         runtime_spec: Option<&'a serde_json::value::RawValue>,
         files_dir: String,
         cni_plugin_timings: crate::telemetry::LastOps,
-        network_check: Option<&'a crate::network::health::NetworkCheck>,
-        live_check: Option<&'a crate::network::health::LiveCheck>,
+        network_check: Option<&'a crate::network::NetworkCheck>,
+        live_check: Option<&'a crate::network::LiveCheck>,
         nri_hooks: &'a [crate::nri::HookTime],
     }
     let info = Info {
