@@ -42,13 +42,30 @@ async fn full_lifecycle() {
 
     let (st, info) = status(&mut c, &id, false).await;
     assert_eq!(st.id, id);
-    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
-    assert_eq!(st.metadata, config.metadata);
-    assert!(st.created_at > 0, "created_at must be ns > 0");
     assert!(
         info.is_empty(),
         "info must be empty when not verbose: {info:?}"
     );
+    assert_ready_and_echoes(&st, &config);
+    let netns = verbose_names_the_pin(&node, &mut c, &id).await;
+    let items = list(&mut c, None).await;
+    assert_eq!(ids(&items), vec![id.clone()]);
+    assert_listed_ready(&items[0], &config);
+    assert_one_of_each_held(&node);
+
+    stop_pod(&mut c, &id).await;
+    assert_stopped_and_released(&node, &mut c, &id, &netns).await;
+
+    remove_pod(&mut c, &id).await;
+    assert_removed(&node, &mut c, &id).await;
+}
+
+/// READY, with an IP in the pod subnet and the config's metadata, labels, annotations and
+/// namespace options echoed.
+fn assert_ready_and_echoes(st: &cri::PodSandboxStatus, config: &cri::PodSandboxConfig) {
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.metadata, config.metadata);
+    assert!(st.created_at > 0, "created_at must be ns > 0");
     let ip: Ipv4Addr = st
         .network
         .as_ref()
@@ -74,8 +91,12 @@ async fn full_lifecycle() {
         got_ns, want_ns,
         "linux.namespaces.options echoes the config"
     );
+}
 
-    let info = verbose_info(&mut c, &id).await;
+/// Verbose status names an existing pin under --netns-dir, the CNI result and the config;
+/// returns the pin.
+async fn verbose_names_the_pin(node: &Node, c: &mut Client, id: &str) -> std::path::PathBuf {
+    let info = verbose_info(c, id).await;
     let netns = std::path::PathBuf::from(info["netnsPath"].as_str().expect("netnsPath"));
     assert!(
         netns.starts_with(&node.netns_dir),
@@ -85,23 +106,34 @@ async fn full_lifecycle() {
     assert!(netns.exists());
     assert!(!info["cniResult"].is_null(), "info has cniResult: {info}");
     assert!(!info["config"].is_null(), "info has config: {info}");
+    netns
+}
 
-    let items = list(&mut c, None).await;
-    assert_eq!(ids(&items), vec![id.clone()]);
-    assert_eq!(items[0].state, PodSandboxState::SandboxReady as i32);
-    assert_eq!(items[0].metadata, config.metadata);
-    assert!(items[0].created_at > 0);
-    assert_eq!(items[0].labels, config.labels);
-    assert_eq!(items[0].annotations, config.annotations);
+fn assert_listed_ready(item: &cri::PodSandbox, config: &cri::PodSandboxConfig) {
+    assert_eq!(item.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(item.metadata, config.metadata);
+    assert!(item.created_at > 0);
+    assert_eq!(item.labels, config.labels);
+    assert_eq!(item.annotations, config.annotations);
+}
 
+/// A running pod holds one pin, one host-local IP, one record and one veth on the bridge.
+fn assert_one_of_each_held(node: &Node) {
     let before = node.leftovers();
     assert_eq!(before.netns_files.len(), 1, "{before:?}");
     assert_eq!(before.ip_files.len(), 1, "{before:?}");
     assert_eq!(before.records.len(), 1, "{before:?}");
-    assert_eq!(no_veths(&node).len(), 1, "one veth on the bridge");
+    assert_eq!(no_veths(node).len(), 1, "one veth on the bridge");
+}
 
-    stop_pod(&mut c, &id).await;
-    let (st, _) = status(&mut c, &id, false).await;
+/// After Stop: NOTREADY with ip "", still listed, and the pin, the IP and the veth gone.
+async fn assert_stopped_and_released(
+    node: &Node,
+    c: &mut Client,
+    id: &str,
+    netns: &std::path::Path,
+) {
+    let (st, _) = status(c, id, false).await;
     assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
     assert_eq!(st.network.map(|n| n.ip).unwrap_or_default(), "");
     assert!(st.created_at > 0);
@@ -112,21 +144,23 @@ async fn full_lifecycle() {
         after_stop.ip_files.is_empty(),
         "IP released on stop: {after_stop:?}"
     );
-    assert!(no_veths(&node).is_empty(), "veth gone after stop");
-    let items = list(&mut c, None).await;
+    assert!(no_veths(node).is_empty(), "veth gone after stop");
+    let items = list(c, None).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].state, PodSandboxState::SandboxNotready as i32);
+}
 
-    remove_pod(&mut c, &id).await;
+/// After Remove: Status is NotFound, List is empty and nothing is left on the node.
+async fn assert_removed(node: &Node, c: &mut Client, id: &str) {
     let err = c
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
+            pod_sandbox_id: id.to_string(),
             verbose: false,
         })
         .await
         .expect_err("status after remove");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(list(&mut c, None).await.is_empty());
+    assert!(list(c, None).await.is_empty());
     let left = node.leftovers();
     assert!(left.is_empty(), "leftovers after remove: {left:?}");
 }
