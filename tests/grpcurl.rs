@@ -107,7 +107,15 @@ async fn grpcurl_list_and_describe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_run_status_stop_remove() {
     let node = Node::start().await;
-    let body = json!({
+    let id = grpcurl_run(&node, &pod_json(&node));
+    grpcurl_status_is_ready(&node, &id);
+    grpcurl_lists(&node, &id);
+    grpcurl_stop_remove_gone(&node, &id);
+}
+
+/// The RunPodSandbox request as crictl's pod.json spells it (snake_case keys).
+fn pod_json(node: &Node) -> String {
+    json!({
         "config": {
             "metadata": { "name": "grpcurl-pod", "namespace": "default", "uid": "grpcurl-uid-1",
                 "attempt": 0 },
@@ -125,28 +133,37 @@ async fn grpcurl_run_status_stop_remove() {
             }
         }
     })
-    .to_string();
+    .to_string()
+}
+
+/// RunPodSandbox by grpcurl with `body` on stdin; returns the (validated) sandbox id.
+fn grpcurl_run(node: &Node, body: &str) -> String {
     let run = grpcurl_json(
-        &node,
+        node,
         &["-d", "@"],
         &["runtime.v1.RuntimeService/RunPodSandbox"],
-        Some(&body),
+        Some(body),
     );
     let id = run["podSandboxId"]
         .as_str()
         .unwrap_or_else(|| panic!("no podSandboxId: {run}"))
         .to_string();
     assert_valid_id(&id);
+    id
+}
 
+/// Verbose PodSandboxStatus by grpcurl: READY, the config echoed, and the IP it reports is
+/// on the pod's eth0.
+fn grpcurl_status_is_ready(node: &Node, id: &str) {
     let req = json!({ "pod_sandbox_id": id, "verbose": true }).to_string();
     // -emit-defaults: SANDBOX_READY is enum value 0, which proto3 JSON omits otherwise.
     let st = grpcurl_json(
-        &node,
+        node,
         &["-emit-defaults", "-d", "@"],
         &["runtime.v1.RuntimeService/PodSandboxStatus"],
         Some(&req),
     );
-    assert_eq!(st["status"]["id"], Value::String(id.clone()), "{st}");
+    assert_eq!(st["status"]["id"], Value::String(id.to_string()), "{st}");
     assert_eq!(st["status"]["state"], "SANDBOX_READY", "{st}");
     assert_eq!(st["status"]["metadata"]["name"], "grpcurl-pod", "{st}");
     assert_eq!(st["status"]["labels"]["app"], "grpcurl", "{st}");
@@ -162,34 +179,40 @@ async fn grpcurl_run_status_stop_remove() {
         serde_json::from_str(st["info"]["info"].as_str().expect("info.info")).expect("info JSON");
     let netns = std::path::PathBuf::from(info["netnsPath"].as_str().expect("netnsPath"));
     assert_eq!(ipv4_of(&netns, "eth0"), vec![ip]);
+}
 
+/// ListPodSandbox by grpcurl lists `id`.
+fn grpcurl_lists(node: &Node, id: &str) {
     let listed = grpcurl_json(
-        &node,
+        node,
         &["-d", "{}"],
         &["runtime.v1.RuntimeService/ListPodSandbox"],
         None,
     );
     assert_eq!(
         listed["items"][0]["id"],
-        Value::String(id.clone()),
+        Value::String(id.to_string()),
         "{listed}"
     );
+}
 
+/// Stop and Remove by grpcurl; then Status is NotFound and nothing is left on the node.
+fn grpcurl_stop_remove_gone(node: &Node, id: &str) {
     let req = json!({ "pod_sandbox_id": id }).to_string();
     grpcurl_json(
-        &node,
+        node,
         &["-d", "@"],
         &["runtime.v1.RuntimeService/StopPodSandbox"],
         Some(&req),
     );
     grpcurl_json(
-        &node,
+        node,
         &["-d", "@"],
         &["runtime.v1.RuntimeService/RemovePodSandbox"],
         Some(&req),
     );
     let out = grpcurl(
-        &node,
+        node,
         &["-d", "@"],
         &["runtime.v1.RuntimeService/PodSandboxStatus"],
         Some(&req),
