@@ -133,7 +133,7 @@ impl Cni {
     }
 
     /// Every entry of the CNI cache, read off the async workers; the error says what failed.
-    async fn cached_entries(&self) -> Result<Vec<CacheEntry>, String> {
+    pub async fn cached_entries(&self) -> Result<Vec<CacheEntry>, String> {
         let cache = self.cache.clone();
         match tokio::task::spawn_blocking(move || cache.list()).await {
             Ok(Ok(entries)) => Ok(entries),

@@ -332,10 +332,6 @@ impl PodNetwork {
 
     /// Every CNI cache entry, read off the async workers; none when the cache is unreadable.
     async fn cached_entries(&self) -> Vec<crate::cni::cache::CacheEntry> {
-        let cache = self.cni.cache().clone();
-        match tokio::task::spawn_blocking(move || cache.list()).await {
-            Ok(Ok(entries)) => entries,
-            _ => Vec::new(),
-        }
+        self.cni.cached_entries().await.unwrap_or_default()
     }
 }

@@ -112,37 +112,39 @@ pub trait Hooks: Send + Sync + 'static {
     fn remove_pod(&self, id: &str) -> impl Future<Output = ()> + Send;
 }
 
+/// Runs a blocking file operation on tokio's blocking pool (records are fsynced); `what`
+/// names it if that task dies.
+async fn off_the_runtime<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io(what, io::Error::other(e)))?
+}
+
 impl Records for Store {
     async fn save_record(&self, sandbox: &Sandbox) -> Result<()> {
-        let store = self.clone();
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || store.save(&sandbox))
-            .await
-            .map_err(|e| Error::io("saving a sandbox record", io::Error::other(e)))?
+        let (store, sandbox) = (self.clone(), sandbox.clone());
+        off_the_runtime("saving a sandbox record", move || store.save(&sandbox)).await
     }
 
     async fn delete_record(&self, id: &str) -> Result<()> {
-        let store = self.clone();
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete(&id))
-            .await
-            .map_err(|e| Error::io("deleting a sandbox record", io::Error::other(e)))?
+        let (store, id) = (self.clone(), id.to_string());
+        off_the_runtime("deleting a sandbox record", move || store.delete(&id)).await
     }
 
     async fn load_records(&self) -> Result<(Vec<Sandbox>, Vec<Error>)> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.load_all())
-            .await
-            .map_err(|e| Error::io("loading sandbox records", io::Error::other(e)))?
+        off_the_runtime("loading sandbox records", move || store.load_all()).await
     }
 
     async fn write_files(&self, sandbox: &Sandbox) -> Result<String> {
-        let dir = Store::files_dir(self, &sandbox.id);
-        let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || files::write_all(&dir, &sandbox))
-            .await
-            .map_err(|e| Error::io("writing sandbox files", io::Error::other(e)))
-            .and_then(|r| r)
+        let (dir, sandbox) = (Store::files_dir(self, &sandbox.id), sandbox.clone());
+        off_the_runtime("writing sandbox files", move || {
+            files::write_all(&dir, &sandbox)
+        })
+        .await
     }
 
     fn files_dir(&self, id: &str) -> PathBuf {
