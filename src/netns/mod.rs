@@ -44,6 +44,23 @@ impl NetnsDir {
         self.dir.join(format!("{NETNS_PREFIX}{sandbox_id}"))
     }
 
+    /// The `crisp-*` pins in the dir, whatever their state (none when it cannot be read).
+    pub fn pins(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(NETNS_PREFIX))
+            })
+            .map(|entry| entry.path())
+            .collect()
+    }
+
     /// Creates a new network namespace pinned at `path`, with `lo` up.
     pub async fn create(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;

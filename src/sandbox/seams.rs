@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::netns::inside::SysctlError;
-use crate::netns::{self, NetnsDir, NETNS_PREFIX};
+use crate::netns::{self, NetnsDir};
 use crate::network::pod::Pod;
 use crate::network::{NetworkAttachment, NetworkReadiness, PodNetwork};
 use crate::nri::Nri;
@@ -178,19 +178,7 @@ impl Namespaces for NetnsDir {
     }
 
     fn pins(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|entry| {
-                entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(NETNS_PREFIX))
-            })
-            .map(|entry| entry.path())
-            .collect()
+        NetnsDir::pins(self)
     }
 }
 
